@@ -1,0 +1,34 @@
+"""The error hierarchy shared by every part of lts.
+
+`UserError` marks a mistake in what the user gave (a flag, a config key, a file, a
+parameter value).  Command lines turn it into one ``error: …`` line and exit status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["UserError", "ParamError", "UnknownNameError", "did_you_mean"]
+
+
+class UserError(ValueError):
+    """Bad user input: reported as one line, exit status 2."""
+
+
+class ParamError(UserError):
+    """A simulator parameter vector ψ (or one element of it) is invalid."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """A name (simulator, task, config key, parameter) that is not known."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest known name, or ``""``."""
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,382 @@
+"""Parameter spaces: the named elements of ψ that a simulator exposes.
+
+Four kinds of element (DESIGN.md): ``Continuous(low, high)``, ``Integer(low, high)``,
+``Categorical(choices)`` (one choice for the whole dataset) and ``Proportions(choices)``
+(a probability vector from which the simulator draws each scene's attribute).
+
+A ψ is a plain dict, exactly as in a target file: a number for continuous and integer
+elements, a choice for a categorical one, a mapping choice → probability for proportions.
+`ParamSpace.validate` checks one and returns it normalised; every message names the
+element, what is allowed and the value given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from .errors import ParamError, UnknownNameError, UserError, did_you_mean
+
+__all__ = [
+    "Continuous",
+    "Integer",
+    "Categorical",
+    "Proportions",
+    "Element",
+    "ParamSpace",
+    "TargetSpec",
+    "load_target_file",
+    "PROB_TOL",
+]
+
+PROB_TOL = 1e-3  # how far a probability vector may sum from 1 before it is refused
+
+
+def _as_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ParamError(f"parameter {name!r}: expected a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ParamError(f"parameter {name!r}: expected a finite number, got {value!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class Continuous:
+    """A real number in ``[low, high]``."""
+
+    low: float
+    high: float
+    name: str = ""
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.low < self.high:
+            raise ValueError(f"Continuous {self.name!r}: low {self.low} must be below high {self.high}")
+
+    kind = "continuous"
+
+    def validate(self, value: Any) -> float:
+        v = _as_number(self.name, value)
+        if not self.low <= v <= self.high:
+            raise ParamError(
+                f"parameter {self.name!r}: expected a number in [{self.low:g}, {self.high:g}], got {value!r}"
+            )
+        return v
+
+    def default(self) -> float:
+        return (self.low + self.high) / 2.0
+
+    def uniform(self, rng: np.random.Generator) -> float:
+        return float(rng.uniform(self.low, self.high))
+
+    def to_gym(self) -> Any:
+        from gymnasium import spaces
+
+        return spaces.Box(low=np.float32(self.low), high=np.float32(self.high), shape=(1,), dtype=np.float32)
+
+    def from_gym(self, action: Any) -> float:
+        return float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], self.low, self.high))
+
+    def to_gym_value(self, value: float) -> Any:
+        return np.array([value], dtype=np.float32)
+
+    def describe(self) -> str:
+        return f"continuous in [{self.low:g}, {self.high:g}]"
+
+
+@dataclass(frozen=True)
+class Integer:
+    """An integer in ``[low, high]`` (both included)."""
+
+    low: int
+    high: int
+    name: str = ""
+    doc: str = ""
+
+    kind = "integer"
+
+    def __post_init__(self) -> None:
+        if not self.low < self.high:
+            raise ValueError(f"Integer {self.name!r}: low {self.low} must be below high {self.high}")
+
+    def validate(self, value: Any) -> int:
+        v = _as_number(self.name, value)
+        if v != round(v):
+            raise ParamError(f"parameter {self.name!r}: expected an integer, got {value!r}")
+        if not self.low <= v <= self.high:
+            raise ParamError(
+                f"parameter {self.name!r}: expected an integer in [{self.low}, {self.high}], got {value!r}"
+            )
+        return int(round(v))
+
+    def default(self) -> int:
+        return (self.low + self.high) // 2
+
+    def uniform(self, rng: np.random.Generator) -> int:
+        return int(rng.integers(self.low, self.high + 1))
+
+    def to_gym(self) -> Any:
+        from gymnasium import spaces
+
+        return spaces.Discrete(self.high - self.low + 1, start=self.low)
+
+    def from_gym(self, action: Any) -> int:
+        return int(np.clip(int(action), self.low, self.high))
+
+    def to_gym_value(self, value: int) -> Any:
+        return np.int64(value)
+
+    def describe(self) -> str:
+        return f"integer in [{self.low}, {self.high}]"
+
+
+def _check_choices(kind: str, name: str, choices: Sequence[str]) -> tuple[str, ...]:
+    choices = tuple(str(c) for c in choices)
+    if len(choices) < 1 or len(set(choices)) != len(choices):
+        raise ValueError(f"{kind} {name!r}: choices must be distinct and non-empty, got {choices}")
+    return choices
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """One choice, the same for the whole dataset (a town, a camera rig…)."""
+
+    choices: tuple[str, ...]
+    name: str = ""
+    doc: str = ""
+
+    kind = "categorical"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "choices", _check_choices("Categorical", self.name, self.choices))
+
+    def validate(self, value: Any) -> str:
+        if not isinstance(value, str) or value not in self.choices:
+            raise ParamError(
+                f"parameter {self.name!r}: expected one of {list(self.choices)}, got {value!r}"
+                + did_you_mean(str(value), self.choices)
+            )
+        return value
+
+    def default(self) -> str:
+        return self.choices[0]
+
+    def uniform(self, rng: np.random.Generator) -> str:
+        return self.choices[int(rng.integers(len(self.choices)))]
+
+    def to_gym(self) -> Any:
+        from gymnasium import spaces
+
+        return spaces.Discrete(len(self.choices))
+
+    def from_gym(self, action: Any) -> str:
+        return self.choices[int(np.clip(int(action), 0, len(self.choices) - 1))]
+
+    def to_gym_value(self, value: str) -> Any:
+        return np.int64(self.choices.index(value))
+
+    def describe(self) -> str:
+        return f"one of {list(self.choices)}"
+
+
+@dataclass(frozen=True)
+class Proportions:
+    """A probability vector over choices; each scene draws its attribute from it."""
+
+    choices: tuple[str, ...]
+    name: str = ""
+    doc: str = ""
+
+    kind = "proportions"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "choices", _check_choices("Proportions", self.name, self.choices))
+
+    def validate(self, value: Any) -> dict[str, float]:
+        """Accept a mapping choice → probability (missing choices are 0) or a list in
+        the order of ``choices``; return the mapping with every choice, summing to 1."""
+        if isinstance(value, Mapping):
+            unknown = [k for k in value if k not in self.choices]
+            if unknown:
+                raise ParamError(
+                    f"parameter {self.name!r}: unknown choice {unknown[0]!r}, expected some of "
+                    f"{list(self.choices)}" + did_you_mean(str(unknown[0]), self.choices)
+                )
+            probs = [_as_number(f"{self.name}.{c}", value.get(c, 0.0)) for c in self.choices]
+        elif isinstance(value, (list, tuple, np.ndarray)):
+            if len(value) != len(self.choices):
+                raise ParamError(
+                    f"parameter {self.name!r}: expected {len(self.choices)} probabilities "
+                    f"(for {list(self.choices)}), got {len(value)}"
+                )
+            probs = [_as_number(f"{self.name}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            raise ParamError(
+                f"parameter {self.name!r}: expected a mapping of {list(self.choices)} to probabilities, got {value!r}"
+            )
+        neg = [(c, p) for c, p in zip(self.choices, probs) if p < 0]
+        if neg:
+            raise ParamError(f"parameter {self.name!r}: probabilities must be >= 0, got {neg[0][0]}={neg[0][1]:g}")
+        total = sum(probs)
+        if abs(total - 1.0) > PROB_TOL:
+            raise ParamError(f"parameter {self.name!r}: probabilities must sum to 1, got a sum of {total:.6g}")
+        return {c: p / total for c, p in zip(self.choices, probs)}
+
+    def default(self) -> dict[str, float]:
+        return {c: 1.0 / len(self.choices) for c in self.choices}
+
+    def uniform(self, rng: np.random.Generator) -> dict[str, float]:
+        # Uniform on the simplex.
+        p = rng.dirichlet(np.ones(len(self.choices)))
+        return {c: float(x) for c, x in zip(self.choices, p)}
+
+    def to_gym(self) -> Any:
+        from gymnasium import spaces
+
+        return spaces.Box(low=0.0, high=1.0, shape=(len(self.choices),), dtype=np.float32)
+
+    def from_gym(self, action: Any) -> dict[str, float]:
+        """Project any point of the Box onto the simplex (an RL agent's raw action)."""
+        a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), 0.0, None)
+        total = a.sum()
+        a = a / total if total > 0 else np.full(len(self.choices), 1.0 / len(self.choices))
+        return {c: float(x) for c, x in zip(self.choices, a)}
+
+    def to_gym_value(self, value: Mapping[str, float]) -> Any:
+        return np.array([value[c] for c in self.choices], dtype=np.float32)
+
+    def vector(self, value: Mapping[str, float]) -> np.ndarray:
+        """The probabilities in the order of ``choices``."""
+        return np.array([value[c] for c in self.choices], dtype=np.float64)
+
+    def describe(self) -> str:
+        return f"probabilities over {list(self.choices)} summing to 1"
+
+
+Element = Union[Continuous, Integer, Categorical, Proportions]
+
+
+class ParamSpace(Mapping[str, Element]):
+    """An ordered, named collection of elements.  Build it with keyword arguments:
+
+    >>> space = ParamSpace(std=Continuous(0.1, 3.0), balance=Proportions(("c0", "c1")))
+    """
+
+    def __init__(self, elements: Mapping[str, Element] | None = None, /, **kw: Element) -> None:
+        items = dict(elements or {})
+        items.update(kw)
+        if not items:
+            raise ValueError("a parameter space needs at least one element")
+        self._elements: dict[str, Element] = {}
+        for name, el in items.items():
+            # Elements know their own name so that their messages can say it.
+            if el.name != name:
+                el = type(el)(**{**el.__dict__, "name": name})
+            self._elements[name] = el
+
+    # Mapping protocol
+    def __getitem__(self, name: str) -> Element:
+        try:
+            return self._elements[name]
+        except KeyError:
+            raise UnknownNameError(
+                f"unknown parameter {name!r}; known: {list(self._elements)}" + did_you_mean(name, self._elements)
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._elements)
+
+    def __len__(self) -> int:
+        return len(self._elements)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v.describe()}" for k, v in self._elements.items())
+        return f"ParamSpace({inner})"
+
+    def validate(self, params: Mapping[str, Any], *, fill_defaults: bool = False) -> dict[str, Any]:
+        """Check ψ and return it normalised (proportions as full mappings summing to 1).
+
+        With ``fill_defaults`` a missing element takes its default (midpoint, first
+        choice, uniform proportions); otherwise a missing element is an error.
+        """
+        if not isinstance(params, Mapping):
+            raise ParamError(f"parameters: expected a mapping of name to value, got {type(params).__name__}")
+        unknown = [k for k in params if k not in self._elements]
+        if unknown:
+            k = unknown[0]
+            raise ParamError(
+                f"unknown parameter {k!r}; this simulator has {list(self._elements)}" + did_you_mean(k, self._elements)
+            )
+        out: dict[str, Any] = {}
+        for name, el in self._elements.items():
+            if name in params:
+                out[name] = el.validate(params[name])
+            elif fill_defaults:
+                out[name] = el.default()
+            else:
+                raise ParamError(f"parameter {name!r} is missing ({el.describe()})")
+        return out
+
+    def default(self) -> dict[str, Any]:
+        return {name: el.default() for name, el in self._elements.items()}
+
+    def sample(self, seed: int | np.random.Generator | None = None) -> dict[str, Any]:
+        """A ψ drawn uniformly from the space (proportions uniformly on the simplex)."""
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        return {name: el.uniform(rng) for name, el in self._elements.items()}
+
+    def to_gym(self) -> Any:
+        """The space as a Gymnasium ``Dict`` space."""
+        from gymnasium import spaces
+
+        return spaces.Dict({name: el.to_gym() for name, el in self._elements.items()})
+
+    def from_gym(self, action: Mapping[str, Any]) -> dict[str, Any]:
+        """A valid ψ from an element of ``to_gym()`` (proportions projected onto the simplex)."""
+        return {name: el.from_gym(action[name]) for name, el in self._elements.items()}
+
+    def to_gym_value(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: el.to_gym_value(params[name]) for name, el in self._elements.items()}
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A target parameter file: ``{"simulator": NAME, "params": {NAME: value}}``."""
+
+    params: dict[str, Any]
+    simulator: str | None = None
+    path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_target_file(path: str | Path) -> TargetSpec:
+    """Read a target parameter file (YAML or JSON).  Values are checked against a
+    simulator's space later, by `ParamSpace.validate`."""
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"target file {str(p)!r} does not exist")
+    if not p.is_file():
+        raise UserError(f"target {str(p)!r} is not a file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"target file {str(p)!r} cannot be read: {e}") from None
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else "syntax error"
+        raise UserError(f"target file {str(p)!r} is not valid YAML: {first}") from None
+    if not isinstance(data, Mapping) or "params" not in data:
+        raise UserError(f"target file {str(p)!r}: expected a mapping with 'params' (and 'simulator'), got {data!r:.80}")
+    params = data["params"]
+    if not isinstance(params, Mapping):
+        raise UserError(f"target file {str(p)!r}: 'params' must be a mapping of parameter name to value")
+    sim = data.get("simulator")
+    extra = {k: v for k, v in data.items() if k not in ("params", "simulator")}
+    return TargetSpec(params=dict(params), simulator=None if sim is None else str(sim), path=str(p), extra=extra)

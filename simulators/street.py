@@ -1,0 +1,22 @@
+"""The street-scene parameter space shared by the procedural renderer and CARLA, so
+that a learned policy or a target file carries over between the two."""
+
+from __future__ import annotations
+
+from .space import Continuous, ParamSpace, Proportions
+
+__all__ = ["WEATHERS", "INTERSECTIONS", "CAR_TYPES", "street_param_space"]
+
+WEATHERS: tuple[str, ...] = ("clear_noon", "cloudy_noon", "hard_rain_noon", "clear_sunset")
+INTERSECTIONS: tuple[str, ...] = ("X", "T", "L")
+CAR_TYPES: tuple[str, ...] = ("sedan", "hatchback", "suv", "van", "truck")
+
+
+def street_param_space() -> ParamSpace:
+    return ParamSpace(
+        weather=Proportions(WEATHERS, doc="weather preset of each scene (CARLA's names)"),
+        intersection=Proportions(INTERSECTIONS, doc="shape of the junction ahead"),
+        car_type=Proportions(CAR_TYPES, doc="type of each car placed"),
+        cars_per_scene=Continuous(0.0, 16.0, doc="mean number of cars placed in a scene"),
+        road_length=Continuous(20.0, 120.0, doc="metres of road before the junction"),
+    )
