@@ -1,0 +1,108 @@
+"""Shared command-line plumbing: the exit-status contract and small argparse helpers.
+
+Exit status (DESIGN.md contract 7): 0 done; 2 a user error, reported as one
+``error: …`` line on stderr with no traceback; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import yaml
+
+from simulators.errors import UserError
+
+__all__ = ["run_cli", "ArgumentParser", "parse_set", "parse_resolution", "main", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are the one-line ``error: …`` of the contract."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _format_warning(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> str:
+    return f"warning: {message}\n"
+
+
+def run_cli(main: Callable[[list[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run a command-line ``main`` under the exit-status contract."""
+    warnings.formatwarning = _format_warning  # type: ignore[assignment]
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return int(main(None if argv is None else list(argv)) or 0)
+    except UserError as e:
+        msg = " ".join(str(e).split("\n")).strip()
+        print(f"error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `lts.inspect … | head` closes the pipe early: not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``["a.b=1", "w={x: 0.5, y: 0.5}"]`` → ``{"a.b": 1, "w": {...}}`` (values are YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise UserError(f"--set {item!r}: the value {raw!r} is not valid YAML") from None
+        out[key.strip()] = value
+    return out
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """``"64x128"`` → ``(64, 128)`` (height × width)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise UserError(f"resolution {text!r}: expected HEIGHTxWIDTH, e.g. 64x128") from None
+    return h, w
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``lts SUBCOMMAND …``: the console script dispatches to ``python -m lts.SUBCOMMAND``."""
+    import importlib
+
+    commands = {
+        "optimize": "run the learning-to-simulate loop",
+        "inspect": "show a run's learned distribution",
+        "evaluate": "train final models on learned / random / oracle data and score them",
+        "render": "render labelled frames to PNG or a Cityscapes-layout dataset",
+        "refine": "train or apply a GAN refiner",
+        "compare": "compare LTS with random search and Ray Tune searchers",
+        "bench": "benchmarks",
+    }
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        lines = [f"  {k:<9} {v}" for k, v in commands.items()]
+        print("usage: lts COMMAND [ARGS…]   (same as python -m lts.COMMAND)\n\ncommands:\n" + "\n".join(lines))
+        if argv and argv[0] not in ("-h", "--help"):
+            raise UserError(f"unknown command {argv[0]!r}; expected one of {', '.join(commands)}")
+        return 0
+    module = importlib.import_module(f"lts.{argv[0]}")
+    return module.main(argv[1:])
+
+
+def console_main() -> None:
+    raise SystemExit(run_cli(main))

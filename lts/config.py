@@ -1,0 +1,204 @@
+"""Typed experiment configuration: defaults, YAML files, ``--set key=value`` overrides.
+
+Every field has a one-line doc (``lts.optimize --help-config`` prints them).  Unknown
+keys and wrong types are `UserError`s that name the key and suggest the closest one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simulators.errors import UserError, did_you_mean
+
+__all__ = ["Config", "PolicyConfig", "load_config", "config_to_dict", "describe_config", "resolve_path", "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _f(default: Any, doc: str) -> Any:
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class PolicyConfig:
+    lr: float = _f(0.05, "Adam learning rate of the range-scaled Gaussians (continuous and integer elements)")
+    logit_lr: float = _f(0.15, "Adam learning rate of the proportions' logit Gaussians and categorical logits")
+    init_std: float = _f(0.25, "initial std of continuous elements, as a fraction of their range")
+    init_logit_std: float = _f(0.5, "initial std of the proportions' logits")
+    min_std: float = _f(0.02, "smallest std the policy may shrink to (range fraction / logits)")
+    entropy_coef: float = _f(0.0, "entropy bonus β added to the REINFORCE objective")
+    baseline_decay: float = _f(0.7, "moving-average baseline: b ← decay·b + (1−decay)·mean(R)")
+    max_grad_norm: float = _f(1.0, "gradient clipping of the policy update (0 disables it)")
+
+
+@dataclass
+class Config:
+    sim: str = _f("procedural", "simulator: a registered name or package.module:Class")
+    sim_options: dict = _f({}, "keyword options for the simulator (e.g. resolution: [64, 128])")
+    task: str = _f("counting", "downstream task: counting, segmentation or classify")
+    task_options: dict = _f({}, "keyword options for the task (training budget, lr, …)")
+    target: str = _f("configs/targets/default.yaml", "target parameter file (YAML) or a labelled image directory")
+    target_size: int = _f(256, "validation samples rendered from ψ* when the target is a parameter file")
+    iterations: int = _f(15, "policy iterations")
+    samples: int = _f(4, "K: parameter vectors ψ drawn per iteration")
+    scenes: int = _f(128, "M: scenes (samples) rendered per ψ")
+    seed: int = _f(0, "run seed; every other seed is derived from it")
+    device: str = _f("cpu", "device for rendering and training: cpu or cuda")
+    workers: int = _f(0, "Ray workers for the K evaluations (0: in-process)")
+    ray_address: str | None = _f(None, "address of an existing Ray cluster to join (e.g. auto)")
+    refiner: str | None = _f(None, "GAN refiner checkpoint applied to every rendered batch")
+    warm_start: bool = _f(False, "start each training from the previous iteration's best model")
+    final_repeats: int = _f(2, "seeds averaged for the final lts / oracle / random rewards")
+    tensorboard: bool = _f(False, "also write TensorBoard logs under RUN_DIR/tensorboard")
+    policy: PolicyConfig = field(default_factory=PolicyConfig, metadata={"doc": "policy and update settings"})
+
+    def validate(self) -> Config:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise UserError(msg)
+
+        need(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
+        need(self.samples >= 1, f"samples (K) must be >= 1, got {self.samples}")
+        need(self.scenes >= 1, f"scenes (M) must be >= 1, got {self.scenes}")
+        need(self.target_size >= 1, f"target_size must be >= 1, got {self.target_size}")
+        need(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+        need(self.final_repeats >= 0, f"final_repeats must be >= 0, got {self.final_repeats}")
+        need(
+            self.device in ("cpu", "cuda") or self.device.startswith("cuda:"),
+            f"device must be cpu or cuda, got {self.device!r}",
+        )
+        p = self.policy
+        need(0.0 <= p.baseline_decay < 1.0, f"policy.baseline_decay must be in [0, 1), got {p.baseline_decay}")
+        need(p.lr > 0 and p.logit_lr > 0, "policy.lr and policy.logit_lr must be > 0")
+        need(0 < p.min_std <= 1 and p.init_std > 0 and p.init_logit_std > 0, "policy stds must be > 0")
+        return self
+
+
+def _check_type(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif tp is dict:
+        if isinstance(value, dict):
+            return value
+        if value is None:
+            return {}
+    name = getattr(tp, "__name__", str(tp))
+    raise UserError(f"config key {key!r}: expected {name}, got {value!r}")
+
+
+def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            known = [f"{prefix}{n}" for n in names]
+            raise UserError(f"unknown config key {full!r}" + did_you_mean(full, known))
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UserError(f"config key {full!r}: expected a mapping, got {value!r}")
+            _apply(current, value, prefix=f"{full}.")
+        elif hints[key] is dict and isinstance(current, dict) and isinstance(value, dict) and prefix == "":
+            setattr(obj, key, {**current, **value})
+        else:
+            setattr(obj, key, _check_type(full, value, hints[key]))
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"policy.lr": 1}`` → ``{"policy": {"lr": 1}}``; ``sim_options.x`` likewise."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        d = out
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+            if not isinstance(d, dict):
+                raise UserError(f"config key {key!r}: {p!r} is not a mapping")
+        d[parts[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{what} {str(p)!r} cannot be read: {e}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{what} {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{what} {str(p)!r}: expected a mapping of keys to values")
+    return data
+
+
+def load_config(
+    path: str | Path | None = None, *layers: dict[str, Any], overrides: dict[str, Any] | None = None
+) -> Config:
+    """Defaults, then the YAML file, then each layer, then dotted ``overrides``."""
+    cfg = Config()
+    if path is not None:
+        _apply(cfg, read_yaml(path))
+    for layer in layers:
+        _apply(cfg, layer)
+    if overrides:
+        _apply(cfg, _nest(overrides))
+    return cfg.validate()
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def describe_config() -> str:
+    """Every key with its default and doc, for ``--help-config``."""
+    lines = []
+
+    def walk(obj: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if dataclasses.is_dataclass(v):
+                walk(v, f"{prefix}{f.name}.")
+            else:
+                lines.append(f"  {prefix + f.name:<24} {v!r:<32} {f.metadata.get('doc', '')}")
+
+    walk(Config(), "")
+    return "\n".join(lines)
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A path as given if it exists, else relative to the repository (for configs/…)."""
+    p = Path(path).expanduser()
+    if p.exists() or p.is_absolute():
+        return p
+    alt = REPO_ROOT / p
+    return alt if alt.exists() else p

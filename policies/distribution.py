@@ -1,0 +1,211 @@
+"""A distribution over ψ built from a parameter space.
+
+- continuous / integer elements: a Gaussian over the element's range rescaled to
+  [0, 1]; a draw is clipped to the range (and rounded for integers);
+- proportions: a diagonal Gaussian over logits, ψ = softmax(logits) (the paper's
+  multivariate Gaussian policy);
+- categorical: a categorical distribution over the choices.
+
+The learnable tensors live in one ``nn.Module``; torch distributions are rebuilt
+from them on every call, so there is no hidden state to set first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributions import Categorical as TorchCategorical
+from torch.distributions import Normal
+
+from simulators.space import Categorical, Continuous, Integer, ParamSpace, Proportions
+
+__all__ = ["Policy", "PolicySample"]
+
+_MEAN_DRAWS = 4096  # Monte Carlo draws for the expected ψ of nonlinear elements
+
+
+def _clipped_normal_mean(m: float, s: float) -> float:
+    """E[clip(X, 0, 1)] for X ~ N(m, s²), exactly."""
+    a, b = (0.0 - m) / s, (1.0 - m) / s
+    cdf = lambda x: 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))  # noqa: E731
+    pdf = lambda x: math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)  # noqa: E731
+    return (1.0 - cdf(b)) + m * (cdf(b) - cdf(a)) + s * (pdf(a) - pdf(b))
+
+
+@dataclass
+class PolicySample:
+    """``k`` draws: the raw policy coordinates (what ``log_prob`` needs) and the ψ dicts."""
+
+    raw: dict[str, torch.Tensor]
+    params: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+
+class Policy(nn.Module):
+    """A distribution over a `ParamSpace` with ``sample``, ``log_prob``, ``entropy``, ``mean``."""
+
+    def __init__(
+        self,
+        space: ParamSpace,
+        *,
+        init_std: float = 0.25,
+        init_logit_std: float = 0.5,
+        min_std: float = 0.02,
+        max_std: float = 1.0,
+        init: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.space = space
+        self.min_log_std, self.max_log_std = math.log(min_std), math.log(max_std)
+        start = space.validate(init, fill_defaults=True) if init is not None else space.default()
+        self.loc = nn.ParameterDict()
+        self.log_std = nn.ParameterDict()
+        self.logits = nn.ParameterDict()
+        for name, el in space.items():
+            if isinstance(el, (Continuous, Integer)):
+                u = (float(start[name]) - el.low) / (el.high - el.low)
+                self.loc[name] = nn.Parameter(torch.tensor([u], dtype=torch.float64))
+                self.log_std[name] = nn.Parameter(torch.full((1,), math.log(init_std), dtype=torch.float64))
+            elif isinstance(el, Proportions):
+                p = torch.tensor([start[name][c] for c in el.choices], dtype=torch.float64).clamp_min(1e-6)
+                self.loc[name] = nn.Parameter(p.log() - p.log().mean())
+                self.log_std[name] = nn.Parameter(
+                    torch.full((len(el.choices),), math.log(init_logit_std), dtype=torch.float64)
+                )
+            elif isinstance(el, Categorical):
+                logits = torch.zeros(len(el.choices), dtype=torch.float64)
+                self.logits[name] = nn.Parameter(logits)
+            else:  # pragma: no cover - the space only builds the four kinds
+                raise TypeError(f"unsupported element {el!r}")
+
+    # -- the distributions, rebuilt from the parameters on each call -----------------
+    def _normal(self, name: str) -> Normal:
+        return Normal(self.loc[name], self.log_std[name].exp())
+
+    def _categorical(self, name: str) -> TorchCategorical:
+        return TorchCategorical(logits=self.logits[name])
+
+    def _to_value(self, name: str, raw: torch.Tensor) -> Any:
+        el = self.space[name]
+        if isinstance(el, Continuous):
+            return el.low + float(raw.clamp(0, 1)) * (el.high - el.low)
+        if isinstance(el, Integer):
+            return int(round(el.low + float(raw.clamp(0, 1)) * (el.high - el.low)))
+        if isinstance(el, Proportions):
+            p = torch.softmax(raw, -1)
+            return {c: float(x) for c, x in zip(el.choices, p)}
+        return el.choices[int(raw)]
+
+    @torch.no_grad()
+    def sample(self, k: int, generator: torch.Generator | None = None) -> PolicySample:
+        """Draw ``k`` ψ.  Pass a seeded generator for reproducible draws."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        raw: dict[str, torch.Tensor] = {}
+        for name in self.space:
+            if name in self.logits:
+                probs = torch.softmax(self.logits[name], -1)
+                raw[name] = torch.multinomial(probs, k, replacement=True, generator=generator).to(torch.float64)
+            else:
+                loc, std = self.loc[name], self.log_std[name].exp()
+                eps = torch.randn((k, loc.numel()), generator=generator, dtype=torch.float64)
+                raw[name] = loc + std * eps
+        params = [{name: self._to_value(name, raw[name][i]) for name in self.space} for i in range(k)]
+        return PolicySample(raw=raw, params=params)
+
+    def log_prob(self, sample: PolicySample | Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Log-density of each draw (one value per draw), differentiable in the parameters."""
+        raw = sample.raw if isinstance(sample, PolicySample) else sample
+        total: torch.Tensor | float = 0.0
+        for name in self.space:
+            x = raw[name]
+            if name in self.logits:
+                total = total + self._categorical(name).log_prob(x.long())
+            else:
+                total = total + self._normal(name).log_prob(x).sum(-1)
+        return total  # type: ignore[return-value]
+
+    def entropy(self) -> torch.Tensor:
+        """Entropy of the policy over its raw coordinates."""
+        parts = [self._categorical(n).entropy() for n in self.logits]
+        parts += [self._normal(n).entropy().sum() for n in self.loc]
+        return torch.stack([p.reshape(()) for p in parts]).sum()
+
+    @torch.no_grad()
+    def mean(self) -> dict[str, Any]:
+        """The expected ψ (for categorical elements, the most likely choice).
+
+        Clipping and softmax are nonlinear, so the expectation is taken over a fixed
+        set of draws: the same parameters always give the same mean.
+        """
+        gen = torch.Generator().manual_seed(0)
+        out: dict[str, Any] = {}
+        for name, el in self.space.items():
+            if isinstance(el, Categorical):
+                out[name] = el.choices[int(self.logits[name].argmax())]
+                continue
+            loc, std = self.loc[name], self.log_std[name].exp()
+            if isinstance(el, Proportions):
+                # Antithetic draws: a symmetric policy gives exactly uniform proportions.
+                eps = torch.randn((_MEAN_DRAWS // 2, loc.numel()), generator=gen, dtype=torch.float64)
+                z = loc + std * torch.cat([eps, -eps])
+                p = torch.softmax(z, -1).mean(0)
+                out[name] = {c: float(x) for c, x in zip(el.choices, p)}
+            else:
+                u = _clipped_normal_mean(float(loc), float(std))
+                v = el.low + u * (el.high - el.low)
+                out[name] = v if isinstance(el, Continuous) else float(v)
+        return out
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Keep parameters where they mean something (called after each update)."""
+        for name in self.loc:
+            if isinstance(self.space[name], (Continuous, Integer)):
+                self.loc[name].clamp_(0.0, 1.0)
+            else:
+                # softmax ignores a shift of all logits: keep them centred.
+                self.loc[name].sub_(self.loc[name].mean())
+            self.log_std[name].clamp_(self.min_log_std, self.max_log_std)
+
+    @torch.no_grad()
+    def to_json(self) -> dict[str, Any]:
+        """The ``policy.json`` form (DESIGN.md contract 4)."""
+        mean = self.mean()
+        params: dict[str, Any] = {}
+        for name, el in self.space.items():
+            if isinstance(el, Proportions):
+                params[name] = {
+                    "kind": "proportions",
+                    "choices": list(el.choices),
+                    "mean": [mean[name][c] for c in el.choices],
+                }
+            elif isinstance(el, Categorical):
+                probs = torch.softmax(self.logits[name], -1)
+                params[name] = {"kind": "categorical", "choices": list(el.choices), "probs": probs.tolist()}
+            else:
+                scale = el.high - el.low
+                params[name] = {
+                    "kind": el.kind,
+                    "low": el.low,
+                    "high": el.high,
+                    "mean": mean[name],
+                    "std": float(self.log_std[name].exp()) * scale,
+                }
+        return {"params": params}
+
+    def param_groups(self, lr: float, logit_lr: float) -> list[dict[str, Any]]:
+        """Optimizer groups: range-scaled Gaussians at ``lr``, logits at ``logit_lr``."""
+        cont = [p for n, p in self.loc.items() if isinstance(self.space[n], (Continuous, Integer))]
+        cont += [p for n, p in self.log_std.items() if isinstance(self.space[n], (Continuous, Integer))]
+        logit = [p for n, p in self.loc.items() if isinstance(self.space[n], Proportions)]
+        logit += [p for n, p in self.log_std.items() if isinstance(self.space[n], Proportions)]
+        logit += list(self.logits.values())
+        return [g for g in ({"params": cont, "lr": lr}, {"params": logit, "lr": logit_lr}) if g["params"]]
