@@ -32,3 +32,12 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest known name, or ``""``."""
     close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class SimulatorUnavailable(UserError):
+    """The simulator's server cannot be reached or stopped answering (no CARLA server,
+    a tick that timed out, a server that died mid-run).  A loop that catches it stops
+    with its checkpoint written, so that ``--resume`` continues once the server is back."""
+
+
+__all__ += ["SimulatorUnavailable"]
