@@ -586,8 +586,8 @@ class CarlaSimulator(Simulator):
             else:
                 why = f"{what} failed: {detail}"
             raise SimulatorUnavailable(
-                f"CARLA server {self.address}: {why}; the run stops here — restart the server "
-                "(./CarlaUE4.sh -RenderOffScreen) and continue with --resume RUN_DIR"
+                f"CARLA server {self.address}: {why}; restart the server (./CarlaUE4.sh -RenderOffScreen) "
+                "and resume the run"
             ) from e
 
     def _ensure_world(self) -> None:
@@ -982,7 +982,7 @@ class CarlaSimulator(Simulator):
                 except queue.Empty:
                     raise SimulatorUnavailable(
                         f"CARLA server {self.address}: no {key} image for frame {frame} within {self.timeout:g} s; "
-                        "the run stops here — restart the server and continue with --resume RUN_DIR"
+                        "restart the server (./CarlaUE4.sh -RenderOffScreen) and resume the run"
                     ) from None
                 if int(image.frame) == frame:
                     out[key] = image

@@ -484,7 +484,7 @@ def test_tick_timeout_is_a_clear_error_and_the_simulator_goes_on_afterwards(serv
         with pytest.raises(SimulatorUnavailable) as info:
             sim.generate(psi(), 3, seed=1)
         msg = str(info.value)
-        assert "localhost:2000" in msg and "did not answer tick" in msg and "--resume" in msg and "\n" not in msg
+        assert "localhost:2000" in msg and "did not answer tick" in msg and "resume the run" in msg and "\n" not in msg
         assert isinstance(info.value, UserError)
         assert not server.lts_actors() and not server.listening_sensors()
         assert len(sim.generate(psi(), 2, seed=2)) == 2  # the server is back
