@@ -76,6 +76,7 @@ class EvalResult:
     frames: int = 0
     error: str | None = None
     state: dict[str, Any] | None = None
+    attempts: int = 1  # how many workers it took (a Ray worker that died mid-evaluation is retried)
 
     @property
     def ok(self) -> bool:

@@ -153,7 +153,7 @@ class Policy(nn.Module):
                 continue
             loc, std = self.loc[name], self.log_std[name].exp()
             if isinstance(el, Proportions):
-                # Antithetic draws: a symmetric policy gives exactly uniform proportions.
+                # Antithetic draws halve the Monte Carlo error of E[softmax(z)].
                 eps = torch.randn((_MEAN_DRAWS // 2, loc.numel()), generator=gen, dtype=torch.float64)
                 z = loc + std * torch.cat([eps, -eps])
                 p = torch.softmax(z, -1).mean(0)

@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -226,7 +226,9 @@ class Proportions:
         total = sum(probs)
         if abs(total - 1.0) > PROB_TOL:
             raise ParamError(f"parameter {self.name!r}: probabilities must sum to 1, got a sum of {total:.6g}")
-        return {c: p / total for c, p in zip(self.choices, probs)}
+        if abs(total - 1.0) > 1e-12:  # keep a valid ψ bit-identical (validate is idempotent)
+            probs = [p / total for p in probs]
+        return dict(zip(self.choices, probs))
 
     def default(self) -> dict[str, float]:
         return {c: 1.0 / len(self.choices) for c in self.choices}
@@ -259,7 +261,7 @@ class Proportions:
         return f"probabilities over {list(self.choices)} summing to 1"
 
 
-Element = Union[Continuous, Integer, Categorical, Proportions]
+Element = Continuous | Integer | Categorical | Proportions
 
 
 class ParamSpace(Mapping[str, Element]):

@@ -1,0 +1,33 @@
+import pytest
+
+from lts.cli import parse_resolution, parse_set
+from lts.config import load_config
+from simulators import UserError
+
+
+def test_layers_apply_in_order(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("sim: gmm\nsamples: 3\npolicy: {lr: 0.2}\ntask_options: {steps: 5}\n")
+    cfg = load_config(f, {"samples": 5}, overrides={"policy.logit_lr": 0.3, "task_options.lr": 0.1})
+    assert (cfg.sim, cfg.samples, cfg.policy.lr, cfg.policy.logit_lr) == ("gmm", 5, 0.2, 0.3)
+    assert cfg.task_options == {"steps": 5, "lr": 0.1}
+
+
+def test_errors_name_the_key():
+    with pytest.raises(UserError, match=r"unknown config key 'sampels' \(did you mean 'samples'\?\)"):
+        load_config(None, {"sampels": 3})
+    with pytest.raises(UserError, match="config key 'warm_start': expected bool, got 'yes please'"):
+        load_config(None, {"warm_start": "yes please"})
+    with pytest.raises(UserError, match=r"policy.baseline_decay must be in \[0, 1\)"):
+        load_config(None, overrides={"policy.baseline_decay": 1.0})
+    with pytest.raises(UserError, match="device must be cpu or cuda"):
+        load_config(None, {"device": "tpu"})
+
+
+def test_parse_set_and_resolution():
+    assert parse_set(["a=1", "w={x: 0.5}", "s=hello"]) == {"a": 1, "w": {"x": 0.5}, "s": "hello"}
+    with pytest.raises(UserError, match="expected key=value"):
+        parse_set(["novalue"])
+    assert parse_resolution("64x128") == (64, 128)
+    with pytest.raises(UserError, match="expected HEIGHTxWIDTH"):
+        parse_resolution("big")

@@ -1,0 +1,193 @@
+"""The optimize / inspect command lines on the toy experiment, with tiny budgets."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO, tiny_gmm_args
+
+from lts.cli import run_cli
+from lts.inspect import main as inspect_main
+from lts.optimize import main as optimize_main
+
+
+def run(argv):
+    return run_cli(optimize_main, argv)
+
+
+def test_run_directory_follows_the_contract(tmp_path, gmm_target):
+    out = tmp_path / "run"
+    assert run(tiny_gmm_args(gmm_target, out)) == 0
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "metrics.jsonl", "policy.json", "checkpoint.pt",
+                                                "summary.json"}  # fmt: skip
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    for r in rows:
+        assert {"iteration", "rewards", "reward_mean", "baseline", "policy", "sim_frames", "elapsed_s"} <= set(r)
+        assert len(r["rewards"]) == 3 and all(0.0 <= x <= 1.0 for x in r["rewards"])
+    assert rows[-1]["sim_frames"] == 3 * 3 * 60
+    assert rows[0]["elapsed_s"] <= rows[-1]["elapsed_s"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metric"] == "accuracy" and summary["iterations"] == 3
+    assert set(summary["reward"]) == {"lts", "oracle", "random"}
+    assert summary["sim_frames"] == rows[-1]["sim_frames"]
+    # The oracle trains on ψ* itself; domain randomization flips classes and must lose.
+    assert summary["reward"]["oracle"] > 0.9 > summary["reward"]["random"]
+    policy = json.loads((out / "policy.json").read_text())
+    assert policy == rows[-1]["policy"]
+    assert policy["params"]["balance"]["kind"] == "proportions"
+    assert sum(policy["params"]["balance"]["mean"]) == pytest.approx(1.0)
+
+
+def test_same_seed_same_policy(tmp_path, gmm_target):
+    for name in ("a", "b"):
+        assert run(tiny_gmm_args(gmm_target, tmp_path / name, "--seed", "5")) == 0
+    assert (tmp_path / "a" / "policy.json").read_text() == (tmp_path / "b" / "policy.json").read_text()
+    assert run(tiny_gmm_args(gmm_target, tmp_path / "c", "--seed", "6")) == 0
+    assert (tmp_path / "a" / "policy.json").read_text() != (tmp_path / "c" / "policy.json").read_text()
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, gmm_target):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert run(tiny_gmm_args(gmm_target, full)) == 0
+    args = tiny_gmm_args(gmm_target, part)
+    args[args.index("--iterations") + 1] = "1"
+    assert run(args) == 0
+    assert run(["--resume", str(part), "--iterations", "3", "--quiet"]) == 0
+    assert (full / "policy.json").read_text() == (part / "policy.json").read_text()
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("elapsed_s", "timing_s")} for r in rows]  # noqa: E731
+    rows_full = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    rows_part = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
+    assert strip(rows_full) == strip(rows_part)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_gives_the_same_policy(tmp_path, gmm_target):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    base = tiny_gmm_args(gmm_target, full)
+    base[base.index("--iterations") + 1] = "12"
+    assert run(base) == 0
+    args = [a if a != str(full) else str(killed) for a in base]
+    proc = subprocess.Popen([sys.executable, "-m", "lts.optimize", *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        m = killed / "metrics.jsonl"
+        if m.exists() and len(m.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists()
+    assert run(["--resume", str(killed), "--quiet"]) == 0
+    assert (full / "policy.json").read_text() == (killed / "policy.json").read_text()
+
+
+def test_interrupt_writes_checkpoint_and_exits_130(tmp_path, gmm_target):
+    out = tmp_path / "run"
+    args = tiny_gmm_args(gmm_target, out)
+    args[args.index("--iterations") + 1] = "200"
+    proc = subprocess.Popen([sys.executable, "-m", "lts.optimize", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+        (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().count("\n") >= 2
+    ):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "--resume" in err
+    assert (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
+    assert run(["--resume", str(out), "--iterations", "4", "--quiet"]) == 0
+    assert (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--sim", "gmmm"], "unknown simulator 'gmmm'"),
+        (["--task", "clasify"], "did you mean 'classify'?"),
+        (["--set", "polcy.lr=1"], "unknown config key 'polcy'"),
+        (["--set", "policy.lrr=1"], "unknown config key 'policy.lrr' (did you mean 'policy.lr'?)"),
+        (["--set", "scenes=many"], "config key 'scenes': expected int, got 'many'"),
+        (["--samples", "0"], "samples (K) must be >= 1, got 0"),
+        (["--scenes", "0"], "scenes (M) must be >= 1, got 0"),
+        (["--target", "/nonexistent/t.yaml"], "does not exist"),
+        (["--iterations", "x"], "invalid int value: 'x'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, gmm_target, capsys, extra, message):
+    out = tmp_path / "run"
+    assert run(tiny_gmm_args(gmm_target, out) + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("params: {balance: {c0: 0.5, c1: 0.6}}", "probabilities must sum to 1, got a sum of 1.1"),
+        ("params: {balance: {c0: 1.5, c1: -0.5}}", "probabilities must be >= 0"),
+        ("params: {c0_x: 9}", "parameter 'c0_x': expected a number in [-4, 4], got 9"),
+        ("params: {weather: {clear_noon: 1.0}}", "unknown parameter 'weather'"),
+        ("params: [1, 2]", "'params' must be a mapping"),
+        ("- 1\n- 2", "expected a mapping with 'params'"),
+        ("params: {c0_x: 1", "is not valid YAML"),
+    ],
+)
+def test_bad_target_files(tmp_path, capsys, target, message):
+    t = tmp_path / "t.yaml"
+    t.write_text(target)
+    assert run(tiny_gmm_args(t, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_out_and_resume_are_checked(tmp_path, gmm_target, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert run(tiny_gmm_args(gmm_target, out)) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "mine"
+    assert run(["--resume", str(tmp_path)]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+    assert run(["--resume", str(tmp_path / "missing")]) == 2
+
+
+def test_resume_refuses_changed_seed(tmp_path, gmm_target, capsys):
+    out = tmp_path / "run"
+    assert run(tiny_gmm_args(gmm_target, out)) == 0
+    assert run(["--resume", str(out), "--seed", "3"]) == 2
+    assert "cannot change seed when resuming" in capsys.readouterr().err
+
+
+def test_inspect_table_json_and_plot(tmp_path, gmm_target, capsys):
+    out = tmp_path / "run"
+    assert run(tiny_gmm_args(gmm_target, out)) == 0
+    capsys.readouterr()
+    assert run_cli(inspect_main, [str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "balance (proportions)" in text and "target 0.700" in text and "oracle" in text
+    assert run_cli(inspect_main, [str(out), "--json", "--plot", str(tmp_path / "p.png")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["finished"] and info["iterations"] == 3
+    assert info["target"]["c1_x"] == 1.5
+    assert 0.0 <= info["tv_to_target"]["balance"] <= 1.0
+    png = (tmp_path / "p.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000
+    assert run_cli(inspect_main, [str(tmp_path / "nope")]) == 2
+
+
+def test_help_config_lists_every_key(capsys):
+    assert run(["--help-config"]) == 0
+    out = capsys.readouterr().out
+    for key in ("samples", "scenes", "policy.lr", "policy.baseline_decay", "task_options"):
+        assert key in out
