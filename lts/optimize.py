@@ -91,7 +91,7 @@ def _flags_to_layer(args: argparse.Namespace) -> dict[str, Any]:
         try:
             ports = [int(x) for x in str(args.carla_port).split(",") if x.strip()]
         except ValueError:
-            raise UserError(f"--carla-port {args.carla_port!r}: expected a port number or a comma-separated list")
+            raise UserError(f"--carla-port {args.carla_port!r}: expected a port number or a comma-separated list") from None
         carla["port"] = ports[0] if len(ports) == 1 else ports
     if args.carla_timeout is not None:
         carla["timeout"] = args.carla_timeout

@@ -1,0 +1,59 @@
+"""``python -m lts.bench loop``: where one policy iteration spends its time.
+
+Runs a few iterations of an experiment in a temporary run directory and prints the
+time of an iteration split into render / refine / train / score / update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .cli import parse_set
+from .config import load_config, resolve_path
+
+__all__ = ["add_loop_parser", "bench_loop"]
+
+
+def add_loop_parser(sub: Any) -> None:
+    p = sub.add_parser("loop", help="time one LTS iteration split into render / train / score / update")
+    p.add_argument("--config", metavar="FILE", help="experiment (default: the default experiment)")
+    p.add_argument("--iterations", type=int, default=2, metavar="N", help="iterations to time (default 2)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="device for rendering and training")
+    p.set_defaults(func=bench_loop)
+
+
+def bench_loop(args: argparse.Namespace) -> int:
+    from .loop import Experiment
+    from .rundir import RunDir
+
+    layer: dict[str, Any] = {"iterations": args.iterations, "final_repeats": 0}
+    if args.device:
+        layer["device"] = args.device
+    cfg = load_config(resolve_path(args.config) if args.config else None, layer, overrides=parse_set(args.set))
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunDir(Path(tmp) / "run")
+        t0 = time.perf_counter()
+        exp = Experiment(cfg, run)
+        setup = time.perf_counter() - t0
+        run.make()
+        exp.start_fresh()
+        exp.run()
+        rows = run.read_metrics()
+    stages = ["render", "refine", "train", "score", "update"]
+    n = len(rows)
+    per = {s: sum(r["timing_s"][s] for r in rows) / n for s in stages}
+    total = sum(per.values())
+    print(f"experiment: sim={cfg.sim} task={cfg.task} K={cfg.samples} M={cfg.scenes} device={cfg.device}")
+    print(f"set-up (simulator, target of {cfg.target_size} frames): {setup:.2f} s")
+    print(f"one iteration (mean of {n}): {total:.2f} s for {cfg.samples} evaluations")
+    for s in stages:
+        share = 100 * per[s] / total if total else 0.0
+        print(f"  {s:<7} {per[s]:8.3f} s  {share:5.1f} %  {'█' * int(share / 2.5)}")
+    slowest = max(stages, key=lambda s: per[s])
+    print(f"slowest stage: {slowest}")
+    return 0

@@ -1,0 +1,215 @@
+"""``python -m lts.evaluate RUN_DIR --target FILE|DIR``: the final evaluation protocol.
+
+Train on synthetic, test on the target: a task model is trained on a larger dataset
+rendered from the run's learned ψ (the policy mean), and for comparison from ψ drawn
+afresh per scene (random, domain randomization) and from ψ* (oracle, when the target
+is a parameter file); all with the same data size, training budget and seeds.  With
+``--finetune DIR`` two more rows: the learned-ψ model fine-tuned on a labelled real
+split, and a model trained on that split alone.  Output: a table and
+``evaluation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import simulators
+from simulators.errors import UserError
+
+from . import tasks as tasks_mod
+from .cli import ArgumentParser, run_cli
+from .config import load_config, resolve_path
+from .evaluation import EvalContext, EvalSpec, random_params
+from .rundir import RunDir, atomic_write_text
+from .seeding import derive_seed
+from .targets import load_target
+
+__all__ = ["main", "evaluate_run"]
+
+
+def _learned_params(run: RunDir, space: simulators.ParamSpace) -> dict[str, Any]:
+    """The policy mean ψ of a run (from summary.json, else from policy.json)."""
+    if run.finished:
+        learned = run.read_json("summary.json").get("learned")
+        if learned:
+            return space.validate(learned)
+    spec = run.read_json("policy.json")["params"]
+    psi: dict[str, Any] = {}
+    for name in space:
+        s = spec.get(name)
+        if s is None:
+            raise UserError(f"{str(run.path)!r}: policy.json has no parameter {name!r}")
+        if s["kind"] == "proportions":
+            psi[name] = dict(zip(s["choices"], s["mean"]))
+        elif s["kind"] == "categorical":
+            psi[name] = s["choices"][int(np.argmax(s["probs"]))]
+        elif s["kind"] == "integer":
+            psi[name] = int(round(s["mean"]))
+        else:
+            psi[name] = s["mean"]
+    return space.validate(psi)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    target: str,
+    *,
+    scenes: int | None = None,
+    steps: int | None = None,
+    repeats: int = 1,
+    refiner: str | None = None,
+    finetune: str | None = None,
+    finetune_steps: int | None = None,
+    device: str | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Run the protocol and return the ``evaluation.json`` content."""
+    run = RunDir.open(run_dir)
+    cfg = load_config(None, run.read_config())
+    if device:
+        cfg.device = device
+    task_options = dict(cfg.task_options)
+    if steps is not None:
+        task_options["steps"] = steps
+    n = scenes if scenes is not None else 4 * cfg.scenes
+    if n < 1 or repeats < 1:
+        raise UserError(f"--scenes and --repeats must be >= 1, got {n} and {repeats}")
+    sim = simulators.make(cfg.sim, **cfg.sim_options)
+    tgt = load_target(target, sim, task_name=cfg.task, size=cfg.target_size, run_seed=cfg.seed, sim_name=cfg.sim)
+    ctx = EvalContext(cfg.sim, cfg.sim_options, cfg.task, task_options, tgt.batch, refiner=refiner, device=cfg.device)
+    evaluator = ctx.build(sim=sim)
+    evaluator.task.check_target(tgt.batch)
+    real = None
+    if finetune:
+        from .datasets import read_labelled_dir
+        from .targets import _NEEDS
+
+        real = read_labelled_dir(resolve_path(finetune), resolution=getattr(sim, "resolution", None),
+                                 need=_NEEDS.get(cfg.task, ("semantic",)))  # fmt: skip
+    chosen: dict[str, dict[str, Any] | None] = {"lts": _learned_params(run, sim.param_space), "random": None}
+    if tgt.params is not None:
+        chosen["oracle"] = tgt.params
+    rows: dict[str, list[dict[str, float]]] = {k: [] for k in chosen}
+    if real is not None:
+        rows["lts+finetune"], rows["real only"] = [], []
+    total = len(chosen) * repeats + (2 * repeats if real is not None else 0)
+    done = 0
+    try:
+        for r in range(repeats):
+            data_seed = derive_seed(cfg.seed, "evaluate-data", r)
+            train_seed = derive_seed(cfg.seed, "evaluate-train", r)
+            for which, psi in chosen.items():
+                per_scene = random_params(sim.param_space, n, data_seed) if which == "random" else None
+                spec = EvalSpec(index=r, params=psi, n=n, data_seed=data_seed, train_seed=train_seed,
+                                per_scene=per_scene, keep_state=(which == "lts" and real is not None))  # fmt: skip
+                res = evaluator(spec)
+                rows[which].append(res.metrics)
+                done += 1
+                if progress:
+                    progress(which, done, total)
+                if which == "lts" and real is not None:
+                    task_ft = tasks_mod.make(cfg.task, **{"device": cfg.device, **task_options,
+                                                          **({"steps": finetune_steps} if finetune_steps else {})})  # fmt: skip
+                    ft = task_ft.fit(real, seed=train_seed, init=res.state)
+                    rows["lts+finetune"].append(task_ft.score(ft, tgt.batch))
+                    alone = task_ft.fit(real, seed=train_seed)
+                    rows["real only"].append(task_ft.score(alone, tgt.batch))
+                    done += 2
+                    if progress:
+                        progress("finetune", done, total)
+    finally:
+        evaluator.close()
+    task = evaluator.task
+    result = {
+        "run_dir": str(run.path),
+        "target": str(target),
+        "task": cfg.task,
+        "metric": task.metric,
+        "higher_is_better": task.higher_is_better,
+        "scenes": n,
+        "repeats": repeats,
+        "task_options": task_options,
+        "refiner": refiner,
+        "finetune": finetune,
+        "params": chosen,
+        "metrics": {k: {m: float(np.mean([x[m] for x in v])) for m in v[0]} for k, v in rows.items() if v},
+        "metrics_std": {k: {m: float(np.std([x[m] for x in v])) for m in v[0]} for k, v in rows.items() if v},
+    }
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    metrics = result["metrics"]
+    names = list(next(iter(metrics.values())).keys())
+    head = f"{'model trained on':<16}" + "".join(f"{m:>12}" for m in names)
+    lines = [
+        f"target {result['target']} · task {result['task']} · {result['scenes']} scenes · {result['repeats']} seed(s)"
+        + (f" · refiner {result['refiner']}" if result["refiner"] else ""),
+        head,
+        "-" * len(head),
+    ]
+    for which, vals in metrics.items():
+        lines.append(f"{which:<16}" + "".join(f"{vals[m]:>12.4f}" for m in names))
+    arrow = "higher" if result["higher_is_better"] else "lower"
+    lines.append(f"({result['metric']}: {arrow} is better)")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        prog="python -m lts.evaluate",
+        description="Train final task models on data from the learned ψ, from random ψ and from ψ* (oracle), "
+        "and score them on the target.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--target", required=True, metavar="FILE|DIR", help="target parameter file or labelled directory")
+    p.add_argument("--scenes", type=int, metavar="N", help="training scenes per model (default: 4 × the run's M)")
+    p.add_argument("--steps", type=int, metavar="N", help="training steps per model (default: the run's)")
+    p.add_argument("--repeats", type=int, default=1, metavar="R", help="seeds to average (default 1)")
+    p.add_argument("--refiner", metavar="CKPT", help="GAN refiner applied to rendered frames before training")
+    p.add_argument("--finetune", metavar="DIR", help="labelled real split: also pre-train + fine-tune, and real only")
+    p.add_argument("--finetune-steps", type=int, metavar="N", help="training steps on the real split")
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--out", metavar="FILE", help="where to write the JSON (default RUN_DIR/evaluation.json)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=None, unit="model", desc="evaluate", file=sys.stderr)
+
+    def progress(which: str, done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.set_postfix_str(which)
+            bar.update(done - bar.n)
+
+    try:
+        result = evaluate_run(
+            args.run_dir, args.target, scenes=args.scenes, steps=args.steps, repeats=args.repeats,
+            refiner=args.refiner, finetune=args.finetune, finetune_steps=args.finetune_steps, device=args.device,
+            progress=progress,
+        )  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    print(format_table(result))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
