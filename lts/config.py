@@ -57,6 +57,9 @@ class Config:
     ray_address: str | None = _f(None, "address of an existing Ray cluster to join (e.g. auto)")
     refiner: str | None = _f(None, "GAN refiner checkpoint applied to every rendered batch")
     warm_start: bool = _f(False, "start each training from the previous iteration's best model")
+    common_seeds: bool = _f(
+        True, "the K draws of an iteration share data and training seeds, so their rewards differ by ψ, not by luck"
+    )
     final_repeats: int = _f(2, "seeds averaged for the final lts / oracle / random rewards")
     tensorboard: bool = _f(False, "also write TensorBoard logs under RUN_DIR/tensorboard")
     policy: PolicyConfig = field(default_factory=PolicyConfig, metadata={"doc": "policy and update settings"})

@@ -190,8 +190,8 @@ class Experiment:
                 index=k,
                 params=sample.params[k],
                 n=cfg.scenes,
-                data_seed=derive_seed(cfg.seed, "data", it, k),
-                train_seed=derive_seed(cfg.seed, "train", it, k),
+                data_seed=derive_seed(cfg.seed, "data", it, 0 if cfg.common_seeds else k),
+                train_seed=derive_seed(cfg.seed, "train", it, 0 if cfg.common_seeds else k),
                 init=self.best_state if cfg.warm_start else None,
                 keep_state=cfg.warm_start,
             )
