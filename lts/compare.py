@@ -13,7 +13,8 @@ evaluation = render M scenes + train the task + score it on the target), it runs
 
 Fair by construction: for a seed S every method sees the target rendered with S's seed,
 and its j-th evaluation uses the data and training seeds the loop gives its j-th
-evaluation (iteration j // K, draw j % K).  Each method is scored twice: by its
+evaluation (iteration j // K, draw j % K; with ``common_seeds`` the draws of an
+iteration share them, and so do each group of K evaluations here).  Each method is scored twice: by its
 best-so-far reward over the N evaluations, and by the reward of the ψ it would hand a
 user (LTS: the policy mean; a search method: its best ψ) re-evaluated with the loop's
 final seeds (`Config.final_repeats` of them) — the number that is comparable across
@@ -115,12 +116,14 @@ def best_so_far(rewards: Sequence[float]) -> list[float]:
 def eval_spec(config: Config, seed: int, j: int, params: dict[str, Any]) -> EvalSpec:
     """The j-th evaluation of a run with ``seed``: the seeds the loop gives its j-th one."""
     k = config.samples
+    # With common seeds the K draws of an iteration share one data and one training seed.
+    draw = 0 if getattr(config, "common_seeds", False) else j % k
     return EvalSpec(
         index=j,
         params=params,
         n=config.scenes,
-        data_seed=derive_seed(seed, "data", j // k, j % k),
-        train_seed=derive_seed(seed, "train", j // k, j % k),
+        data_seed=derive_seed(seed, "data", j // k, draw),
+        train_seed=derive_seed(seed, "train", j // k, draw),
     )
 
 
