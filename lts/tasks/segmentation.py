@@ -1,0 +1,188 @@
+"""Task ``segmentation``: per-pixel semantic labels in the lts label space.
+
+The net predicts all `simulators.labels.NUM_LABELS` classes (no compact subset: ids are
+the same in every source, and classes absent from a target simply do not enter its
+metrics).  It is a small U-Net-like encoder–decoder in plain torch: a stride-2 stem,
+encoder stages at 1/4 and 1/8, a decoder back to 1/2 with additive skips, and logits
+upsampled bilinearly to the label size.  Trained from scratch (or warm-started) for a
+fixed number of AdamW steps with cross-entropy; horizontal flips as augmentation.
+
+Pixels labelled 0 (*unlabeled*) are ignored in the loss and in the metrics, and the net
+never predicts 0.  Metrics (`lts.metrics`), from one confusion matrix over the target
+set at the target's own label resolution: ``pixel_acc``, ``class_acc`` (mean per-class
+accuracy) and ``miou`` (the reward); classes in neither the truth nor the prediction do
+not count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lts.datasets import resize_images, resize_labels
+from lts.metrics import confusion_matrix, segmentation_metrics
+from simulators import Batch
+from simulators.errors import UserError
+from simulators.labels import NUM_LABELS, UNLABELED
+
+# The training helpers are shared with the counting task.
+from .counting import (
+    build_seeded,
+    channel_stats,
+    check_options,
+    conv_block,
+    minibatches,
+    resolve_device,
+    warmup_cosine,
+)
+
+__all__ = ["SegmentationTask", "SegNet"]
+
+
+class SegNet(nn.Module):
+    """Encoder–decoder: 1/2 → 1/4 → 1/8 and back to 1/2 with additive skips; logits at 1/2."""
+
+    def __init__(self, num_classes: int = NUM_LABELS, width: int = 16) -> None:
+        super().__init__()
+        w = width
+        self.register_buffer("mean", torch.zeros(3))
+        self.register_buffer("std", torch.ones(3))
+        self.stem = conv_block(3, w, stride=2)
+        self.enc1 = nn.Sequential(conv_block(w, 2 * w, stride=2), conv_block(2 * w, 2 * w))
+        self.enc2 = nn.Sequential(conv_block(2 * w, 4 * w, stride=2), conv_block(4 * w, 4 * w))
+        self.lat1 = nn.Conv2d(4 * w, 2 * w, 1)
+        self.dec1 = conv_block(2 * w, 2 * w)
+        self.lat0 = nn.Conv2d(2 * w, w, 1)
+        self.dec0 = conv_block(w, w)
+        self.head = nn.Conv2d(w, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Float images in [0, 1] (N×3×H×W) → logits N×K×H×W."""
+        size = x.shape[-2:]
+        x = (x - self.mean[:, None, None]) / self.std[:, None, None]
+        s0 = self.stem(x)
+        s1 = self.enc1(s0)
+        s2 = self.enc2(s1)
+        d1 = self.dec1(s1 + F.interpolate(self.lat1(s2), size=s1.shape[-2:], mode="bilinear", align_corners=False))
+        d0 = self.dec0(s0 + F.interpolate(self.lat0(d1), size=s0.shape[-2:], mode="bilinear", align_corners=False))
+        return F.interpolate(self.head(d0), size=size, mode="bilinear", align_corners=False)
+
+
+class SegmentationTask:
+    """Semantic segmentation.  Options (all from the config):
+
+    ``steps`` optimiser steps per fit (the training budget), ``batch_size``, ``lr``
+    (AdamW, warm-up + cosine), ``width`` (channels of the first stage), ``resolution``
+    (``[H, W]`` the net sees; ``None`` = the training batch's own), ``device``.
+    """
+
+    name: ClassVar[str] = "segmentation"
+    metric: ClassVar[str] = "miou"
+    higher_is_better: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        steps: int = 150,
+        batch_size: int = 16,
+        lr: float = 5e-3,
+        width: int = 16,
+        resolution: Sequence[int] | None = None,
+        weight_decay: float = 1e-4,
+        flip: bool = True,
+    ) -> None:
+        check_options(steps, batch_size, lr, width, resolution)
+        self.device = resolve_device(device)
+        self.steps = int(steps)
+        self.batch_size = int(batch_size)
+        self.lr = float(lr)
+        self.width = int(width)
+        self.resolution = tuple(int(v) for v in resolution) if resolution is not None else None
+        self.weight_decay = float(weight_decay)
+        self.flip = bool(flip)
+
+    # -- protocol
+
+    def check_target(self, target: Batch) -> None:
+        if len(target) == 0:
+            raise UserError("the target set is empty")
+        if target.images is None:
+            raise UserError("the segmentation task needs target images; this target has none")
+        if target.semantic is None:
+            raise UserError(
+                "the segmentation task needs semantic labels in the target; this target has none "
+                "(a directory needs gtFine/*_labelIds.png or training/semantic/*.png)"
+            )
+        if not bool((target.semantic != UNLABELED).any()):
+            raise UserError("the target's semantic labels are all 0 (unlabeled): nothing to score")
+
+    def fit(self, batch: Batch, *, seed: int, init: dict[str, Any] | None = None) -> SegNet:
+        if batch.images is None or batch.semantic is None or len(batch) == 0:
+            raise UserError("the segmentation task trains on images with semantic labels; this data has none")
+        x = batch.images_float().to(self.device)
+        y = batch.semantic.to(self.device).long()
+        if self.resolution is not None:
+            x = resize_images(x, self.resolution)
+            y = resize_labels(y, self.resolution)
+        # Ids outside the label space would crash cross-entropy; they carry no class.
+        y = torch.where((y >= 0) & (y < NUM_LABELS), y, torch.zeros_like(y))
+        model = build_seeded(lambda: SegNet(NUM_LABELS, self.width), seed)
+        if init is not None:
+            model.load_state_dict(init)
+        else:
+            model.mean, model.std = channel_stats(x)
+        model.to(self.device)
+        model.resolution = tuple(x.shape[-2:])  # type: ignore[assignment]
+
+        gen = torch.Generator().manual_seed(int(seed))
+        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(self.steps))
+        model.train()
+        for idx in minibatches(len(x), self.batch_size, self.steps, gen):
+            flip = torch.rand(len(idx), generator=gen) < 0.5 if self.flip else None
+            idx = idx.to(self.device)
+            xb, yb = x[idx], y[idx]
+            if flip is not None:
+                flip = flip.to(self.device)
+                xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
+                yb = torch.where(flip[:, None, None], yb.flip(-1), yb)
+            if not bool((yb != UNLABELED).any()):
+                continue  # an all-unlabeled minibatch has no loss (cross-entropy would give NaN)
+            loss = F.cross_entropy(model(xb), yb, ignore_index=UNLABELED)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        model.eval()
+        return model
+
+    @torch.no_grad()
+    def predict(self, model: SegNet, images: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
+        """Label ids (N×H×W int64, CPU) for uint8 or float images, at ``size`` (default: the images')."""
+        model.eval()
+        size = tuple(size) if size is not None else tuple(images.shape[-2:])
+        out = []
+        for i in range(0, len(images), 32):
+            xb = images[i : i + 32]
+            xb = xb.float() / 255.0 if xb.dtype == torch.uint8 else xb.float()
+            xb = resize_images(xb.to(self.device), model.resolution)  # type: ignore[arg-type]
+            logits = model(xb)
+            if tuple(logits.shape[-2:]) != size:
+                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            logits[:, UNLABELED] = float("-inf")
+            out.append(logits.argmax(1).cpu())
+        return torch.cat(out)
+
+    def score(self, model: SegNet, target: Batch) -> dict[str, float]:
+        self.check_target(target)
+        assert target.images is not None and target.semantic is not None
+        pred = self.predict(model, target.images, size=target.semantic.shape[-2:])
+        conf = confusion_matrix(pred, target.semantic.cpu(), NUM_LABELS, ignore_index=UNLABELED)
+        return segmentation_metrics(conf, ignore_index=UNLABELED)
+
+    def state_of(self, model: SegNet) -> dict[str, Any]:
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
