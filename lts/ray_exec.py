@@ -210,7 +210,11 @@ class RayExecutor:
         if threads is None and not address:
             threads = max(1, (os.cpu_count() or 1) // self.workers)
         self.threads = threads
-        self._pass_index = context.sim == "carla" or isinstance(context.sim_options.get("port"), (list, tuple))
+        self._pass_index = (
+            context.sim == "carla"
+            or context.sim.endswith(":CarlaSimulator")
+            or isinstance(context.sim_options.get("port"), (list, tuple))
+        )
         self._options = self._actor_options(context)
         self._cls = ray.remote(_Worker)
         self._ctx_ref = ray.put(context)
