@@ -5,7 +5,8 @@ the same in every source, and classes absent from a target simply do not enter i
 metrics).  It is a small U-Net-like encoder–decoder in plain torch: a stride-2 stem,
 encoder stages at 1/4 and 1/8, a decoder back to 1/2 with additive skips, and logits
 upsampled bilinearly to the label size.  Trained from scratch (or warm-started) for a
-fixed number of AdamW steps with cross-entropy; horizontal flips as augmentation.
+fixed number of AdamW steps with class-weighted cross-entropy (weights from the training
+batch's label frequencies); horizontal flips as augmentation.
 
 Pixels labelled 0 (*unlabeled*) are ignored in the loss and in the metrics, and the net
 never predicts 0.  Metrics (`lts.metrics`), from one confusion matrix over the target
@@ -40,7 +41,7 @@ from .counting import (
     warmup_cosine,
 )
 
-__all__ = ["SegmentationTask", "SegNet"]
+__all__ = ["SegmentationTask", "SegNet", "class_weights"]
 
 
 class SegNet(nn.Module):
@@ -72,12 +73,26 @@ class SegNet(nn.Module):
         return F.interpolate(self.head(d0), size=size, mode="bilinear", align_corners=False)
 
 
+def class_weights(labels: torch.Tensor, power: float) -> torch.Tensor:
+    """Cross-entropy weights ∝ frequency^-power over the classes present in ``labels`` (mean 1),
+    0 for absent ones and for unlabeled.  Rare classes (cars, poles, lines) otherwise hardly
+    move the loss; frequencies are floored at 1e-4 so a handful of pixels cannot dominate."""
+    counts = torch.bincount(labels.reshape(-1), minlength=NUM_LABELS)[:NUM_LABELS].float()
+    counts[UNLABELED] = 0
+    present = counts > 0
+    freq = (counts / counts.sum().clamp_min(1)).clamp_min(1e-4)
+    w = torch.where(present, freq.pow(-power), torch.zeros_like(freq))
+    return w / w[present].mean() if bool(present.any()) else torch.ones_like(freq)
+
+
 class SegmentationTask:
     """Semantic segmentation.  Options (all from the config):
 
     ``steps`` optimiser steps per fit (the training budget), ``batch_size``, ``lr``
     (AdamW, warm-up + cosine), ``width`` (channels of the first stage), ``resolution``
-    (``[H, W]`` the net sees; ``None`` = the training batch's own), ``device``.
+    (``[H, W]`` the net sees; ``None`` = the training batch's own), ``device``,
+    ``class_weight_power`` (cross-entropy weights ∝ class frequency^-power in the training
+    batch; 0.5 raised procedural mIoU from 0.35 to 0.41 at 150 steps; 0 = unweighted).
     """
 
     name: ClassVar[str] = "segmentation"
@@ -94,8 +109,11 @@ class SegmentationTask:
         resolution: Sequence[int] | None = None,
         weight_decay: float = 1e-4,
         flip: bool = True,
+        class_weight_power: float = 0.5,
     ) -> None:
         check_options(steps, batch_size, lr, width, resolution)
+        if not 0 <= float(class_weight_power) <= 1:
+            raise UserError(f"class_weight_power must be in [0, 1], got {class_weight_power}")
         self.device = resolve_device(device)
         self.steps = int(steps)
         self.batch_size = int(batch_size)
@@ -104,6 +122,7 @@ class SegmentationTask:
         self.resolution = tuple(int(v) for v in resolution) if resolution is not None else None
         self.weight_decay = float(weight_decay)
         self.flip = bool(flip)
+        self.class_weight_power = float(class_weight_power)
 
     # -- protocol
 
@@ -138,6 +157,7 @@ class SegmentationTask:
         model.to(self.device)
         model.resolution = tuple(x.shape[-2:])  # type: ignore[assignment]
 
+        weight = class_weights(y, self.class_weight_power)
         gen = torch.Generator().manual_seed(int(seed))
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(self.steps))
@@ -152,7 +172,7 @@ class SegmentationTask:
                 yb = torch.where(flip[:, None, None], yb.flip(-1), yb)
             if not bool((yb != UNLABELED).any()):
                 continue  # an all-unlabeled minibatch has no loss (cross-entropy would give NaN)
-            loss = F.cross_entropy(model(xb), yb, ignore_index=UNLABELED)
+            loss = F.cross_entropy(model(xb), yb, weight=weight, ignore_index=UNLABELED)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
