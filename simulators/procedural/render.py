@@ -70,6 +70,7 @@ GROUND_FAR = 900.0
 SHADOW_FAR = 250.0
 _BIG = 1.0e4
 _BAND = 8  # columns per culling band
+_PRIO_CM = float(1 << 17)  # distances in priorities: up to 1310 m in cm (· 64 stays exact in float32)
 _ROW_BAND = 4  # rows per shadow-culling band
 _F = {name: i for i, name in enumerate(BOX_FIELDS)}
 _S = {name: i for i, name in enumerate(SCENE_FIELDS)}
@@ -91,6 +92,12 @@ _GROUND_ALBEDO = (
     (0.86, 0.70, 0.22),  # yellow paint
 )
 _GROUND_SEM = (L.TERRAIN, L.SIDEWALK, L.SIDEWALK, L.ROAD, L.ROAD_LINE, L.ROAD_LINE)
+_SKY_ENTRY = 2 * _GROUND_CLASSES  # after a scene's ground entries
+_SCENE_ENTRIES = _SKY_ENTRY + 1
+# Lateral lookup tables of the ground: offsets ±_GY_RANGE metres in bins of _GY_STEP.
+_GY_RANGE = 48.0
+_GY_STEP = 0.04
+_GY_BINS = int(round(2 * _GY_RANGE / _GY_STEP))
 
 
 @dataclass(frozen=True)
@@ -140,17 +147,19 @@ def _compact(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     (K = the largest count, at least 1; the rest point at entry 0), and their count per row."""
     counts = mask.sum(-1)
     k = max(int(counts.max()) if counts.numel() else 0, 1)
-    pos = mask.long().cumsum(-1) - 1
-    pos = torch.where(mask, pos, torch.full_like(pos, k))  # the rest goes to a dump slot
+    m = mask.long()
+    pos = (m.cumsum(-1) - 1) * m + k * (1 - m)  # the rest goes to a dump slot
     idx = torch.zeros(*mask.shape[:-1], k + 1, dtype=torch.long, device=mask.device)
     idx.scatter_(-1, pos, torch.arange(mask.shape[-1], device=mask.device).expand_as(pos))
     return idx[..., :k], counts
 
 
-def _paint(lo: torch.Tensor, hi: torch.Tensor, count: torch.Tensor, length: int) -> torch.Tensor:
-    """Paint integer intervals ``[lo, hi]`` (M×K, slots in priority order, the first
-    ``count[m]`` valid) onto M lines of ``length`` cells.  Returns M×length floats: 0
-    where no slot covers a cell, else ``K - k`` for the first slot ``k`` that does.
+def _paint(
+    lo: torch.Tensor, hi: torch.Tensor, count: torch.Tensor, length: int, prio: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Paint integer intervals ``[lo, hi]`` (M×K slots, the first ``count[m]`` valid) onto
+    M lines of ``length`` cells.  Returns M×length floats: 0 where no slot covers a cell,
+    else the largest priority ``prio[m, k] > 0`` of the slots that do (1 without ``prio``).
 
     Lines are processed sorted by their number of slots, so that slot ``k`` only touches
     the prefix of lines that have one: the work is the sum, not M × the largest count."""
@@ -160,11 +169,11 @@ def _paint(lo: torch.Tensor, hi: torch.Tensor, count: torch.Tensor, length: int)
     cnt = count.index_select(0, order)
     n_active = (cnt[None, :] > torch.arange(K, device=dev)[:, None]).sum(1).tolist()  # lines with a slot k
     lo, hi = lo.index_select(0, order), hi.index_select(0, order)
-    prio = (K - torch.arange(K, device=dev, dtype=lo.dtype))[None, :]
-    # covered ⟺ |cell - centre| ≤ half ⟺ (half + 1 - |cell - centre|) ≥ 1 on integer cells;
-    # scaled by the priority p and clamped to [0, p] it is p where covered, 0 elsewhere.
-    centre_p = (lo + hi) * 0.5 * prio
-    reach_p = ((hi - lo) * 0.5 + 1.0) * prio
+    # covered ⟺ |cell - centre| ≤ half ⟺ half + 1 - |cell - centre| ≥ 1 on integer cells
+    centre = (lo + hi) * 0.5
+    reach = (hi - lo) * 0.5 + 1.0
+    if prio is not None:
+        prio = prio.index_select(0, order)
     cells = torch.arange(length, device=dev, dtype=lo.dtype)
     best = torch.zeros(M, length, device=dev)
     tmp = torch.empty(M, length, device=dev)
@@ -172,17 +181,50 @@ def _paint(lo: torch.Tensor, hi: torch.Tensor, count: torch.Tensor, length: int)
         m = n_active[k]
         if m == 0:
             break
-        p = float(K - k)
         t = tmp[:m]
-        torch.sub(cells * p, centre_p[:m, k, None], out=t)
+        torch.sub(cells, centre[:m, k, None], out=t)
         t.abs_()
-        torch.sub(reach_p[:m, k, None], t, out=t)
-        t.clamp_(0.0, p)
+        torch.sub(reach[:m, k, None], t, out=t)
+        t.clamp_(0.0, 1.0)
+        if prio is not None:
+            t.mul_(prio[:m, k, None])
         b = best[:m]
         torch.maximum(b, t, out=b)
     out = torch.empty_like(best)
     out.index_copy_(0, order, best)
     return out
+
+
+def _lateral_classes(bits: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+    """Ground classes across the road (at lateral offsets ``gy``) for rows whose code has
+    the ``bits`` (U×12, see `Renderer._row_code`).  Returns U×len(gy)."""
+    R, S = ROAD_HALF_WIDTH, SIDEWALK_WIDTH
+    b = [bits[:, i, None] for i in range(bits.shape[1])]
+    main, main_sw, cross, cross_sw, zone, dash, stop, zebra, cross_stripe, joint_row, left, right = b
+    gy = gy[None, :]
+    ay = gy.abs()
+    side = -gy * (left - right)  # how far a point lies on the side an L's side road does not go
+    is_l = left + right
+    one_side = 1.0 - is_l * _step(side - R)
+    one_side_sw = 1.0 - is_l * _step(side - R - S)
+    road = (_step(R - ay) * main + cross * one_side).clamp_(max=1.0)
+    walk = (_step(R + S - ay) * main_sw + cross_sw * one_side_sw).clamp_(max=1.0) * (1.0 - road)
+    joint = walk * (joint_row + _step(0.07 - torch.frac(gy * 0.5))).clamp_(max=1.0)
+    white = (
+        _within(ay - 3.5, 0.1) * zone * dash  # lane lines
+        + _within(ay - (R - 0.3), 0.1) * zone  # edge lines
+        + stop * _step(-gy) * _step(R - ay)
+        + zebra * _step(R - 0.4 - ay) * _within(torch.frac(gy * (1.0 / 1.2)) - 0.5, 0.25)
+        + cross_stripe * _within(ay - (R + 2.4), 1.7)
+    ).clamp_(max=1.0) * road
+    yellow = _within(ay - 0.16, 0.09) * zone * road * (1.0 - white)  # the centre line
+    return (
+        walk * _G_SIDEWALK
+        + joint * (_G_JOINT - _G_SIDEWALK)
+        + road * _G_ROAD
+        + white * (_G_WHITE - _G_ROAD)
+        + yellow * (_G_YELLOW - _G_ROAD)
+    )
 
 
 class Renderer:
@@ -214,6 +256,10 @@ class Renderer:
         yy = (self.rows + 0.5) / H - 0.5
         xx = (self.cols + 0.5) / W - 0.5
         self.vignette = 1.0 - 0.35 * (xx[None, :] ** 2 + yy[:, None] ** 2)
+        # ground tables per row code, built as codes appear (see _ground_class)
+        self._gy_bins = -_GY_RANGE + (torch.arange(_GY_BINS, device=dev, dtype=torch.float32) + 0.5) * _GY_STEP
+        self._gcode_row = torch.full((1 << 12,), -1, dtype=torch.long, device=dev)
+        self._glut = torch.zeros(0, device=dev)
         # the last multiply of every frame: vignette and a little film grain
         self.finish = self.vignette * (0.96 + 0.08 * self.grain)
 
@@ -237,103 +283,125 @@ class Renderer:
 
         slots = self._columns(bx, sc, N, B)
         K = slots["A"].shape[-1]
-        best = _paint(*self._rows_of_slots(slots["A"], slots["B"], slots["z"], sc), slots["count"].view(-1), H)
-        best = best.view(N, W, H).transpose(1, 2).contiguous()  # (N, H, W)
+        lo, hi = self._rows_of_slots(slots["A"], slots["B"], slots["z"], sc)
+        best = _paint(lo, hi, slots["count"].view(-1), H, slots["prio"].view(N * W, K))
+        best = best.view(N, W, H).transpose(1, 2).contiguous()  # (N, H, W): 0 where no box
         hit = best.clamp(0.0, 1.0)
-        kidx = (K - best).clamp_(max=K - 1).long()
-        below = (dz < 0).float()[:, :, None]  # (N, H, 1)
 
-        tables = {k: v.transpose(1, 2).contiguous() for k, v in slots.items() if k not in ("z", "B", "count")}
+        # ---------------------------------------------------------- box pixels (compacted)
+        # Everything about a box pixel comes from its column's slot (tables N×K×W, flat);
+        # only the pixels that see a box do this work.
+        flat_best = best.view(-1)
+        pix = torch.nonzero(flat_best).squeeze(1)
+        n_i = torch.div(pix, H * W, rounding_mode="floor")
+        rc = pix - n_i * (H * W)
+        v_i = torch.div(rc, W, rounding_mode="floor")
+        u_i = rc - v_i * W
+        p_i = flat_best.index_select(0, pix)
+        k_i = (p_i - torch.floor(p_i * (1.0 / 64.0)) * 64.0).long()  # the slot, from the priority
+        sidx = (n_i * K + k_i) * W + u_i
 
-        def slot(name: str, index: torch.Tensor = kidx) -> torch.Tensor:
-            """A pixel's value from its column's slot table (N×K×W)."""
-            return torch.gather(tables[name], 1, index)
+        def slot(name: str, index: torch.Tensor = sidx) -> torch.Tensor:
+            return slots[name].transpose(1, 2).reshape(-1).index_select(0, index)
 
-        A_p = slot("A")
+        row_i = n_i * H + v_i
+        dz_i = dz.reshape(-1).index_select(0, row_i)
+        oz_i = oz.index_select(0, n_i)
+        below_i = (dz_i < 0).float()
+        A = slot("A")
         # the z a ray enters through: the top below the horizon, the bottom above it
-        z_p = slot("z_in", kidx + ((1.0 - below) * K).long())
-        code = slot("code")  # (box · 64 + window cell) · 2 + entered through the -x face
-        q = torch.floor(code * 0.5)
-        front_col = code - q * 2.0
-        box = torch.floor(q * (1.0 / 64.0))
-        cell = q - box * 64.0
-        box_g = box + torch.arange(N, device=dev, dtype=torch.float32)[:, None, None] * B
+        z_in = slot("z_in", (n_i * (2 * K) + k_i + ((1.0 - below_i) * K).long()) * W + u_i)
+        tz = (z_in - oz_i) / dz_i  # where the ray crosses the box's top (or bottom) plane
+        t_box = torch.maximum(A, tz)
+        zface = _step(tz - A)  # entered through the roof (or the floor)
+        wall = 1.0 - zface
+        # code = ((box · 64 + window cell) · 2 + entered through the -x face) · 81 + patterns
+        code = slot("code")
+        q = torch.floor(code * (1.0 / 81.0))
+        pats = code - q * 81.0
+        bpat = torch.floor(pats * (1.0 / 9.0))
+        upat = pats - bpat * 9.0
+        code = torch.floor(q * 0.5)
+        front = q - code * 2.0
+        box = torch.floor(code * (1.0 / 64.0))
+        cell = code - box * 64.0
+        # Row bands decided per column and box (see _slot_patterns): below ``under`` a wall
+        # shows its under pattern (tyres and underbody, a building's ground floor), between
+        # the band rows its band pattern (glass, lamps); buildings have windows above.
+        vc = v_i.float() + 0.5
+        under = _step(vc - slot("under"))
+        band_top = slot("band_top")  # a building keeps its 1 / floor height here (< 0: no windows)
+        band = _step(vc - band_top) * _step(slot("band_bottom") - vc)
+        fz = (oz_i + A * dz_i) * band_top  # height in floors on a building's wall
+        window = (
+            _step(upat - (_P_FLOOR0 - 0.5)) * _step(band_top) * (1.0 - under) * _within(torch.frac(fz) - 0.55, 0.28)
+        )
+        lit_p = sc["lit_windows"].index_select(0, n_i)
+        lit = window * _step(lit_p - torch.frac(torch.floor(fz) * 0.6180 + cell * 0.7548 + box * 0.5698))
+        pattern = under * upat + band * bpat + window * (_P_WINDOW + lit * (_P_LIT - _P_WINDOW))
+        side_pos = (u_i >= W // 2).float()  # columns right of centre see walls facing +y
+        normal = wall * (1.0 - front) * (2.0 - side_pos) + zface * (4.0 - below_i)
+        box_entry = ((n_i.float() * B + box) * _NORMALS + normal) * _PATTERNS + pattern * wall
 
-        # ---------------------------------------------------------- depth and faces
+        # ---------------------------------------------------------- ground and sky, per row
         dzr = dz[:, :, None]
         oyr, ozr = oy[:, None, None], oz[:, None, None]
-        tz = (z_p - ozr) / dzr  # where the ray crosses the box's top (or bottom) plane
-        t_box = torch.maximum(A_p, tz)
-        zface = _step(tz - A_p)  # entered through the roof (or the floor)
-        gdist = (ozr / (-dzr).clamp(min=1e-9)).clamp(max=GROUND_FAR)  # (N, H, 1)
+        below = (dzr < 0).float()  # (N, H, 1)
+        gdist = (ozr / (-dzr).clamp(min=1e-9)).clamp(max=GROUND_FAR)
         ground_row = below * _step(GROUND_FAR - 1.0 - gdist)
-        is_box = hit
-        not_box = 1.0 - hit
-        is_ground = not_box * ground_row
-        is_sky = not_box - is_ground
-        depth = is_box * t_box + is_ground * gdist + is_sky * SKY_DEPTH
-
-        # ---------------------------------------------------------- box patterns
-        # Bands decided per column and box (see _slot_patterns): below ``under`` a wall
-        # shows its under pattern (tyres and underbody, a building's ground floor),
-        # between the band rows its band pattern (glass, lamps); buildings have windows.
-        vc = (self.rows + 0.5)[None, :, None]
-        pats = slot("pats")
-        bpat = torch.floor(pats * (1.0 / 16.0))
-        upat = pats - bpat * 16.0
-        under = _step(vc - slot("under"))
-        band = _step(vc - slot("band_top")) * _step(slot("band_bottom") - vc) * (1.0 - under)
-        fh = slot("floor")  # building floor height, negative on wall columns without windows
-        fz = (ozr + A_p * dzr) / fh.abs().clamp_(min=1.0)
-        window = _step(fh) * _step(fz - 1.0) * _within(torch.frac(fz) - 0.55, 0.28)
-        lit = window * _step(sc["lit_windows"][:, None, None] - _hash(torch.floor(fz) * 7.3 + box, cell * 3.1 + box))
-        pattern = under * upat + band * bpat + window * _P_WINDOW + lit * (_P_LIT - _P_WINDOW)
-        side_pos = (self.dy < 0).float()  # columns right of centre see walls facing +y
-        wall = 1.0 - zface
-        normal = wall * (1.0 - front_col) * (2.0 - side_pos) + zface * (4.0 - below)
-        box_entry = (box_g * _NORMALS + normal) * _PATTERNS + pattern * wall
-
-        # ---------------------------------------------------------- ground (rows that can see it)
-        r0 = int(torch.floor(cy.min()).clamp(0, H - 1))
-        gd = gdist[:, r0:]
-        gy = oyr + gd * self.dy  # (N, H - r0, W)
-        gclass = torch.zeros(N, H, W, device=dev)
-        gclass[:, r0:] = self._ground_class(sc, gd, gy)
-        shadow = torch.zeros(N, H, W, device=dev)
-        shadow[:, r0:] = self._ground_shadow(bx, sc, gd, ground_row[:, r0:], N, H - r0, W)
-        n_box_entries = N * B * _NORMALS * _PATTERNS
-        scene_idx = torch.arange(N, device=dev, dtype=torch.float32)[:, None, None]
-        ground_entry = n_box_entries + (scene_idx * _GROUND_CLASSES + gclass) * 2.0 + shadow
-        entry = (is_box * box_entry + not_box * ground_entry).long().view(-1)
+        depth = (ground_row * gdist + (1.0 - ground_row) * SKY_DEPTH).expand(N, H, W).contiguous()
+        depth.view(-1).index_copy_(0, pix, t_box)
+        r0 = int(torch.floor(cy.min()).clamp(0, H - 1))  # the first row that can see the ground
+        gd, gr = gdist[:, r0:], ground_row[:, r0:]
+        gclass = self._ground_class(sc, gd, oyr + gd * self.dy)  # (N, H - r0, W)
+        shadow = self._ground_shadow(bx, sc, gd, gr, N, H - r0, W)
+        # table entries: per scene the ground classes × (lit, shadow), then its sky
+        scene_base = N * B * _NORMALS * _PATTERNS + torch.arange(N, device=dev, dtype=torch.float32) * _SCENE_ENTRIES
+        sky_entry = (scene_base + _SKY_ENTRY)[:, None, None]
+        entry = sky_entry.expand(N, H, W).contiguous()
+        ground_entry = scene_base[:, None, None] + gclass * 2.0 + shadow
+        entry[:, r0:] = ground_entry + (sky_entry - ground_entry) * (1.0 - gr)
+        entry.view(-1).index_copy_(0, pix, box_entry)
+        entry = entry.long().view(-1)
 
         # ---------------------------------------------------------- colour and labels
-        obj_shadow = self._object_shadow(bx, sc)
-        table = self._table(bx, sc, obj_shadow)
-        looked = [table[c].index_select(0, entry).view(N, H, W) for c in range(5)]
-        colour = torch.stack(looked[:3], 1)
+        table = self._table(bx, sc, self._object_shadow(bx, sc))
+        rgb = table[0].index_select(0, entry).view(N, H, W)  # r · 65536 + g · 256 + b
+        r = torch.floor(rgb * (1.0 / 65536.0))
+        rgb -= r * 65536.0
+        g = torch.floor(rgb * (1.0 / 256.0))
+        colour = [r, g, rgb.sub_(g * 256.0)]  # one N×H×W tensor per channel: small tensors stay in cache
         r1 = min(int(torch.ceil(cy.max())) + 1, H)  # rows that can see the sky
-        colour[:, :, :r1] += is_sky[:, None, :r1] * (self._sky(sc, dz[:, :r1], N, r1, W) - colour[:, :, :r1])
+        sky_here = (1.0 - hit[:, :r1]) * (1.0 - ground_row[:, :r1])
+        sky = self._sky(sc, N, r1, W)
+        for i, c in enumerate(colour):
+            top = c[:, :r1]
+            top += (sky[:, i] - top) * sky_here
         wet_idx = torch.nonzero(sc["wet"] > 0).flatten()
         if wet_idx.numel():
-            road_like = _step(1.5 - (gclass - _G_ROAD).abs()) + 0.5 * _step(0.5 - (gclass - 1.5).abs())
-            colour = self._reflect(colour, wet_idx, cy, road_like * is_ground, sc["wet"], dz, H, W)
-        # fog: the sky is hazy already
-        fog = (1.0 - torch.exp(depth * -sc["fog"][:, None, None])) * (1.0 - is_sky)
-        colour += (_col(sc, "fog")[:, :, None, None] * 255.0 - colour) * fog[:, None]
+            self._reflect(colour, wet_idx, cy, gclass, hit, gr, sc["wet"], dz, r0)
+        # fog (the sky is hazy already): per row on the ground, per pixel on boxes
+        fog_k = sc["fog"]
+        fog = (ground_row * (1.0 - torch.exp(gdist * -fog_k[:, None, None]))).expand(N, H, W).contiguous()
+        fog.view(-1).index_copy_(0, pix, 1.0 - torch.exp(t_box * -fog_k.index_select(0, n_i)))
+        fog_col = _col(sc, "fog") * 255.0
+        for i, c in enumerate(colour):
+            c += (fog_col[:, i, None, None] - c) * fog
         rain_idx = torch.nonzero(sc["rain"] > 0).flatten()
         if rain_idx.numel():
-            colour = self._rain(colour, rain_idx, sc, H, W)
-        colour *= self.finish  # vignette and film grain
-        images = colour.clamp_(0.0, 255.0).add_(0.5).to(torch.uint8)
-        sem = looked[3] + is_sky * (float(L.SKY) - looked[3])
-        return Frames(images=images, semantic=sem.long(), depth=depth, instances=looked[4].long())
+            self._rain(colour, rain_idx, sc, H, W)
+        images = torch.stack([c.mul_(self.finish).clamp_(0.0, 255.0).to(torch.uint8) for c in colour], 1)
+        labels = table[1].index_select(0, entry).view(N, H, W)  # semantic id + 32 · instance
+        inst = torch.floor(labels * (1.0 / 32.0))
+        sem = labels.sub_(inst * 32.0)
+        return Frames(images=images, semantic=sem.long(), depth=depth, instances=inst.long())
 
     # ------------------------------------------------------------------ geometry
 
     def _columns(self, bx: dict[str, torch.Tensor], sc: dict[str, torch.Tensor], N: int, B: int):
         """Per column, the boxes that can cover it, sorted near-first (N×W×K), with a code
-        (box, window cell, the material's column flag, entry through the -x face), the
-        entry and exit distances ``A``, ``B``, the z ranges (N×W×K×2) and the counts (N×W)."""
+        (box, window cell, entry through the -x face, patterns), the entry and exit
+        distances ``A``, ``B``, the z ranges (N×W×K×2) and the counts (N×W)."""
         dev = bx["x0"].device
         cam = self.camera
         W = cam.width
@@ -350,49 +418,52 @@ class Renderer:
         in_band = exists[:, None, :] & (umax[:, None, :] >= band_lo - 1) & (umin[:, None, :] <= band_lo + _BAND + 1)
         slot, n_in = _compact(in_band)  # (N, G, K) box indices
         K = slot.shape[-1]
-        ok_band = torch.arange(K, device=dev) < n_in[..., None]
-        col_slot = slot.repeat_interleave(_BAND, dim=1)[:, :W]  # (N, W, K)
-        col_ok = ok_band.repeat_interleave(_BAND, dim=1)[:, :W]
-        flat = col_slot.reshape(N, W * K)
+        slot = slot.contiguous()
+        flat = slot.view(N, G * K)
 
-        def col(t: torch.Tensor) -> torch.Tensor:
-            return torch.gather(t, 1, flat).view(N, W, K)
+        def band(t: torch.Tensor) -> torch.Tensor:  # a box field for the slots of each band, (N, G, 1, K)
+            return torch.gather(t, 1, flat).view(N, G, 1, K)
 
-        inv_dy = self.inv_dy[None, :, None]
-        oyc = oy[:, None, None]
+        # the columns of a band broadcast against its slots: (N, G, BAND, K)
+        inv_dy = F.pad(self.inv_dy, (0, G * _BAND - W), value=1e6).view(1, G, _BAND, 1)
+        oyc = oy[:, None, None, None]
 
-        def entry(cx0: torch.Tensor, cx1: torch.Tensor, cy0: torch.Tensor, cy1: torch.Tensor):
-            ta = (cy0 - oyc) * inv_dy
-            tb = (cy1 - oyc) * inv_dy
+        def entry(bx0, bx1, by0, by1):  # noqa: ANN001
+            ta = (by0 - oyc) * inv_dy
+            tb = (by1 - oyc) * inv_dy
             lo = torch.minimum(ta, tb)
-            return torch.maximum(cx0, lo).clamp_(min=near), torch.minimum(cx1, torch.maximum(ta, tb)), cx0 >= lo
+            return torch.maximum(bx0, lo).clamp_(min=near), torch.minimum(bx1, torch.maximum(ta, tb)), bx0 >= lo
 
-        bx0, bx1, by0, by1 = col(x0), col(x1), col(y0), col(y1)
-        A, Bt, front = entry(bx0, bx1, by0, by1)
+        A, Bt, front = entry(band(x0), band(x1), band(y0), band(y1))
         main = (torch.arange(B, device=dev, dtype=torch.float32)[None, :] + bx["main"]).long()
-        mains = [torch.gather(t, 1, main) for t in (x0, x1, y0, y1)]
-        Am, _, _ = entry(*(col(t) for t in mains))
-        ok = col_ok & (A <= Bt)
-        key = Am - col(bx["rank"]) * 1e-3 + (~ok).float() * 1e9
-        key, order = key.sort(-1)
-        count = ok.sum(-1)
-        Kc = max(int(count.max()), 1)
-        order = order[..., :Kc]
+        Am, _, _ = entry(*(band(torch.gather(t, 1, main)) for t in (x0, x1, y0, y1)))
+        ok = (torch.arange(K, device=dev) < n_in[..., None])[:, :, None, :] & (A <= Bt)
+        # Nearest first: a pixel shows the covering slot with the largest priority, which
+        # packs nearness (the main box's entry distance, in cm; a part goes 1 cm before its
+        # main box) and the slot's index after packing (below 64).
+        key = (Am * 100.0).clamp_(max=_PRIO_CM - 2.0).round_() - band(bx["rank"])
+        order, count = _compact(ok)  # the valid slots of each column, packed to the front
+        Kc = order.shape[-1]
+        if Kc >= 64:
+            raise ValueError(f"{Kc} boxes can cover one column; the slot priority holds at most 63")
 
-        def srt(t: torch.Tensor) -> torch.Tensor:
-            return torch.gather(t, 2, order)
+        def srt(t: torch.Tensor) -> torch.Tensor:  # (N, G, BAND, K) in slot order as (N, W, Kc)
+            t = t.expand(N, G, _BAND, K) if t.shape[2] == 1 else t
+            return torch.gather(t, 3, order).view(N, G * _BAND, Kc)[:, :W]
 
-        A, Bt, front = srt(A), srt(Bt), srt(front)
-        box = srt(col_slot)
+        A, Bt, front, key = srt(A), srt(Bt), srt(front), srt(key)
+        box = srt(slot.view(N, G, 1, K))
+        count = count.view(N, G * _BAND)[:, :W]
         flatb = box.reshape(N, W * Kc)
 
         def colb(t: torch.Tensor) -> torch.Tensor:
             return torch.gather(t, 1, flatb).view(N, W, Kc)
 
         bz = torch.stack((colb(z0), colb(z1)), -1)  # (N, W, Kc, 2)
-        valid = torch.arange(Kc, device=dev)[None, None, :] < count[..., None]
-        A = torch.where(valid, A, torch.full_like(A, 1e9))
-        out = {"A": A, "B": Bt, "z": bz, "count": count, "z_in": torch.cat((bz[..., 1], bz[..., 0]), 2)}
+        valid = (torch.arange(Kc, device=dev)[None, None, :] < count[..., None]).float()
+        A = A * valid + (1.0 - valid) * 1e9
+        prio = (_PRIO_CM - key) * 64.0 + torch.arange(Kc, device=dev, dtype=torch.float32)
+        out = {"A": A, "B": Bt, "z": bz, "count": count, "z_in": torch.cat((bz[..., 1], bz[..., 0]), 2), "prio": prio}
         out.update(self._slot_patterns(bx, sc, colb, box, front, A))
         return out
 
@@ -449,13 +520,12 @@ class Renderer:
         def row(z: torch.Tensor) -> torch.Tensor:  # the (continuous) image row of height z on the wall
             return cy - f * (z - oz) / A
 
+        inv_floor = torch.where(win_col, 1.0, -1.0) / pa.clamp(min=1.0)
         return {
-            "code": (box.float() * 64.0 + cell) * 2.0 + frontf,
+            "code": ((box.float() * 64.0 + cell) * 2.0 + frontf) * 81.0 + upat + 9.0 * bpat,
             "under": row(under_z),
-            "band_top": row(b1),
-            "band_bottom": row(b0),
-            "pats": upat + 16.0 * bpat,
-            "floor": torch.where(bld, torch.where(win_col, pa, -pa), torch.zeros_like(A)),
+            "band_top": torch.where(bld, inv_floor, row(b1)),
+            "band_bottom": torch.where(bld, torch.full_like(A, -1e4), row(b0)),
         }
 
     def _rows_of_slots(self, A: torch.Tensor, Bt: torch.Tensor, bz: torch.Tensor, sc: dict[str, torch.Tensor]):
@@ -477,7 +547,21 @@ class Renderer:
         return lo.view(N * W, K), hi.view(N * W, K)
 
     def _ground_class(self, sc: dict[str, torch.Tensor], gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
-        """The ground class (`_G_*`) of each pixel's ground point (row x ``gx``, lateral ``gy``)."""
+        """The ground class (`_G_*`) of each pixel's ground point (row distance ``gx``
+        (N×H×1), lateral ``gy`` (N×H×W)).
+
+        Along one row the layout only depends on a dozen yes/no facts about the row (is it
+        before the junction, on a dashed stretch, on a zebra crossing…): the row's code.
+        For each code the classes across the road are a lookup table over ``gy`` in 4 cm
+        bins, built once per code (lazily; they depend on nothing else), so a pixel costs
+        one lookup."""
+        N, Hr, W = gy.shape
+        code = self._row_code(sc, gx)  # (N, Hr, 1)
+        rows = self._lut_rows(code)  # (N, Hr, 1): offset of the row's table
+        bins = ((gy + _GY_RANGE) * (1.0 / _GY_STEP)).clamp_(0.0, _GY_BINS - 1.0).floor_()
+        return self._glut.index_select(0, (bins + rows).long().view(-1)).view(N, Hr, W)
+
+    def _row_code(self, sc: dict[str, torch.Tensor], gx: torch.Tensor) -> torch.Tensor:
         R, S = ROAD_HALF_WIDTH, SIDEWALK_WIDTH
         Lr = sc["road_length"][:, None, None]
         J1 = Lr + 2 * R
@@ -485,39 +569,36 @@ class Renderer:
         isX = _within(junction, 0.5)
         isL = _within(junction - 2.0, 0.5)
         turn = sc["turn"][:, None, None]
-        ay = gy.abs()
-        # row (x) conditions are (N, H, 1): cheap
         before_j = _step(J1 - gx)
-        main_rows = (before_j + isX).clamp_(max=1.0)
-        main_rows_sw = (_step(J1 + S - gx) + isX).clamp_(max=1.0)
-        cross_rows = _step(gx - Lr) * before_j
-        cross_rows_sw = _step(gx - (Lr - S)) * _step(J1 + S - gx)
-        one_side = 1.0 - isL * _step(-(gy * turn) - R)  # an L's side road goes one way only
-        one_side_sw = 1.0 - isL * _step(-(gy * turn) - R - S)
-        road = (_step(R - ay) * main_rows + cross_rows * one_side).clamp_(max=1.0)
-        walk = (_step(R + S - ay) * main_rows_sw + cross_rows_sw * one_side_sw).clamp_(max=1.0) * (1.0 - road)
-        joint = walk * (_step(0.1 - torch.frac(gx * 0.5)) + _step(0.07 - torch.frac(gy * 0.5))).clamp_(max=1.0)
-        # markings, where a pixel's centre falls on the paint
-        zone = _step(Lr - 5.2 - gx) + isX * _step(gx - J1 - 5.2)  # rows with lane markings
-        dash = _step(0.36 - torch.frac(gx * (1.0 / 9.0)))
-        yellow = _within(ay - 0.16, 0.09) * zone
-        white = (
-            _within(ay - 3.5, 0.1) * zone * dash
-            + _within(ay - (R - 0.3), 0.1) * zone
-            + _within(gx - (Lr - 4.9), 0.25) * _step(-gy) * _step(R - ay)  # stop line
-            + (_within(gx - (Lr - 2.4), 1.7) + isX * _within(gx - (J1 + 2.4), 1.7))  # zebra crossings
-            * _step(R - 0.4 - ay)
-            * _within(torch.frac(gy * (1.0 / 1.2)) - 0.5, 0.25)
-            + cross_rows * _within(ay - (R + 2.4), 1.7) * _within(torch.frac(gx * (1.0 / 1.2)) - 0.5, 0.25)
-        ).clamp_(max=1.0) * road
-        yellow = yellow * road * (1.0 - white)
-        return (
-            walk * _G_SIDEWALK
-            + joint * (_G_JOINT - _G_SIDEWALK)
-            + road * _G_ROAD
-            + white * (_G_WHITE - _G_ROAD)
-            + yellow * (_G_YELLOW - _G_ROAD)
+        cross = _step(gx - Lr) * before_j
+        bits = (
+            (before_j + isX).clamp_(max=1.0),  # the main road
+            (_step(J1 + S - gx) + isX).clamp_(max=1.0),  # its sidewalks
+            cross,  # the side road
+            _step(gx - (Lr - S)) * _step(J1 + S - gx),  # its sidewalks
+            (_step(Lr - 5.2 - gx) + isX * _step(gx - J1 - 5.2)).clamp_(max=1.0),  # lane markings
+            _step(0.36 - torch.frac(gx * (1.0 / 9.0))),  # a dash of a dashed line
+            _within(gx - (Lr - 4.9), 0.25),  # the stop line
+            (_within(gx - (Lr - 2.4), 1.7) + isX * _within(gx - (J1 + 2.4), 1.7)).clamp_(max=1.0),  # zebra
+            cross * _within(torch.frac(gx * (1.0 / 1.2)) - 0.5, 0.25),  # a stripe of the side road's zebras
+            _step(0.1 - torch.frac(gx * 0.5)),  # a joint between sidewalk slabs
+            isL * _step(turn),  # an L turning left
+            isL * _step(-turn),  # an L turning right
         )
+        return sum(b.round() * float(1 << i) for i, b in enumerate(bits))
+
+    def _lut_rows(self, code: torch.Tensor) -> torch.Tensor:
+        """Table offsets (floats) of row codes, adding the tables of codes not seen yet."""
+        icode = code.long()
+        new = [int(c) for c in torch.unique(icode).tolist() if int(self._gcode_row[int(c)]) < 0]
+        if new:
+            bits = ((torch.tensor(new, device=self.device)[:, None] >> torch.arange(12, device=self.device)) & 1).float()
+            start = self._glut.numel() // _GY_BINS
+            self._glut = torch.cat((self._glut, _lateral_classes(bits, self._gy_bins).reshape(-1)))
+            self._gcode_row[torch.tensor(new, device=self.device)] = torch.arange(
+                start, start + len(new), device=self.device
+            )
+        return self._gcode_row[icode].float() * float(_GY_BINS)
 
     def _ground_shadow(
         self,
@@ -549,12 +630,29 @@ class Renderer:
         pad = Gr * _ROW_BAND - H
         gb = F.pad(g, (0, pad), value=GROUND_FAR).view(N, Gr, _ROW_BAND)
         rowvalid = F.pad(ground_row[:, :, 0] * _step(SHADOW_FAR - g), (0, pad)).view(N, Gr, _ROW_BAND).amax(-1)
-        band_lo, band_hi = gb.amin(-1), gb.amax(-1)
+        band_lo, band_hi = gb.amin(-1), gb.amax(-1).clamp(max=SHADOW_FAR)
+        # y range of each shadow, and the y range a band of rows can show: the screen's
+        # width at that distance, and only the street between the building rows before
+        # the junction (and after an X)
+        myb = my[:, None]
+        sy_lo = torch.minimum(y0 - z0 * myb, y0 - z1 * myb)
+        sy_hi = torch.maximum(y1 - z0 * myb, y1 - z1 * myb)
+        oy = sc["cam_y"][:, None]
+        half_w = band_hi * (cx / f) + 1.0
+        Lr = sc["road_length"][:, None]
+        wall = ROAD_HALF_WIDTH + SIDEWALK_WIDTH + 2.5
+        street = (band_hi < Lr - SIDEWALK_WIDTH) | (
+            (band_lo > Lr + 2 * ROAD_HALF_WIDTH + SIDEWALK_WIDTH) & (sc["junction"][:, None] == 0)
+        )
+        vis_lo = torch.where(street, torch.maximum(oy - half_w, torch.full_like(half_w, -wall)), oy - half_w)
+        vis_hi = torch.where(street, torch.minimum(oy + half_w, torch.full_like(half_w, wall)), oy + half_w)
         m = (
             (bx["material"] > 0)[:, None, :]
             & (rowvalid[:, :, None] > 0)
             & (sx_hi[:, None, :] >= band_lo[:, :, None])
             & (sx_lo[:, None, :] <= band_hi[:, :, None])
+            & (sy_hi[:, None, :] >= vis_lo[:, :, None])
+            & (sy_lo[:, None, :] <= vis_hi[:, :, None])
         )
         slot, n_in = _compact(m)  # (N, Gr, K)
         ok = torch.arange(slot.shape[-1], device=dev) < n_in[..., None]
@@ -596,10 +694,9 @@ class Renderer:
         ihi = torch.floor(cx - 0.5 - f * (ya - oy) / gxs).clamp_(max=W - 1.0)
         okr = row_ok & (s_hi >= s_lo) & (ihi >= ilo) & (gx < SHADOW_FAR)
         # valid slots first, so that the paint loop sees a prefix
-        okr, order = okr.float().sort(dim=-1, descending=True, stable=True)
+        order, count = _compact(okr)
         ilo, ihi = torch.gather(ilo, 2, order), torch.gather(ihi, 2, order)
-        count = okr.sum(-1).long()
-        Kc = max(int(count.max()), 1)
+        Kc = order.shape[-1]
         best = _paint(ilo[..., :Kc].reshape(N * H, Kc), ihi[..., :Kc].reshape(N * H, Kc), count.view(-1), W)
         return best.view(N, H, W).clamp_(0.0, 1.0)
 
@@ -633,9 +730,10 @@ class Renderer:
     # ------------------------------------------------------------------ colour
 
     def _table(self, bx: dict[str, torch.Tensor], sc: dict[str, torch.Tensor], obj_shadow: torch.Tensor):
-        """What a pixel shows, per table entry: rows r, g, b (lit, 0..255), semantic id
-        and car instance.  Entries: every box × face direction × pattern, then every
-        scene × ground class × (lit, in shadow).  Returns 5 × entries."""
+        """What a pixel shows, per table entry: its lit colour (r · 65536 + g · 256 + b, in
+        0..255) and its labels (semantic id + 32 · car instance).  Entries: every box ×
+        face direction × pattern, then every scene × ground class × (lit, in shadow).
+        Returns 2 × entries (exact integers in float32)."""
         dev = obj_shadow.device
         N, B = obj_shadow.shape
         sun = torch.stack((sc["sun_x"], sc["sun_y"], sc["sun_z"]), 0)  # (3, N)
@@ -681,81 +779,96 @@ class Renderer:
         lit_g = amb_col + sun_col * sun[2][:, None]  # (3, N, 1)
         shade_g = amb_col * (1.0 - 0.5 * overcast)[:, None] + sun_col * (sun[2] * (1.0 - strength))[:, None]
         ground = galb[..., None] * torch.stack((lit_g, shade_g), -1)  # (3, N, C, 2)
-        gsem = torch.tensor(_GROUND_SEM, device=dev, dtype=torch.float32)[None, :, None].expand(N, -1, 2)
-        rgb = torch.cat((box.reshape(3, -1), ground.reshape(3, -1)), 1) * 255.0
-        sem = torch.cat((labels.reshape(2, -1), torch.stack((gsem, torch.zeros_like(gsem))).reshape(2, -1)), 1)
-        return torch.cat((rgb, sem), 0)
+        ground = torch.cat((ground.reshape(3, N, -1), torch.zeros(3, N, 1, device=dev)), 2)  # + the sky entry
+        gsem = torch.tensor(_GROUND_SEM, device=dev, dtype=torch.float32).repeat_interleave(2)
+        gsem = torch.cat((gsem, torch.tensor([float(L.SKY)], device=dev)))[None, :].expand(N, -1)
+        rgb = (torch.cat((box.reshape(3, -1), ground.reshape(3, -1)), 1) * 255.0).clamp_(0.0, 255.0).round_()
+        labels = torch.cat((labels.reshape(2, -1), torch.stack((gsem, torch.zeros_like(gsem))).reshape(2, -1)), 1)
+        return torch.stack((rgb[0] * 65536.0 + rgb[1] * 256.0 + rgb[2], labels[0] + 32.0 * labels[1]))
 
-    def _sky(self, sc: dict[str, torch.Tensor], dz: torch.Tensor, N: int, H: int, W: int) -> torch.Tensor:
-        dev = dz.device
-        dy = self.dy[None, None, :]
-        dzr = dz[:, :, None]
-        norm = torch.rsqrt(1.0 + dy * dy + dzr * dzr)
-        elev = (dzr * norm[:, :, W // 2 : W // 2 + 1]).clamp(min=0.0)  # (N, H, 1): per row is enough
+    def _sky(self, sc: dict[str, torch.Tensor], N: int, rows: int, W: int) -> torch.Tensor:
+        """The sky seen by rows ``0..rows``, N×3×rows×W in 0..255: a gradient from the
+        horizon to the zenith, clouds, and the sun when it is low enough to be seen.  All
+        of it is smooth, so it is computed on a grid 4× coarser and upsampled."""
+        dev = self.device
+        f, H = self.camera.focal, self.camera.height
+        hs, ws = (rows + 3) // 4, (W + 3) // 4
+        # directions through the centres of the coarse cells (in fine pixel units)
+        vs = torch.arange(hs, device=dev, dtype=torch.float32) * 4.0 + 2.0
+        us = torch.arange(ws, device=dev, dtype=torch.float32) * 4.0 + 2.0
+        dz = (-(vs[None, :] - (sc["horizon"] * H)[:, None]) / f)[:, :, None]  # (N, hs, 1)
+        dy = (-(us - W / 2.0) / f)[None, None, :]  # (1, 1, ws)
+        elev = (dz * torch.rsqrt(1.0 + dz * dz)).clamp(min=0.0)
         gfac = (elev * 2.2).clamp(max=1.0)
         gfac = gfac * (2.0 - gfac)
-        hor = _col(sc, "hor")[:, :, None, None]
-        zen = _col(sc, "zen")[:, :, None, None]
-        sky = hor + (zen - hor) * gfac[:, None]  # (N, 3, H, 1)
         # clouds: low-frequency value noise from the scene's seed, thinning toward the horizon
         seed = sc["seed"][:, None, None]
         coarse = _hash(
             torch.arange(6, device=dev, dtype=torch.float32)[None, :, None] * 1.7 + seed * 0.37,
             torch.arange(12, device=dev, dtype=torch.float32)[None, None, :] * 2.3 + seed * 0.71,
         )
-        noise = F.interpolate(coarse[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0]
+        noise = F.interpolate(coarse[:, None], size=(hs, ws), mode="bilinear", align_corners=False)[:, 0]
         cl = sc["cloud"][:, None, None]
         cover = ((noise - (1.0 - cl)) * 3.0).clamp_(0.0, 1.0) * _step(elev - 0.01)
         cover = torch.maximum(cover, _step(cl - 0.95))
-        cloud = _col(sc, "cloud")[:, :, None, None] * (0.85 + 0.3 * noise[:, None])
-        sky = sky + (cloud - sky) * cover[:, None]
-        # the sun: a disc and a glow (in view only when it is low, at sunset)
+        # the sun: a disc and a glow
         sx, sy, sz = (sc[k][:, None, None] for k in ("sun_x", "sun_y", "sun_z"))
-        cosang = ((sx + dy * sy + dzr * sz) * norm).clamp_(min=0.0)
+        cosang = ((sx + dy * sy + dz * sz) * torch.rsqrt(1.0 + dy * dy + dz * dz)).clamp_(min=0.0)
         glow = cosang * cosang
         glow = glow * glow
         glow = glow * glow  # cos^8
         g2 = glow * glow
         g2 = g2 * g2
         g2 = g2 * g2  # cos^64
-        disc = ((cosang - 0.9993) * 4000.0).clamp_(0.0, 1.0)
-        vis = 1.0 - cover * 0.8
-        sky = sky + _col(sc, "sun")[:, :, None, None] * ((0.35 * glow + 0.6 * g2 + 2.0 * disc) * vis)[:, None]
-        return sky * 255.0
+        disc = ((cosang - 0.9990) * 3000.0).clamp_(0.0, 1.0)
+        sun = (0.35 * glow + 0.6 * g2 + 2.0 * disc) * (1.0 - cover * 0.8)
+        hor, zen, cloud, sun_col = (_col(sc, k)[:, :, None, None] * 255.0 for k in ("hor", "zen", "cloud", "sun"))
+        sky = hor + (zen - hor) * gfac[:, None]
+        sky = sky + (cloud * (0.85 + 0.3 * noise[:, None]) - sky) * cover[:, None] + sun_col * sun[:, None]
+        sky = F.interpolate(sky, size=(4 * hs, 4 * ws), mode="bilinear", align_corners=False)
+        return sky[:, :, :rows, :W]
 
     def _reflect(
         self,
-        colour: torch.Tensor,
+        colour: list[torch.Tensor],
         idx: torch.Tensor,
         cy: torch.Tensor,
-        road: torch.Tensor,
+        gclass: torch.Tensor,
+        hit: torch.Tensor,
+        ground_row: torch.Tensor,
         wet: torch.Tensor,
         dz: torch.Tensor,
-        H: int,
-        W: int,
-    ) -> torch.Tensor:
-        """Wet road: mirror what is above the horizon into the road (screen-space reflection)."""
-        sub = colour.index_select(0, idx)
-        n = idx.numel()
-        v = self.rows[None, :, None]
-        ripple = (self.grain[None] - 0.5) * 2.0
-        mirror = (2.0 * cy.index_select(0, idx)[:, None, None] - v - 1.0 + ripple).round_().clamp_(0, H - 1)
-        refl = torch.gather(sub, 2, mirror.long()[:, None].expand(n, 3, H, W))
-        elev = (-dz.index_select(0, idx)[:, :, None]).clamp(min=0.0)
-        fres = 0.12 + 0.55 * (1.0 - (elev * 5.0).clamp(max=1.0))
-        k = road.index_select(0, idx) * fres * wet.index_select(0, idx)[:, None, None]
-        sub = sub + (refl - sub) * k[:, None]
-        return colour.index_copy(0, idx, sub)
+        r0: int,
+    ) -> None:
+        """Wet road: mirror what is above the horizon into the road below it (a
+        screen-space reflection), in place, for the scenes ``idx`` and rows ``r0:``."""
+        N, H, W = colour[0].shape
+        v = self.rows[None, r0:, None]
+        ripple = (self.grain[None, r0:] - 0.5) * 2.0
+        mirror = (2.0 * cy.index_select(0, idx)[:, None, None] - v - 1.0 + ripple).round_().clamp_(0, H - 1).long()
+        gc = gclass.index_select(0, idx)
+        road = _step(1.5 - (gc - _G_ROAD).abs()) + 0.5 * _within(gc - 1.5, 0.6)  # road and paint; sidewalks half
+        road *= (1.0 - hit.index_select(0, idx)[:, r0:]) * ground_row.index_select(0, idx)
+        elev = (-dz.index_select(0, idx)[:, r0:, None]).clamp(min=0.0)
+        k = road * (0.12 + 0.55 * (1.0 - (elev * 5.0).clamp(max=1.0))) * wet.index_select(0, idx)[:, None, None]
+        for c in colour:
+            sub = c.index_select(0, idx)
+            refl = torch.gather(sub, 1, mirror)
+            below = sub[:, r0:]
+            below += (refl - below) * k
+            c.index_copy_(0, idx, sub)
 
-    def _rain(self, colour: torch.Tensor, idx: torch.Tensor, sc: dict[str, torch.Tensor], H: int, W: int):
-        """Rain streaks: the renderer's streak texture, shifted per scene."""
+
+    def _rain(self, colour: list[torch.Tensor], idx: torch.Tensor, sc: dict[str, torch.Tensor], H: int, W: int):
+        """Rain streaks (in place): the renderer's streak texture, shifted per scene."""
         shift = (sc["seed"].index_select(0, idx).long() % W).view(-1, 1, 1)
         cols = (self.cols.long()[None, None, :] + shift) % (2 * W)
         streak = torch.gather(self.streaks[None].expand(idx.numel(), H, 2 * W), 2, cols.expand(-1, H, W))
-        sub = colour.index_select(0, idx)
-        amount = (sc["rain"].index_select(0, idx)[:, None, None] * streak * 0.22)[:, None]
-        sub = sub + (204.0 - sub) * amount
-        return colour.index_copy(0, idx, sub)
+        amount = sc["rain"].index_select(0, idx)[:, None, None] * streak * 0.22
+        for c in colour:
+            sub = c.index_select(0, idx)
+            sub += (204.0 - sub) * amount
+            c.index_copy_(0, idx, sub)
 
 
 def _col(sc: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:

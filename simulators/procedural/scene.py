@@ -124,7 +124,7 @@ WEATHER_PRESETS: dict[str, WeatherPreset] = {
         shadow=0.2,
         fog=0.005,
         fog_colour=(0.72, 0.73, 0.75),
-        wet=0.05,
+        wet=0.0,
         rain=0.0,
         cloud=0.85,
         cloud_colour=(0.82, 0.82, 0.84),
@@ -387,9 +387,8 @@ def sample_scenes(
     valid = allb[..., _BF["material"]] > 0
     # pack each scene's boxes to the front (stable: a part stays right after its main box)
     order = np.argsort(~valid, axis=1, kind="stable")
-    allb = np.take_along_axis(allb, order[..., None], axis=1)
     nb = max(int(valid.sum(1).max()), 1)
-    allb = allb[:, :nb]
+    allb = allb[np.arange(n)[:, None], order[:, :nb]]
 
     # weather, sun, camera
     presets = [WEATHER_PRESETS[w] for w in WEATHERS]

@@ -1,0 +1,267 @@
+"""Benchmarks: ``python -m lts.bench SUBCOMMAND``.
+
+``render``: labelled frames per second of a simulator (RGB + semantic + depth +
+instances + counts, end to end through ``generate``: scene sampling included) at
+64×128 and 128×256, for a batch, with the peak memory; with PyBullet installed, the same
+run measures PyBullet's CPU renderer (``getCameraImage`` with ``ER_TINY_RENDERER``: RGB,
+depth and segmentation) on a scene of comparable complexity (a ground plane, 24 box
+buildings and 8 cars of two boxes each) at the same resolutions, and prints the ratio.
+
+Subcommands are registered in ``_SUBCOMMANDS`` (name → help, argument builder, runner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from simulators.errors import UserError
+
+from .cli import ArgumentParser, parse_resolution, run_cli
+
+__all__ = ["main", "RenderResult", "bench_render", "bench_pybullet"]
+
+
+@dataclass
+class RenderResult:
+    """One measurement: ``fps`` from wall-clock time (best of the repeats), ``cpu_fps``
+    from the process's CPU time (what the frames cost, whatever else runs on the machine)."""
+
+    renderer: str
+    resolution: str
+    frames: int
+    fps: float
+    cpu_fps: float
+    ms_per_frame: float
+    peak_mb: float | None = None
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss: kilobytes on Linux, bytes on macOS
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1024.0 * 1024.0) if sys.platform == "darwin" else r / 1024.0
+
+
+def bench_render(
+    sim_name: str,
+    resolution: tuple[int, int],
+    batch: int,
+    repeat: int,
+    device: str,
+    params: dict[str, Any] | None = None,
+) -> RenderResult:
+    """Time ``sim.generate(ψ, batch)`` ``repeat`` times (after one warm-up batch)."""
+    import simulators
+
+    sim = simulators.make(sim_name, resolution=resolution, device=device)
+    psi = dict(params) if params is not None else _default_params(sim)
+    sim.generate(psi, batch, seed=0)  # warm-up (allocations, lazy set-up)
+    cuda = str(device).startswith("cuda")
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    best_wall, best_cpu = math.inf, math.inf
+    for r in range(repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        sim.generate(psi, batch, seed=1 + r)
+        if cuda:
+            torch.cuda.synchronize()
+        best_wall = min(best_wall, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mb()
+    sim.close()
+    return RenderResult(
+        renderer=sim_name,
+        resolution=f"{resolution[0]}x{resolution[1]}",
+        frames=batch,
+        fps=batch / best_wall,
+        cpu_fps=batch / max(best_cpu, 1e-9),
+        ms_per_frame=1000.0 * best_wall / batch,
+        peak_mb=peak,
+    )
+
+
+def _default_params(sim: Any) -> dict[str, Any]:
+    psi = sim.param_space.default()
+    # a busy street: about 8 cars a scene, a mid-length road
+    if "cars_per_scene" in psi:
+        psi["cars_per_scene"] = 8.0
+    return psi
+
+
+def _pybullet_scene(p: Any, client: int) -> None:
+    """A ground plane, 24 box buildings along both sides and 8 two-box cars on the lanes."""
+    import random
+
+    rng = random.Random(0)
+    plane = p.createCollisionShape(p.GEOM_PLANE, physicsClientId=client)
+    p.createMultiBody(0, plane, -1, [0, 0, 0], physicsClientId=client)
+    for i in range(24):
+        side = 1 if i % 2 else -1
+        w, d, h = rng.uniform(4, 10), rng.uniform(4, 9), rng.uniform(4, 15)
+        vs = p.createVisualShape(
+            p.GEOM_BOX, halfExtents=[w, d, h], rgbaColor=[rng.random(), rng.random(), rng.random(), 1],
+            physicsClientId=client,
+        )  # fmt: skip
+        p.createMultiBody(0, -1, vs, [(i // 2) * 16.0 + 5.0, side * (11.0 + d), h], physicsClientId=client)
+    for i in range(8):
+        x, y = 8.0 + i * 9.0, rng.choice([-5.25, -1.75, 1.75, 5.25])
+        colour = [rng.random(), rng.random(), rng.random(), 1]
+        for he, z in (([2.3, 0.9, 0.46], 0.46), ([1.2, 0.8, 0.3], 1.22)):
+            vs = p.createVisualShape(p.GEOM_BOX, halfExtents=he, rgbaColor=colour, physicsClientId=client)
+            p.createMultiBody(0, -1, vs, [x, y, z], physicsClientId=client)
+
+
+def bench_pybullet(resolution: tuple[int, int], frames: int, repeat: int) -> RenderResult:
+    """PyBullet's TinyRenderer: ``frames`` calls of ``getCameraImage`` (RGB, depth and
+    segmentation), best of ``repeat``."""
+    try:
+        import pybullet as p
+    except ImportError:
+        raise UserError('the PyBullet comparison needs pybullet: pip install -e ".[bench]"') from None
+    h, w = resolution
+    client = p.connect(p.DIRECT)
+    try:
+        _pybullet_scene(p, client)
+        view = p.computeViewMatrix([0, -1.75, 1.6], [10, -1.75, 1.6], [0, 0, 1], physicsClientId=client)
+        vfov = math.degrees(2 * math.atan(math.tan(math.radians(45.0)) * h / w))  # 90° across, like ours
+        proj = p.computeProjectionMatrixFOV(vfov, w / h, 0.3, 1000.0, physicsClientId=client)
+
+        def shoot() -> None:
+            p.getCameraImage(w, h, view, proj, renderer=p.ER_TINY_RENDERER, physicsClientId=client)
+
+        shoot()
+        best_wall, best_cpu = math.inf, math.inf
+        for _ in range(repeat):
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(frames):
+                shoot()
+            best_wall = min(best_wall, time.perf_counter() - t0)
+            best_cpu = min(best_cpu, time.process_time() - c0)
+    finally:
+        p.disconnect(client)
+    return RenderResult(
+        renderer="pybullet",
+        resolution=f"{h}x{w}",
+        frames=frames,
+        fps=frames / best_wall,
+        cpu_fps=frames / max(best_cpu, 1e-9),
+        ms_per_frame=1000.0 * best_wall / frames,
+    )
+
+
+def _pybullet_available() -> bool:
+    try:
+        import pybullet  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- render
+
+
+def _render_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--sim", default="procedural", help="simulator name or package.module:Class (default procedural)")
+    sp.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    sp.add_argument("--batch", type=int, default=64, help="frames per generate call (default 64)")
+    sp.add_argument("--repeat", type=int, default=3, help="timed batches per resolution; the best counts (default 3)")
+    sp.add_argument(
+        "--resolution",
+        action="append",
+        metavar="HxW",
+        help="a resolution to measure (repeatable; default 64x128 and 128x256)",
+    )
+    sp.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    sp.add_argument(
+        "--pybullet",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also measure PyBullet's TinyRenderer in the same run (default: when pybullet is installed)",
+    )
+    sp.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+
+
+def _render(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.batch < 1:
+        raise UserError(f"--batch {args.batch}: expected a positive number of frames")
+    if args.repeat < 1:
+        raise UserError(f"--repeat {args.repeat}: expected a positive number")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads {args.threads}: expected a positive number")
+        torch.set_num_threads(args.threads)
+    resolutions = [parse_resolution(r) for r in (args.resolution or ["64x128", "128x256"])]
+    use_pb = _pybullet_available() if args.pybullet is None else args.pybullet
+    if use_pb and not _pybullet_available():
+        raise UserError('--pybullet needs pybullet: pip install -e ".[bench]"')
+    print(
+        f"render benchmark: sim {args.sim}, device {args.device}, batch {args.batch}, best of {args.repeat}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    print("labelled frames: RGB + semantic + depth + instances + counts, scene sampling included")
+    header = f"{'resolution':>10}  {'fps':>8}  {'cpu fps':>8}  {'ms/frame':>8}  {'peak MB':>8}"
+    if use_pb:
+        header += f"  {'pybullet fps':>12}  {'pb cpu fps':>10}  {'ratio':>6}  {'cpu ratio':>9}"
+    print(header)
+    results: list[RenderResult] = []
+    for res in resolutions:
+        ours = bench_render(args.sim, res, args.batch, args.repeat, args.device)
+        results.append(ours)
+        line = f"{ours.resolution:>10}  {ours.fps:8.0f}  {ours.cpu_fps:8.0f}  {ours.ms_per_frame:8.3f}  "
+        line += f"{ours.peak_mb:8.0f}"
+        if use_pb:
+            pb = bench_pybullet(res, args.batch, args.repeat)
+            results.append(pb)
+            line += f"  {pb.fps:12.0f}  {pb.cpu_fps:10.0f}  {ours.fps / pb.fps:5.1f}x  {ours.cpu_fps / pb.cpu_fps:8.1f}x"
+        print(line, flush=True)
+    print(
+        "fps: wall clock (best batch); cpu fps: from this process's CPU time; "
+        "peak MB: "
+        + ("CUDA memory allocated" if str(args.device).startswith("cuda") else "peak resident memory of the process")
+    )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump([asdict(r) for r in results], fh, indent=2)
+    return 0
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+#: name → (help, add arguments, run).  Other benchmarks register here.
+_SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "render": ("labelled frames per second of a simulator (vs PyBullet's TinyRenderer)", _render_args, _render),
+}
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m lts.bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    for name, (help_text, add_args, _run) in _SUBCOMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(sp)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return _SUBCOMMANDS[args.command][2](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
