@@ -157,6 +157,15 @@ class CountingNet(nn.Module):
             self.head.bias.copy_(torch.log(torch.expm1(per_cell)))
 
 
+def _encode_names(names: Sequence[str]) -> torch.Tensor:
+    return torch.tensor(list("\n".join(names).encode()), dtype=torch.uint8)
+
+
+def _decode_names(coded: torch.Tensor) -> tuple[str, ...]:
+    text = bytes(coded.tolist()).decode()
+    return tuple(text.split("\n")) if text else ()
+
+
 def _grid(n: int) -> int:
     for _ in range(3):  # three stride-2 convolutions with padding 1
         n = (n + 1) // 2
@@ -277,14 +286,31 @@ class CountingTask:
             target_density = instance_density(inst, batch.counts)
         if self.resolution is not None:
             x = resize_images(x, self.resolution)
-        model = build_seeded(lambda: CountingNet(y.shape[1], self.width), seed)
+        names = tuple(batch.count_names)
+        if init is not None:
+            init = dict(init)
+            coded = init.pop("count_names", None)
+            names = _decode_names(coded) if coded is not None else names
+            num_types = int(init["head.weight"].shape[0])
+            if num_types != y.shape[1] and not (names and batch.count_names):
+                raise UserError(
+                    f"cannot continue a model of {num_types} count columns on data with {y.shape[1]} (no column names)"
+                )
+        else:
+            num_types = y.shape[1]
+        model = build_seeded(lambda: CountingNet(num_types, self.width), seed)
         if init is not None:
             model.load_state_dict(init)
         else:
             model.mean, model.std = channel_stats(x)
             model.init_counts(y.mean(0), tuple(x.shape[-2:]))
         model.to(self.device)
-        model.count_names = tuple(batch.count_names)  # type: ignore[assignment]
+        # A warm-started model keeps its own (finer) columns; on coarser data such as a real
+        # directory's ("car", "truck") its predictions are folded into the data's columns.
+        fold = names != tuple(batch.count_names) and bool(names) and bool(batch.count_names)
+        if fold:
+            fold_columns(torch.zeros(1, num_types), names, batch.count_names)  # UserError if impossible
+        model.count_names = names  # type: ignore[assignment]
         model.resolution = tuple(x.shape[-2:])  # type: ignore[assignment]
 
         gen = torch.Generator().manual_seed(int(seed))
@@ -302,7 +328,10 @@ class CountingTask:
                 if db is not None:
                     db = torch.where(flip[:, None, None], db.flip(-1), db)
             density = model.density(xb)
-            loss = F.smooth_l1_loss(density.sum(dim=(2, 3)), yb, beta=0.5)
+            pred = density.sum(dim=(2, 3))
+            if fold:
+                pred = fold_columns(pred, names, batch.count_names)
+            loss = F.smooth_l1_loss(pred, yb, beta=0.5)
             if db is not None:
                 # squared error per cell, summed over the image: on the scale of a count error
                 loss = loss + self.density_weight * (density.sum(1) - db).pow(2).sum(dim=(1, 2)).mean()
@@ -339,7 +368,11 @@ class CountingTask:
         }
 
     def state_of(self, model: CountingNet) -> dict[str, Any]:
-        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        """The weights (CPU tensors) plus ``count_names``, the column names encoded as a
+        uint8 tensor (so that the state stays a plain dict of tensors)."""
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        state["count_names"] = _encode_names(getattr(model, "count_names", ()))
+        return state
 
     # -- helpers
 

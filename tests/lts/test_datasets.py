@@ -96,7 +96,7 @@ def test_cityscapes_ids_are_mapped_and_instances_counted(tmp_path: Path) -> None
     assert b.attributes["file"][0] == "leftImg8bit/val/aachen/aachen_000000_000000_leftImg8bit.png"
     img, _, _ = _scene(1)
     assert torch.equal(b.images[1], torch.from_numpy(img).permute(2, 0, 1))
-    # the 2×2 car is below the default visibility threshold of 4 pixels... at this size it is exactly 4
+    # default visibility: at least 4 pixels at this size, so the 2×2 car just counts
     assert read_labelled_dir(root, need=("counts",)).counts.tolist() == [[2, 1]] * 3
     assert read_labelled_dir(root, need=("counts",), min_instance_pixels=5).counts.tolist() == [[1, 1]] * 3
 

@@ -159,6 +159,27 @@ def test_counting_scores_a_car_truck_target(count_data, counting_model) -> None:
         model.count_names = ("red", "blue")
 
 
+def test_counting_fine_tunes_a_typed_model_on_coarse_real_counts(count_data) -> None:
+    """Pre-train on per-type counts, fine-tune on ("car", "truck") counts as a real directory gives."""
+    train, test = count_data
+    task = CountingTask(steps=20, batch_size=16, lr=1e-2)
+    typed = Batch(images=train.images, counts=train.counts, count_names=("sedan", "truck"))
+    state = task.state_of(task.fit(typed, seed=0))
+    assert state["count_names"].dtype == torch.uint8
+    real = Batch(images=test.images, counts=test.counts, count_names=("car", "truck"))
+    tuned = task.fit(real, seed=1, init=state)
+    assert tuned.count_names == ("sedan", "truck")
+    assert set(task.score(tuned, real)) == {"mae", "total_mae"}
+    with pytest.raises(UserError, match="count columns"):
+        task.fit(
+            Batch(images=test.images, counts=test.counts[:, :1].repeat(1, 3)),
+            seed=0,
+            init=state | {"count_names": torch.zeros(0, dtype=torch.uint8)},
+        )
+    with pytest.raises(UserError, match="'sedan'"):
+        task.fit(Batch(images=test.images, counts=test.counts, count_names=("bus", "truck")), seed=0, init=state)
+
+
 def test_instance_density_sums_to_the_counts_or_is_refused() -> None:
     inst = torch.zeros(2, 16, 16, dtype=torch.long)
     inst[0, 0:2, 0:2] = 1  # in cell (0, 0)
