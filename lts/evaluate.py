@@ -66,6 +66,7 @@ def evaluate_run(
     refiner: str | None = None,
     finetune: str | None = None,
     finetune_steps: int | None = None,
+    finetune_split: str | None = "train",
     device: str | None = None,
     progress: Any = None,
 ) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def evaluate_run(
         from .targets import _NEEDS
 
         real = read_labelled_dir(resolve_path(finetune), resolution=getattr(sim, "resolution", None),
-                                 need=_NEEDS.get(cfg.task, ("semantic",)))  # fmt: skip
+                                 split=finetune_split, need=_NEEDS.get(cfg.task, ("semantic",)))  # fmt: skip
     chosen: dict[str, dict[str, Any] | None] = {"lts": _learned_params(run, sim.param_space), "random": None}
     if tgt.params is not None:
         chosen["oracle"] = tgt.params
@@ -175,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refiner", metavar="CKPT", help="GAN refiner applied to rendered frames before training")
     p.add_argument("--finetune", metavar="DIR", help="labelled real split: also pre-train + fine-tune, and real only")
     p.add_argument("--finetune-steps", type=int, metavar="N", help="training steps on the real split")
+    p.add_argument(
+        "--finetune-split",
+        default="train",
+        metavar="NAME",
+        help="Cityscapes split folder of --finetune (default train; ignored for KITTI)",
+    )
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--out", metavar="FILE", help="where to write the JSON (default RUN_DIR/evaluation.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -198,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = evaluate_run(
             args.run_dir, args.target, scenes=args.scenes, steps=args.steps, repeats=args.repeats,
-            refiner=args.refiner, finetune=args.finetune, finetune_steps=args.finetune_steps, device=args.device,
+            refiner=args.refiner, finetune=args.finetune, finetune_steps=args.finetune_steps,
+            finetune_split=args.finetune_split, device=args.device,
             progress=progress,
         )  # fmt: skip
     finally:
