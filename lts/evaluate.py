@@ -66,7 +66,7 @@ def evaluate_run(
     refiner: str | None = None,
     finetune: str | None = None,
     finetune_steps: int | None = None,
-    finetune_split: str | None = "train",
+    finetune_split: str | None = None,
     device: str | None = None,
     progress: Any = None,
 ) -> dict[str, Any]:
@@ -91,7 +91,10 @@ def evaluate_run(
         from .datasets import read_labelled_dir
         from .targets import _NEEDS
 
-        real = read_labelled_dir(resolve_path(finetune), resolution=getattr(sim, "resolution", None),
+        ft_root = resolve_path(finetune)
+        if finetune_split is None and (ft_root / "leftImg8bit" / "train").is_dir():
+            finetune_split = "train"  # never fine-tune on the val split that is the target
+        real = read_labelled_dir(ft_root, resolution=getattr(sim, "resolution", None),
                                  split=finetune_split, need=_NEEDS.get(cfg.task, ("semantic",)))  # fmt: skip
     chosen: dict[str, dict[str, Any] | None] = {"lts": _learned_params(run, sim.param_space), "random": None}
     if tgt.params is not None:
