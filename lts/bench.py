@@ -56,11 +56,16 @@ def bench_render(
     repeat: int,
     device: str,
     params: dict[str, Any] | None = None,
+    threads: int | None = None,
 ) -> RenderResult:
-    """Time ``sim.generate(ψ, batch)`` ``repeat`` times (after one warm-up batch)."""
+    """Time ``sim.generate(ψ, batch)`` ``repeat`` times (after one warm-up batch).
+    ``threads``: the simulator's ``threads`` option, when given."""
     import simulators
 
-    sim = simulators.make(sim_name, resolution=resolution, device=device)
+    options: dict[str, Any] = {"resolution": resolution, "device": device}
+    if threads is not None:
+        options["threads"] = threads
+    sim = simulators.make(sim_name, **options)
     psi = dict(params) if params is not None else _default_params(sim)
     sim.generate(psi, batch, seed=0)  # warm-up (allocations, lazy set-up)
     cuda = str(device).startswith("cuda")
@@ -181,7 +186,9 @@ def _render_args(sp: argparse.ArgumentParser) -> None:
         metavar="HxW",
         help="a resolution to measure (repeatable; default 64x128 and 128x256)",
     )
-    sp.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    sp.add_argument(
+        "--threads", type=int, help="torch CPU threads the simulator renders with (default: the simulator's own)"
+    )
     sp.add_argument(
         "--pybullet",
         action=argparse.BooleanOptionalAction,
@@ -198,17 +205,16 @@ def _render(args: argparse.Namespace) -> int:
         raise UserError(f"--batch {args.batch}: expected a positive number of frames")
     if args.repeat < 1:
         raise UserError(f"--repeat {args.repeat}: expected a positive number")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads {args.threads}: expected a positive number")
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads {args.threads}: expected a positive number")
     resolutions = [parse_resolution(r) for r in (args.resolution or ["64x128", "128x256"])]
     use_pb = _pybullet_available() if args.pybullet is None else args.pybullet
     if use_pb and not _pybullet_available():
         raise UserError('--pybullet needs pybullet: pip install -e ".[bench]"')
+    threads = "the simulator's default" if args.threads is None else str(args.threads)
     print(
         f"render benchmark: sim {args.sim}, device {args.device}, batch {args.batch}, best of {args.repeat}, "
-        f"torch threads {torch.get_num_threads()}"
+        f"render threads {threads} (torch {torch.__version__}, {torch.get_num_threads()} threads available)"
     )
     print("labelled frames: RGB + semantic + depth + instances + counts, scene sampling included")
     header = f"{'resolution':>10}  {'fps':>8}  {'cpu fps':>8}  {'ms/frame':>8}  {'peak MB':>8}"
@@ -217,14 +223,16 @@ def _render(args: argparse.Namespace) -> int:
     print(header)
     results: list[RenderResult] = []
     for res in resolutions:
-        ours = bench_render(args.sim, res, args.batch, args.repeat, args.device)
+        ours = bench_render(args.sim, res, args.batch, args.repeat, args.device, threads=args.threads)
         results.append(ours)
         line = f"{ours.resolution:>10}  {ours.fps:8.0f}  {ours.cpu_fps:8.0f}  {ours.ms_per_frame:8.3f}  "
         line += f"{ours.peak_mb:8.0f}"
         if use_pb:
             pb = bench_pybullet(res, args.batch, args.repeat)
             results.append(pb)
-            line += f"  {pb.fps:12.0f}  {pb.cpu_fps:10.0f}  {ours.fps / pb.fps:5.1f}x  {ours.cpu_fps / pb.cpu_fps:8.1f}x"
+            line += (
+                f"  {pb.fps:12.0f}  {pb.cpu_fps:10.0f}  {ours.fps / pb.fps:5.1f}x  {ours.cpu_fps / pb.cpu_fps:8.1f}x"
+            )
         print(line, flush=True)
     print(
         "fps: wall clock (best batch); cpu fps: from this process's CPU time; "

@@ -47,13 +47,10 @@ from .. import labels as L
 from .scene import (
     BOX_FIELDS,
     M_BUILDING,
-    M_CANOPY,
     M_CAR_BODY,
     M_CAR_CABIN,
     M_CARGO,
-    M_POLE,
     M_TLIGHT,
-    M_TRUNK,
     ROAD_HALF_WIDTH,
     SCENE_FIELDS,
     SIDEWALK_WIDTH,
@@ -592,7 +589,9 @@ class Renderer:
         icode = code.long()
         new = [int(c) for c in torch.unique(icode).tolist() if int(self._gcode_row[int(c)]) < 0]
         if new:
-            bits = ((torch.tensor(new, device=self.device)[:, None] >> torch.arange(12, device=self.device)) & 1).float()
+            bits = (
+                (torch.tensor(new, device=self.device)[:, None] >> torch.arange(12, device=self.device)) & 1
+            ).float()
             start = self._glut.numel() // _GY_BINS
             self._glut = torch.cat((self._glut, _lateral_classes(bits, self._gy_bins).reshape(-1)))
             self._gcode_row[torch.tensor(new, device=self.device)] = torch.arange(
@@ -857,7 +856,6 @@ class Renderer:
             below = sub[:, r0:]
             below += (refl - below) * k
             c.index_copy_(0, idx, sub)
-
 
     def _rain(self, colour: list[torch.Tensor], idx: torch.Tensor, sc: dict[str, torch.Tensor], H: int, W: int):
         """Rain streaks (in place): the renderer's streak texture, shifted per scene."""

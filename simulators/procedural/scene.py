@@ -135,12 +135,12 @@ WEATHER_PRESETS: dict[str, WeatherPreset] = {
     "hard_rain_noon": WeatherPreset(
         sun_elevation=(50.0, 72.0),
         sun_colour=(0.0, 0.0, 0.0),
-        ambient=(0.36, 0.38, 0.42),
-        zenith=(0.22, 0.24, 0.27),
-        horizon=(0.40, 0.42, 0.45),
+        ambient=(0.31, 0.33, 0.37),
+        zenith=(0.20, 0.22, 0.25),
+        horizon=(0.35, 0.37, 0.40),
         shadow=0.0,
         fog=0.028,
-        fog_colour=(0.38, 0.40, 0.43),
+        fog_colour=(0.34, 0.36, 0.39),
         wet=1.0,
         rain=1.0,
         cloud=1.0,
@@ -352,12 +352,9 @@ def _fill(out: np.ndarray, keep: np.ndarray, **cols: Any) -> None:
     out[~keep] = _EMPTY
 
 
-def sample_scenes(
-    params: Sequence[Mapping[str, Any]], seed: int, *, max_cars: int = 24, start: int = 0
-) -> SceneBatch:
+def sample_scenes(params: Sequence[Mapping[str, Any]], seed: int, *, max_cars: int = 24, start: int = 0) -> SceneBatch:
     """Draw scene ``start + k`` for each validated ψ ``params[k]`` (`street_param_space`)."""
     n = len(params)
-    R, S = ROAD_HALF_WIDTH, SIDEWALK_WIDTH
     u = _uniforms(seed, range(start, start + n))
     us = _block(u, "scene")
     pw = np.array([[p["weather"][w] for w in WEATHERS] for p in params])
@@ -373,7 +370,6 @@ def sample_scenes(
     n_cars = np.minimum(_poisson(us[:, 4], lam), max_cars)
     is_x, is_t, is_l = (junction == 0), (junction == 1), (junction == 2)
     turn = np.where(is_l, np.where(us[:, 5] < 0.5, 1.0, -1.0), 0.0)
-    J1 = road_length + 2 * R
 
     parts = [
         _cars(u, pt, n_cars, road_length, junction, turn, max_cars),

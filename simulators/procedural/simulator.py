@@ -38,7 +38,7 @@ from ..base import Batch, Simulator
 from ..errors import UserError
 from ..street import CAR_TYPES, street_param_space
 from .render import SKY_DEPTH, Camera, Renderer
-from .scene import sample_scenes
+from .scene import SceneBatch, sample_scenes
 
 __all__ = ["ProceduralSimulator", "SKY_DEPTH", "parse_resolution"]
 
@@ -108,6 +108,7 @@ class ProceduralSimulator(Simulator):
         min_car_pixels: int | None = None,
         max_batch_bytes: int = _DEFAULT_MAX_BYTES,
         chunk_pixels: int = 1 << 17,
+        threads: int | None = 1,
     ) -> None:
         self.resolution = parse_resolution(resolution)
         self.device = _parse_device(device)
@@ -122,6 +123,9 @@ class ProceduralSimulator(Simulator):
             raise UserError(f"min_car_pixels {min_car_pixels!r}: expected a positive integer")
         if not isinstance(chunk_pixels, int) or chunk_pixels < 1:
             raise UserError(f"chunk_pixels {chunk_pixels!r}: expected a positive integer")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise UserError(f"threads {threads!r}: expected a positive integer or None")
+        self.threads = threads
         self.fov = float(fov)
         self.max_cars = max_cars
         self.min_car_pixels = min_car_pixels
@@ -191,20 +195,14 @@ class ProceduralSimulator(Simulator):
         scenes = sample_scenes(psis, seed, max_cars=self.max_cars)
         chunk = max(1, self.chunk_pixels // (h * w))
         parts: list[Batch] = []
-        for start in range(0, n, chunk):
-            part = scenes.subset(start, min(n, start + chunk))
-            frames = self.renderer.render(part)
-            counts, semantic, instances = self._count(frames.semantic, frames.instances, part.type_of_inst)
-            parts.append(
-                Batch(
-                    images=frames.images,
-                    semantic=semantic,
-                    depth=frames.depth,
-                    counts=counts,
-                    instances=instances,
-                    count_names=CAR_TYPES,
-                )
-            )
+        restore = torch.get_num_threads()
+        if self.threads is not None and dev.type == "cpu":
+            torch.set_num_threads(self.threads)
+        try:
+            for start in range(0, n, chunk):
+                parts.append(self._render_part(scenes, start, min(n, start + chunk)))
+        finally:
+            torch.set_num_threads(restore)
         batch = Batch.concat(parts) if len(parts) > 1 else parts[0]
         batch.attributes = {
             "weather": scenes.weather,
@@ -215,6 +213,19 @@ class ProceduralSimulator(Simulator):
             "car_types": scenes.car_types,
         }
         return batch
+
+    def _render_part(self, scenes: SceneBatch, start: int, stop: int) -> Batch:
+        part = scenes.subset(start, stop)
+        frames = self.renderer.render(part)
+        counts, semantic, instances = self._count(frames.semantic, frames.instances, part.type_of_inst)
+        return Batch(
+            images=frames.images,
+            semantic=semantic,
+            depth=frames.depth,
+            counts=counts,
+            instances=instances,
+            count_names=CAR_TYPES,
+        )
 
     def _count(
         self, semantic: torch.Tensor, instances: torch.Tensor, type_of_inst: np.ndarray
