@@ -12,19 +12,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cli import parse_set
+from .cli import parse_set, set_threads
 from .config import load_config, resolve_path
 
-__all__ = ["add_loop_parser", "bench_loop"]
+__all__ = ["loop_arguments", "bench_loop"]
 
 
-def add_loop_parser(sub: Any) -> None:
-    p = sub.add_parser("loop", help="time one LTS iteration split into render / train / score / update")
+def loop_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="experiment (default: the default experiment)")
     p.add_argument("--iterations", type=int, default=2, metavar="N", help="iterations to time (default 2)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--device", choices=["cpu", "cuda"], help="device for rendering and training")
-    p.set_defaults(func=bench_loop)
 
 
 def bench_loop(args: argparse.Namespace) -> int:
@@ -35,6 +33,7 @@ def bench_loop(args: argparse.Namespace) -> int:
     if args.device:
         layer["device"] = args.device
     cfg = load_config(resolve_path(args.config) if args.config else None, layer, overrides=parse_set(args.set))
+    set_threads(cfg.threads)
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir(Path(tmp) / "run")
         t0 = time.perf_counter()

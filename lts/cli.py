@@ -18,7 +18,7 @@ import yaml
 
 from simulators.errors import UserError
 
-__all__ = ["run_cli", "ArgumentParser", "parse_set", "parse_resolution", "main", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+__all__ = ["run_cli", "ArgumentParser", "parse_set", "set_threads", "parse_resolution", "main", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -53,6 +53,14 @@ def run_cli(main: Callable[[list[str] | None], int], argv: Sequence[str] | None 
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+
+
+def set_threads(n: int) -> None:
+    """Set torch's CPU threads for this process (0 keeps torch's default)."""
+    if n > 0:
+        import torch
+
+        torch.set_num_threads(n)
 
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:

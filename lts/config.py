@@ -53,6 +53,11 @@ class Config:
     scenes: int = _f(128, "M: scenes (samples) rendered per ψ")
     seed: int = _f(0, "run seed; every other seed is derived from it")
     device: str = _f("cpu", "device for rendering and training: cpu or cuda")
+    threads: int = _f(
+        1,
+        "torch CPU threads of the process (small nets on small frames gain little from more, and "
+        "oversubscribed threads on a busy machine run 10x slower; 0 keeps torch's default)",
+    )
     workers: int = _f(0, "Ray workers for the K evaluations (0: in-process)")
     ray_address: str | None = _f(None, "address of an existing Ray cluster to join (e.g. auto)")
     refiner: str | None = _f(None, "GAN refiner checkpoint applied to every rendered batch")
@@ -74,6 +79,7 @@ class Config:
         need(self.scenes >= 1, f"scenes (M) must be >= 1, got {self.scenes}")
         need(self.target_size >= 1, f"target_size must be >= 1, got {self.target_size}")
         need(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+        need(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         need(self.final_repeats >= 0, f"final_repeats must be >= 0, got {self.final_repeats}")
         need(
             self.device in ("cpu", "cuda") or self.device.startswith("cuda:"),

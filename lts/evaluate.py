@@ -23,7 +23,7 @@ import simulators
 from simulators.errors import UserError
 
 from . import tasks as tasks_mod
-from .cli import ArgumentParser, run_cli
+from .cli import ArgumentParser, run_cli, set_threads
 from .config import load_config, resolve_path
 from .evaluation import EvalContext, EvalSpec, random_params
 from .rundir import RunDir, atomic_write_text
@@ -68,6 +68,7 @@ def evaluate_run(
     finetune_steps: int | None = None,
     finetune_split: str | None = None,
     device: str | None = None,
+    threads: int | None = None,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Run the protocol and return the ``evaluation.json`` content."""
@@ -75,6 +76,9 @@ def evaluate_run(
     cfg = load_config(None, run.read_config())
     if device:
         cfg.device = device
+    if threads is not None:
+        cfg.threads = threads
+    set_threads(cfg.threads)
     task_options = dict(cfg.task_options)
     if steps is not None:
         task_options["steps"] = steps
@@ -186,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Cityscapes split folder of --finetune (default train; ignored for KITTI)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: the run's)")
     p.add_argument("--out", metavar="FILE", help="where to write the JSON (default RUN_DIR/evaluation.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_run(
             args.run_dir, args.target, scenes=args.scenes, steps=args.steps, repeats=args.repeats,
             refiner=args.refiner, finetune=args.finetune, finetune_steps=args.finetune_steps,
-            finetune_split=args.finetune_split, device=args.device,
+            finetune_split=args.finetune_split, device=args.device, threads=args.threads,
             progress=progress,
         )  # fmt: skip
     finally:

@@ -15,7 +15,7 @@ from typing import Any
 
 from simulators.errors import UserError
 
-from .cli import ArgumentParser, parse_set, run_cli
+from .cli import ArgumentParser, parse_set, run_cli, set_threads
 from .config import Config, describe_config, load_config, resolve_path
 from .report import policy_table, reward_table
 from .rundir import RunDir
@@ -23,7 +23,7 @@ from .rundir import RunDir
 __all__ = ["main", "build_parser"]
 
 # Flags that may change when resuming; anything else would break the seeded run.
-_RESUMABLE = {"iterations", "workers", "ray_address", "final_repeats", "tensorboard", "device"}
+_RESUMABLE = {"iterations", "workers", "ray_address", "final_repeats", "tensorboard", "device", "threads"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--refiner", metavar="CKPT", help="GAN refiner checkpoint applied to every rendered batch")
     a("--resume", metavar="RUN_DIR", help="continue a run from its last completed iteration")
     a("--device", choices=["cpu", "cuda"], help="device for rendering and training")
+    a("--threads", type=int, metavar="N", help="torch CPU threads (default 1; 0 = torch's default)")
     a("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (YAML value), repeatable")
     a("--warm-start", action="store_true", default=None, help="warm-start each training from the last best model")
     a("--tensorboard", action="store_true", default=None, help="write TensorBoard logs under RUN_DIR/tensorboard")
@@ -184,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     config, run_dir, resuming = _resolved_config(args)
 
     from .loop import Callbacks, Experiment
+
+    set_threads(config.threads)
 
     prog = _Progress(enabled=not args.quiet)
     cb = Callbacks(on_start=prog.start, on_eval=prog.on_eval, on_iteration=prog.on_iteration, on_final=prog.on_final)
