@@ -290,30 +290,37 @@ class Renderer:
         # only the pixels that see a box do this work.
         flat_best = best.view(-1)
         pix = torch.nonzero(flat_best).squeeze(1)
-        n_i = torch.div(pix, H * W, rounding_mode="floor")
-        rc = pix - n_i * (H * W)
-        v_i = torch.div(rc, W, rounding_mode="floor")
-        u_i = rc - v_i * W
+        # scene, row and column of each box pixel (float arithmetic: exact at these sizes)
+        pf = pix.float() + 0.5
+        n_f = torch.floor(pf * (1.0 / (H * W)))
+        rc = pf - n_f * (H * W)
+        v_f = torch.floor(rc * (1.0 / W))
+        u_f = rc - v_f * W - 0.5
         p_i = flat_best.index_select(0, pix)
-        k_i = (p_i - torch.floor(p_i * (1.0 / 64.0)) * 64.0).long()  # the slot, from the priority
-        sidx = (n_i * K + k_i) * W + u_i
+        k_f = p_i - torch.floor(p_i * (1.0 / 64.0)) * 64.0  # the slot, from the priority
+        tables = {k: v.transpose(1, 2).reshape(-1) for k, v in slots.items() if k not in ("z", "B", "count", "prio")}
 
-        def slot(name: str, index: torch.Tensor = sidx) -> torch.Tensor:
-            return slots[name].transpose(1, 2).reshape(-1).index_select(0, index)
+        def slot(name: str, index: torch.Tensor) -> torch.Tensor:
+            return tables[name].index_select(0, index)
 
-        row_i = n_i * H + v_i
-        dz_i = dz.reshape(-1).index_select(0, row_i)
-        oz_i = oz.index_select(0, n_i)
+        sidx = ((n_f * K + k_f) * W + u_f).long()
+        row = (n_f * H + v_f).long()
+
+        def per_row(t: torch.Tensor) -> torch.Tensor:  # a per-scene (N,) or per-row (N, H) value, per pixel
+            return (t[:, None].expand(N, H) if t.dim() == 1 else t).reshape(-1).index_select(0, row)
+
+        dz_i = per_row(dz)
+        oz_i = per_row(oz)
         below_i = (dz_i < 0).float()
-        A = slot("A")
+        A = slot("A", sidx)
         # the z a ray enters through: the top below the horizon, the bottom above it
-        z_in = slot("z_in", (n_i * (2 * K) + k_i + ((1.0 - below_i) * K).long()) * W + u_i)
+        z_in = slot("z_in", ((n_f * (2 * K) + k_f + (1.0 - below_i) * K) * W + u_f).long())
         tz = (z_in - oz_i) / dz_i  # where the ray crosses the box's top (or bottom) plane
         t_box = torch.maximum(A, tz)
         zface = _step(tz - A)  # entered through the roof (or the floor)
         wall = 1.0 - zface
         # code = ((box · 64 + window cell) · 2 + entered through the -x face) · 81 + patterns
-        code = slot("code")
+        code = slot("code", sidx)
         q = torch.floor(code * (1.0 / 81.0))
         pats = code - q * 81.0
         bpat = torch.floor(pats * (1.0 / 9.0))
@@ -325,20 +332,20 @@ class Renderer:
         # Row bands decided per column and box (see _slot_patterns): below ``under`` a wall
         # shows its under pattern (tyres and underbody, a building's ground floor), between
         # the band rows its band pattern (glass, lamps); buildings have windows above.
-        vc = v_i.float() + 0.5
-        under = _step(vc - slot("under"))
-        band_top = slot("band_top")  # a building keeps its 1 / floor height here (< 0: no windows)
-        band = _step(vc - band_top) * _step(slot("band_bottom") - vc)
+        vc = v_f + 0.5
+        under = _step(vc - slot("under", sidx))
+        band_top = slot("band_top", sidx)  # a building keeps its 1 / floor height here (< 0: no windows)
+        band = _step(vc - band_top) * _step(slot("band_bottom", sidx) - vc)
         fz = (oz_i + A * dz_i) * band_top  # height in floors on a building's wall
         window = (
             _step(upat - (_P_FLOOR0 - 0.5)) * _step(band_top) * (1.0 - under) * _within(torch.frac(fz) - 0.55, 0.28)
         )
-        lit_p = sc["lit_windows"].index_select(0, n_i)
+        lit_p = per_row(sc["lit_windows"])
         lit = window * _step(lit_p - torch.frac(torch.floor(fz) * 0.6180 + cell * 0.7548 + box * 0.5698))
         pattern = under * upat + band * bpat + window * (_P_WINDOW + lit * (_P_LIT - _P_WINDOW))
-        side_pos = (u_i >= W // 2).float()  # columns right of centre see walls facing +y
+        side_pos = _step(u_f - (W // 2 - 0.5))  # columns right of centre see walls facing +y
         normal = wall * (1.0 - front) * (2.0 - side_pos) + zface * (4.0 - below_i)
-        box_entry = ((n_i.float() * B + box) * _NORMALS + normal) * _PATTERNS + pattern * wall
+        box_entry = ((n_f * B + box) * _NORMALS + normal) * _PATTERNS + pattern * wall
 
         # ---------------------------------------------------------- ground and sky, per row
         dzr = dz[:, :, None]
@@ -378,9 +385,7 @@ class Renderer:
         if wet_idx.numel():
             self._reflect(colour, wet_idx, cy, gclass, hit, gr, sc["wet"], dz, r0)
         # fog (the sky is hazy already): per row on the ground, per pixel on boxes
-        fog_k = sc["fog"]
-        fog = (ground_row * (1.0 - torch.exp(gdist * -fog_k[:, None, None]))).expand(N, H, W).contiguous()
-        fog.view(-1).index_copy_(0, pix, 1.0 - torch.exp(t_box * -fog_k.index_select(0, n_i)))
+        fog = (1.0 - torch.exp(depth * -sc["fog"][:, None, None])) * (hit + (1.0 - hit) * ground_row)
         fog_col = _col(sc, "fog") * 255.0
         for i, c in enumerate(colour):
             c += (fog_col[:, i, None, None] - c) * fog
@@ -403,7 +408,7 @@ class Renderer:
         cam = self.camera
         W = cam.width
         f, near, cx = cam.focal, cam.near, W / 2.0
-        x0, x1, y0, y1, z0, z1 = bx["x0"], bx["x1"], bx["y0"], bx["y1"], bx["z0"], bx["z1"]
+        x0, x1, y0, y1 = bx["x0"], bx["x1"], bx["y0"], bx["y1"]
         oy = sc["cam_y"]
         exists = (bx["material"] > 0) & (x1 > near) & (x0 <= x1)
         # screen columns each footprint spans (its corners, clipped to the near plane)
@@ -416,10 +421,11 @@ class Renderer:
         slot, n_in = _compact(in_band)  # (N, G, K) box indices
         K = slot.shape[-1]
         slot = slot.contiguous()
-        flat = slot.view(N, G * K)
-
-        def band(t: torch.Tensor) -> torch.Tensor:  # a box field for the slots of each band, (N, G, 1, K)
-            return torch.gather(t, 1, flat).view(N, G, 1, K)
+        # box fields for the slots of each band, (N, G, 1, K), gathered in one go
+        names = ("x0", "x1", "y0", "y1", "main", "rank")
+        table = torch.stack([bx[k] for k in names])  # (F, N, B)
+        got = torch.gather(table, 2, slot.view(1, N, G * K).expand(len(names), N, G * K))
+        bandf = {k: got[i].view(N, G, 1, K) for i, k in enumerate(names)}
 
         # the columns of a band broadcast against its slots: (N, G, BAND, K)
         inv_dy = F.pad(self.inv_dy, (0, G * _BAND - W), value=1e6).view(1, G, _BAND, 1)
@@ -431,14 +437,15 @@ class Renderer:
             lo = torch.minimum(ta, tb)
             return torch.maximum(bx0, lo).clamp_(min=near), torch.minimum(bx1, torch.maximum(ta, tb)), bx0 >= lo
 
-        A, Bt, front = entry(band(x0), band(x1), band(y0), band(y1))
-        main = (torch.arange(B, device=dev, dtype=torch.float32)[None, :] + bx["main"]).long()
-        Am, _, _ = entry(*(band(torch.gather(t, 1, main)) for t in (x0, x1, y0, y1)))
+        A, Bt, front = entry(bandf["x0"], bandf["x1"], bandf["y0"], bandf["y1"])
         ok = (torch.arange(K, device=dev) < n_in[..., None])[:, :, None, :] & (A <= Bt)
         # Nearest first: a pixel shows the covering slot with the largest priority, which
         # packs nearness (the main box's entry distance, in cm; a part goes 1 cm before its
-        # main box) and the slot's index after packing (below 64).
-        key = (Am * 100.0).clamp_(max=_PRIO_CM - 2.0).round_() - band(bx["rank"])
+        # main box) and the slot's index after packing (below 64).  A part (``main`` -1)
+        # is the box right after its main box, whose footprint holds the part's: where the
+        # part is in a band so is the main box, in the slot just before it.
+        Am = A - bandf["main"] * (F.pad(A, (1, 0))[..., :-1] - A)
+        key = (Am * 100.0).clamp_(max=_PRIO_CM - 2.0).round_() - bandf["rank"]
         order, count = _compact(ok)  # the valid slots of each column, packed to the front
         Kc = order.shape[-1]
         if Kc >= 64:
@@ -451,20 +458,20 @@ class Renderer:
         A, Bt, front, key = srt(A), srt(Bt), srt(front), srt(key)
         box = srt(slot.view(N, G, 1, K))
         count = count.view(N, G * _BAND)[:, :W]
-        flatb = box.reshape(N, W * Kc)
-
-        def colb(t: torch.Tensor) -> torch.Tensor:
-            return torch.gather(t, 1, flatb).view(N, W, Kc)
-
-        bz = torch.stack((colb(z0), colb(z1)), -1)  # (N, W, Kc, 2)
+        # the box fields of every (column, slot), gathered in one go
+        names = ("x0", "x1", "y0", "y1", "z0", "z1", "material", "a", "b_", "c")
+        table = torch.stack([bx[k] for k in names])
+        got = torch.gather(table, 2, box.reshape(1, N, W * Kc).expand(len(names), N, W * Kc))
+        colf = {k: got[i].view(N, W, Kc) for i, k in enumerate(names)}
+        bz = torch.stack((colf["z0"], colf["z1"]), -1)  # (N, W, Kc, 2)
         valid = (torch.arange(Kc, device=dev)[None, None, :] < count[..., None]).float()
         A = A * valid + (1.0 - valid) * 1e9
         prio = (_PRIO_CM - key) * 64.0 + torch.arange(Kc, device=dev, dtype=torch.float32)
         out = {"A": A, "B": Bt, "z": bz, "count": count, "z_in": torch.cat((bz[..., 1], bz[..., 0]), 2), "prio": prio}
-        out.update(self._slot_patterns(bx, sc, colb, box, front, A))
+        out.update(self._slot_patterns(sc, colf, box, front, A))
         return out
 
-    def _slot_patterns(self, bx, sc, colb, box, front, A) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    def _slot_patterns(self, sc, colf, box, front, A) -> dict[str, torch.Tensor]:  # noqa: ANN001
         """What a wall shows down one column.  A texture across a wall (window columns,
         lamps, wheels, pillars) depends only on the column, so it is decided here once
         per column and box, as row bands: ``under`` (rows below it show the under
@@ -475,9 +482,9 @@ class Renderer:
         oy = sc["cam_y"][:, None, None]
         oz = sc["cam_z"][:, None, None]
         cy = (sc["horizon"] * H)[:, None, None]
-        mat = colb(bx["material"])
-        x0, x1, y0, y1, z0, z1 = (colb(bx[k]) for k in ("x0", "x1", "y0", "y1", "z0", "z1"))
-        pa, pb, pc = colb(bx["a"]), colb(bx["b_"]), colb(bx["c"])
+        mat = colf["material"]
+        x0, x1, y0, y1, z0, z1 = (colf[k] for k in ("x0", "x1", "y0", "y1", "z0", "z1"))
+        pa, pb, pc = colf["a"], colf["b_"], colf["c"]
         frontf = front.float()
         # the hit's horizontal coordinate on the wall: lateral on the -x face, x on a side
         along = frontf * (oy + A * self.dy[None, :, None]) + (1.0 - frontf) * A
@@ -628,7 +635,12 @@ class Renderer:
         g = gdist[:, :, 0]  # (N, H)
         pad = Gr * _ROW_BAND - H
         gb = F.pad(g, (0, pad), value=GROUND_FAR).view(N, Gr, _ROW_BAND)
-        rowvalid = F.pad(ground_row[:, :, 0] * _step(SHADOW_FAR - g), (0, pad)).view(N, Gr, _ROW_BAND).amax(-1)
+        # ground that can be seen: nearer than SHADOW_FAR and, at a T or L, before the row
+        # of buildings across the end of the road
+        end = (sc["road_length"] + 2 * ROAD_HALF_WIDTH + SIDEWALK_WIDTH + 2.5)[:, None]
+        end = end + 1e6 * (sc["junction"][:, None] < 0.5).float()
+        seen = ground_row[:, :, 0] * _step(SHADOW_FAR - g) * _step(end - g)
+        rowvalid = F.pad(seen, (0, pad)).view(N, Gr, _ROW_BAND).amax(-1)
         band_lo, band_hi = gb.amin(-1), gb.amax(-1).clamp(max=SHADOW_FAR)
         # y range of each shadow, and the y range a band of rows can show: the screen's
         # width at that distance, and only the street between the building rows before
@@ -691,7 +703,7 @@ class Renderer:
         gxs = gx.clamp(min=1e-3)
         ilo = torch.ceil(cx - 0.5 - f * (yb - oy) / gxs).clamp_(min=0.0)
         ihi = torch.floor(cx - 0.5 - f * (ya - oy) / gxs).clamp_(max=W - 1.0)
-        okr = row_ok & (s_hi >= s_lo) & (ihi >= ilo) & (gx < SHADOW_FAR)
+        okr = row_ok & (s_hi >= s_lo) & (ihi >= ilo) & (seen[:, :, None] > 0)
         # valid slots first, so that the paint loop sees a prefix
         order, count = _compact(okr)
         ilo, ihi = torch.gather(ilo, 2, order), torch.gather(ihi, 2, order)

@@ -107,7 +107,7 @@ class ProceduralSimulator(Simulator):
         max_cars: int = 24,
         min_car_pixels: int | None = None,
         max_batch_bytes: int = _DEFAULT_MAX_BYTES,
-        chunk_pixels: int = 1 << 17,
+        chunk_pixels: int = 1 << 18,
         threads: int | None = 1,
     ) -> None:
         self.resolution = parse_resolution(resolution)
