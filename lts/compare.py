@@ -399,6 +399,8 @@ def _run_tune(
                     storage_path=storage,
                     verbose=0,
                     callbacks=[_collector(token)],
+                    # A trial whose worker died runs again (same ψ, same index, same seeds).
+                    failure_config=tune.FailureConfig(max_failures=2),
                 ),
             )
             grid = tuner.fit()
