@@ -46,7 +46,7 @@ import numpy as np
 
 from simulators.errors import UserError
 
-from .cli import ArgumentParser, parse_set, run_cli
+from .cli import ArgumentParser, parse_set, run_cli, set_threads
 from .config import Config, config_to_dict, load_config, resolve_path
 from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, InProcessExecutor
 from .seeding import derive_seed
@@ -117,7 +117,7 @@ def eval_spec(config: Config, seed: int, j: int, params: dict[str, Any]) -> Eval
     """The j-th evaluation of a run with ``seed``: the seeds the loop gives its j-th one."""
     k = config.samples
     # With common seeds the K draws of an iteration share one data and one training seed.
-    draw = 0 if getattr(config, "common_seeds", False) else j % k
+    draw = 0 if config.common_seeds else j % k
     return EvalSpec(
         index=j,
         params=params,
@@ -705,6 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     layer = {"target": args.target} if args.target else {}
     config = load_config(config_path, layer, overrides=parse_set(args.set))
     methods = _check_methods([m.strip() for m in args.methods.split(",") if m.strip()])
+    set_threads(config.threads)  # in-process evaluations (Ray workers use one thread each)
     k = config.samples
     if args.budget < k:
         raise UserError(f"--budget {args.budget} is below one LTS iteration (samples K = {k})")

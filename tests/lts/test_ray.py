@@ -141,6 +141,7 @@ def _spec(i: int, c0_x: float) -> EvalSpec:
     return EvalSpec(index=i, params=params, n=40, data_seed=i, train_seed=i)
 
 
+@pytest.mark.slow
 def test_retries_are_bounded(local_ray):
     with ray_exec.RayExecutor(_context("ray_helpers:ExitingGmm"), workers=1, max_retries=1) as ex:
         results = ex.map([_spec(0, -2.0), _spec(1, 2.0), _spec(2, -1.0)])
