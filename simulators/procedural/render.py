@@ -142,10 +142,11 @@ def _hash(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _compact(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of the true entries of ``mask`` (…×B) packed to the front of a …×K array
     (K = the largest count, at least 1; the rest point at entry 0), and their count per row."""
-    counts = mask.sum(-1)
+    mf = mask.float()  # float arithmetic: much faster than int64 on CPUs, exact for these counts
+    pos = mf.cumsum(-1)
+    counts = pos[..., -1].long() if mask.shape[-1] else torch.zeros(mask.shape[:-1], dtype=torch.long)
     k = max(int(counts.max()) if counts.numel() else 0, 1)
-    m = mask.long()
-    pos = (m.cumsum(-1) - 1) * m + k * (1 - m)  # the rest goes to a dump slot
+    pos = ((pos - (k + 1.0)) * mf + k).long()  # i-th true entry → i; the rest → k (a dump slot)
     idx = torch.zeros(*mask.shape[:-1], k + 1, dtype=torch.long, device=mask.device)
     idx.scatter_(-1, pos, torch.arange(mask.shape[-1], device=mask.device).expand_as(pos))
     return idx[..., :k], counts

@@ -198,12 +198,12 @@ class ProceduralSimulator(Simulator):
         restore = torch.get_num_threads()
         if self.threads is not None and dev.type == "cpu":
             torch.set_num_threads(self.threads)
-        try:
+        try:  # everything with tensors under the render threads (a multi-threaded concat can be slow, too)
             for start in range(0, n, chunk):
                 parts.append(self._render_part(scenes, start, min(n, start + chunk)))
+            batch = Batch.concat(parts) if len(parts) > 1 else parts[0]
         finally:
             torch.set_num_threads(restore)
-        batch = Batch.concat(parts) if len(parts) > 1 else parts[0]
         batch.attributes = {
             "weather": scenes.weather,
             "intersection": scenes.intersection,
