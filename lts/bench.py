@@ -247,9 +247,19 @@ def _render(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- dispatch
 
+from .bench_loop import bench_loop, loop_arguments  # noqa: E402
+from .bench_ray import _add_arguments as ray_arguments  # noqa: E402
+from .bench_ray import bench_ray  # noqa: E402
+
 #: name → (help, add arguments, run).  Other benchmarks register here.
 _SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "render": ("labelled frames per second of a simulator (vs PyBullet's TinyRenderer)", _render_args, _render),
+    "loop": (
+        "time of one LTS iteration split into render / refine / train / score / update",
+        loop_arguments,
+        bench_loop,
+    ),
+    "ray": ("iteration time in-process and on 1, 2, … Ray workers", ray_arguments, bench_ray),
 }
 
 

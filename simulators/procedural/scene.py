@@ -337,19 +337,16 @@ def _lerp(a: float | np.ndarray, b: float | np.ndarray, t: np.ndarray) -> np.nda
 
 
 def _empty_boxes(*shape: int) -> np.ndarray:
-    out = np.zeros((*shape, _NBF))
-    out[..., _BF["x0"]] = 1.0  # x0 > x1: empty
-    return out
-
-
-_EMPTY = _empty_boxes(1)[0]
+    """Box rows, all empty (material 0; `_fill` writes the boxes that are kept)."""
+    return np.zeros((*shape, _NBF), dtype=np.float32)
 
 
 def _fill(out: np.ndarray, keep: np.ndarray, **cols: Any) -> None:
-    """Write box columns (arrays broadcast against ``keep``); rows not kept stay empty."""
+    """Write box columns (arrays broadcast against ``keep``); rows not kept get material 0,
+    which is what makes a box absent (`sample_scenes` drops them)."""
     for name, v in cols.items():
         out[..., _BF[name]] = v
-    out[~keep] = _EMPTY
+    out[..., _BF["material"]] *= keep
 
 
 def sample_scenes(params: Sequence[Mapping[str, Any]], seed: int, *, max_cars: int = 24, start: int = 0) -> SceneBatch:
