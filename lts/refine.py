@@ -26,7 +26,7 @@ import numpy as np
 from simulators import Batch
 from simulators.errors import UserError
 
-from .cli import ArgumentParser, parse_resolution, parse_set, run_cli
+from .cli import ArgumentParser, parse_resolution, parse_set, run_cli, set_threads
 
 __all__ = ["main", "build_parser", "render_pool", "read_target"]
 
@@ -110,6 +110,7 @@ def _cmd_train(args: Any) -> int:
     from .refiner import default_config, train_refiner
     from .refiner.train import samples_dir
 
+    set_threads(args.threads)
     resolution = parse_resolution(args.resolution)
     device = _device(args.device)
     out = Path(args.out)
@@ -168,6 +169,7 @@ def _cmd_apply(args: Any) -> int:
 
     from .refiner import load_refiner
 
+    set_threads(args.threads)
     src, dst = Path(args.input), Path(args.out)
     if not src.is_dir():
         raise UserError(f"--in {str(src)!r}: not a directory")
@@ -176,26 +178,41 @@ def _cmd_apply(args: Any) -> int:
     files = sorted(p for p in src.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.is_file())
     if not files:
         raise UserError(f"{src}: no images found (*.png, *.jpg)")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     refiner = load_refiner(args.ckpt, _device(args.device), chunk_size=args.batch_size)
     size = (
         None
         if args.resolution == "native"
         else parse_resolution(args.resolution or "x".join(map(str, refiner.resolution)))
     )
-    iterator: Any = files
+    bar = None
     if not args.quiet:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(files, unit="image", desc="apply", file=sys.stderr)
-    for f in iterator:
-        img = Image.open(f).convert("RGB")
-        if size is not None and (img.size[1], img.size[0]) != size:
-            img = img.resize((size[1], size[0]), Image.BILINEAR)
-        x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None]
-        y = refiner.refine_images(x)[0].permute(1, 2, 0).numpy()
-        target = (dst / f.relative_to(src)).with_suffix(".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(y).save(target)
+        bar = tqdm(total=len(files), unit="image", desc="apply", file=sys.stderr)
+    # Fixed size: refine args.batch_size images at a time; native sizes: one by one.
+    step = args.batch_size if size is not None else 1
+    try:
+        for k in range(0, len(files), step):
+            chunk = files[k : k + step]
+            arrays = []
+            for f in chunk:
+                img = Image.open(f).convert("RGB")
+                if size is not None and (img.size[1], img.size[0]) != size:
+                    img = img.resize((size[1], size[0]), Image.BILINEAR)
+                arrays.append(np.asarray(img))
+            x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+            y = refiner.refine_images(x).permute(0, 2, 3, 1).numpy()
+            for f, arr in zip(chunk, y):
+                target = (dst / f.relative_to(src)).with_suffix(".png")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr).save(target)
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
     print(f"refined {len(files)} images into {dst}")
     return 0
 
@@ -203,6 +220,7 @@ def _cmd_apply(args: Any) -> int:
 def _cmd_gap(args: Any) -> int:
     from .refiner import domain_gap, load_refiner
 
+    set_threads(args.threads)
     device = _device(args.device)
     refiner = load_refiner(args.refiner, device) if args.refiner else None
     if args.resolution:
@@ -243,7 +261,7 @@ def build_parser() -> ArgumentParser:
     t.add_argument("--target", required=True, metavar="DIR", help="target images (labels used by SG-GAN if present)")
     t.add_argument("--method", choices=["simgan", "sggan"], default="sggan", help="refiner method (default sggan)")
     t.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write (sample grids go beside it)")
-    t.add_argument("--steps", type=int, metavar="N", help="training steps (default: simgan 900, sggan 1500)")
+    t.add_argument("--steps", type=int, metavar="N", help="training steps (default: simgan 1000, sggan 2000)")
     t.add_argument("--batch-size", type=int, metavar="B", help="frames per update from each domain (default 4)")
     t.add_argument("--resolution", default="64x128", metavar="HxW", help="training resolution (default 64x128)")
     t.add_argument("--frames", type=int, default=400, metavar="N", help="rendered frames in the pool (default 400)")
@@ -256,6 +274,9 @@ def build_parser() -> ArgumentParser:
     t.add_argument("--sample-every", type=int, metavar="N", help="steps between sample grids (default: 10 per run)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="a refiner setting, e.g. lambda_reg=0.3")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1; 0 = torch's default)"
+    )
 
     a = sub.add_parser("apply", help="refine every image of a directory")
     a.add_argument("ckpt", metavar="CKPT")
@@ -264,9 +285,12 @@ def build_parser() -> ArgumentParser:
     a.add_argument(
         "--resolution", metavar="HxW|native", help="size to refine at (default: the refiner's training size)"
     )
-    a.add_argument("--batch-size", type=int, default=64, metavar="B", help="(unused for single files; chunk size)")
+    a.add_argument("--batch-size", type=int, default=32, metavar="B", help="images refined at once (default 32)")
     a.add_argument("--device", choices=["cpu", "cuda"])
     a.add_argument("--quiet", action="store_true")
+    a.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1; 0 = torch's default)"
+    )
 
     g = sub.add_parser("gap", help="domain gap between rendered (and refined) frames and target images")
     g.add_argument("--sim", default="procedural")
@@ -279,6 +303,9 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--steps", type=int, default=300, help="domain classifier training steps (default 300)")
     g.add_argument("--seed", type=int, default=GAP_SEED, help="rendering seed (default: one training never uses)")
     g.add_argument("--device", choices=["cpu", "cuda"])
+    g.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1; 0 = torch's default)"
+    )
     return p
 
 

@@ -116,10 +116,11 @@ class RefinerConfig:
 def default_config(method: str, **overrides: Any) -> RefinerConfig:
     """The default configuration of ``method`` (budget sized for 2 CPU cores at 64×128)."""
     base = {
-        # ~0.45 s a step at batch 4 on 2 shared cores -> 900 steps in ~7 minutes
-        "simgan": {"steps": 900, "batch_size": 4},
-        # ~0.25 s a step at batch 4 -> 1500 steps in ~6 minutes
-        "sggan": {"steps": 1500, "batch_size": 4},
+        # Measured at 64×128, batch 4, one torch thread: SimGAN ~0.49 s of CPU a step
+        # (two full-resolution refiner updates and one discriminator update), so 1000
+        # steps take ~8 minutes; SG-GAN ~0.22 s a step, 2000 steps ~7.5 minutes.
+        "simgan": {"steps": 1000, "batch_size": 4},
+        "sggan": {"steps": 2000, "batch_size": 4},
     }
     if method not in base:
         raise UserError(f"unknown refiner method {method!r}; expected one of {', '.join(METHODS)}")
