@@ -67,19 +67,21 @@ def render_pool(
 
 
 def read_target(path: str, resolution: tuple[int, int], *, split: str | None = None, labels: bool = True) -> Batch:
-    """The target images of ``path`` at ``resolution``, with ``semantic`` labels when the
-    directory is a labelled (Cityscapes / KITTI) layout and ``labels`` is true."""
+    """The target images of ``path`` at ``resolution``: a labelled (Cityscapes / KITTI)
+    layout gives its images, with their ``semantic`` labels when ``labels`` is true; any
+    other directory is read as plain images."""
     from .datasets import read_image_dir, read_labelled_dir
 
-    if not Path(path).is_dir():
+    root = Path(path)
+    if not root.is_dir():
         raise UserError(f"--target {path!r}: not a directory")
-    if labels:
-        try:
-            return read_labelled_dir(path, resolution=resolution, split=split, need=("semantic",))
-        except UserError:
-            pass  # not a labelled layout: plain images
-    batch = read_image_dir(path, resolution)
-    return Batch(images=batch.images, attributes=batch.attributes)
+    if (root / "leftImg8bit").is_dir() or (root / "training" / "image_2").is_dir():
+        # Read as a labelled layout even without labels: a plain recursive read of a
+        # Cityscapes root would take the gtFine label images for photos.
+        batch = read_labelled_dir(root, resolution=resolution, split=split, need=("semantic",))
+    else:
+        batch = read_image_dir(root, resolution)
+    return Batch(images=batch.images, semantic=batch.semantic if labels else None, attributes=batch.attributes)
 
 
 def _config_overrides(items: list[str]) -> dict[str, Any]:

@@ -394,3 +394,34 @@ def test_cli_errors_are_one_line_user_errors(tmp_path: Path, capsys: pytest.Capt
     argv = ["train", "--target", str(tmp_path / "in"), "--out", str(tmp_path / "new.pt"), "--set", "lamda_reg=1"]
     assert run_cli(main, argv) == 2
     assert "did you mean 'lambda_reg'" in capsys.readouterr().err
+
+
+def test_read_target_takes_only_the_images_of_a_labelled_layout(tmp_path: Path) -> None:
+    from lts.datasets import write_cityscapes
+    from lts.refine import read_target
+
+    batch = toy_scenes(5, seed=4, styled=True)
+    write_cityscapes(batch, tmp_path / "tgt", split="train")
+    with_labels = read_target(str(tmp_path / "tgt"), (16, 32), split="train")
+    assert with_labels.semantic is not None and torch.equal(with_labels.semantic, batch.semantic)
+    assert torch.equal(with_labels.images, batch.images)
+    # Without labels: still the 5 photos, not the gtFine label images beside them.
+    without = read_target(str(tmp_path / "tgt"), (16, 32), split="train", labels=False)
+    assert without.semantic is None and len(without) == 5
+
+
+def test_train_cli_end_to_end_on_the_procedural_renderer(tmp_path: Path) -> None:
+    from lts.datasets import write_cityscapes
+    from lts.refine import main
+
+    write_cityscapes(toy_scenes(6, 32, 64, seed=4, styled=True), tmp_path / "tgt", split="train")
+    ck = tmp_path / "r.pt"
+    argv = ["train", "--target", str(tmp_path / "tgt"), "--method", "sggan", "--out", str(ck), "--steps", "2"]
+    argv += ["--frames", "6", "--resolution", "32x64", "--quiet", "--set", "unet_channels=8", "--set", "unet_depth=2"]
+    assert main(argv) == 0
+    state = torch.load(ck, weights_only=True)
+    assert state["step"] == 2 and state["data"]["target_labelled"] and state["data"]["n_rendered"] == 6
+    assert state["config"]["unet_channels"] == 8
+    assert (tmp_path / "r_samples" / "step_000002.png").is_file()
+    assert main([*argv, "--resume", "--steps", "3"]) == 0  # the last --steps wins
+    assert torch.load(ck, weights_only=True)["step"] == 3
