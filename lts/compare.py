@@ -482,7 +482,10 @@ def run_comparison(
         if not ray.is_initialized():
             if ray_address:
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-                ray.init(address=ray_address, log_to_driver=False, configure_logging=True, logging_level="WARNING")
+                try:
+                    ray.init(address=ray_address, log_to_driver=False, configure_logging=True, logging_level="WARNING")
+                except (ConnectionError, ray.exceptions.RayError) as e:
+                    raise UserError(f"--ray-address {ray_address!r}: cannot connect to a Ray cluster ({e})") from None
             else:
                 ray_tmp = init_local_ray(max(workers, 1))
             started_ray = True

@@ -111,6 +111,16 @@ def shutdown_local_ray(temp_dir: str | None) -> None:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def _auth_hint(address: str) -> str:
+    # Ray turns token authentication on by itself only for "auto" (a local `ray start`).
+    if address != "auto" and "RAY_AUTH_MODE" not in os.environ:
+        return (
+            "; if the cluster uses token authentication, set RAY_AUTH_MODE=token "
+            "(the token in ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+        )
+    return ""
+
+
 def _died_errors(ray: Any) -> tuple[type[BaseException], ...]:
     """Errors that mean the worker process (not the evaluation) failed."""
     ex = ray.exceptions
@@ -200,8 +210,10 @@ class RayExecutor:
                         logging_level=logging.WARNING,
                         configure_logging=True,
                     )
-                except ConnectionError as e:
-                    raise UserError(f"--ray-address {address!r}: cannot connect to a Ray cluster ({e})") from None
+                except (ConnectionError, ray.exceptions.RayError) as e:
+                    raise UserError(
+                        f"--ray-address {address!r}: cannot connect to a Ray cluster ({e}){_auth_hint(address)}"
+                    ) from None
                 self._owns_ray = True  # our connection, not the cluster: shutdown only disconnects
         elif not ray.is_initialized():
             self._temp = init_local_ray(self.workers, temp_dir=temp_dir)
