@@ -314,3 +314,25 @@ def test_threads_restored(sim: ProceduralSimulator) -> None:
     before = torch.get_num_threads()
     sim.generate(sim.param_space.default(), 1, seed=0)
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.slow
+def test_weather_is_a_domain_gap_for_a_counting_net() -> None:
+    """The counting task's net, trained on clear noon frames, counts worse in other weathers."""
+    counting = pytest.importorskip("lts.tasks.counting")
+    base = {**ProceduralSimulator().param_space.default(), "cars_per_scene": 6.0, "road_length": 50.0}
+    sim = ProceduralSimulator()
+
+    def data(weather: str, n: int, seed: int) -> simulators.Batch:
+        return sim.generate({**base, "weather": {weather: 1.0}}, n, seed=seed)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small nets train fastest on one thread (and a busy machine stalls two)
+    try:
+        task = counting.CountingTask(steps=200)
+        model = task.fit(data("clear_noon", 256, 1), seed=0)
+        own = task.score(model, data("clear_noon", 128, 99))["total_mae"]
+        others = {w: task.score(model, data(w, 128, 99))["total_mae"] for w in WEATHERS if w != "clear_noon"}
+    finally:
+        torch.set_num_threads(threads)
+    assert all(v > 1.4 * own for v in others.values()), (own, others)
