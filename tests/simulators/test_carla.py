@@ -109,7 +109,7 @@ def test_param_space_is_the_procedural_one_and_a_procedural_target_file_is_accep
     except ImportError:
         pass
     else:
-        assert list(ProceduralSimulator.param_space) == list(space)
+        assert list(ProceduralSimulator(resolution=(16, 16)).param_space) == list(space)
     target = tmp_path / "target.yaml"
     target.write_text(
         "simulator: procedural\n"
