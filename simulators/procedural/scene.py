@@ -268,7 +268,7 @@ for _name, _size in (
 ):
     _LAYOUT[_name] = (_o, _o + _size)
     _o += _size
-_U_TOTAL = _o
+_U_TOTAL = _o + (-_o) % 4  # whole Philox steps per scene
 
 
 @dataclass
@@ -302,13 +302,13 @@ class SceneBatch:
         )
 
 
-def _uniforms(seed: int, indices: Sequence[int]) -> np.ndarray:
-    """One block of uniforms per scene from Philox keyed by (seed, scene index)."""
-    s = int(seed) % (1 << 64)
-    out = np.empty((len(indices), _U_TOTAL))
-    for row, i in enumerate(indices):
-        out[row] = np.random.Generator(np.random.Philox(key=(s << 64) | (int(i) % (1 << 64)))).random(_U_TOTAL)
-    return out
+def _uniforms(seed: int, start: int, n: int) -> np.ndarray:
+    """Uniforms for scenes ``start … start + n - 1``: scene *i* reads the *i*-th block of
+    ``_U_TOTAL`` numbers of a Philox stream keyed by the seed (counter-based: the stream
+    jumps straight to a block, so a scene's numbers do not depend on the batch)."""
+    bits = np.random.Philox(key=int(seed) % (1 << 64))
+    bits.advance(start * (_U_TOTAL // 4))  # Philox4x64: 4 words per step, one word per double
+    return np.random.Generator(bits).random(n * _U_TOTAL).reshape(n, _U_TOTAL)
 
 
 def _block(u: np.ndarray, name: str, *shape: int) -> np.ndarray:
@@ -354,7 +354,7 @@ def _fill(out: np.ndarray, keep: np.ndarray, **cols: Any) -> None:
 def sample_scenes(params: Sequence[Mapping[str, Any]], seed: int, *, max_cars: int = 24, start: int = 0) -> SceneBatch:
     """Draw scene ``start + k`` for each validated ψ ``params[k]`` (`street_param_space`)."""
     n = len(params)
-    u = _uniforms(seed, range(start, start + n))
+    u = _uniforms(seed, start, n)
     us = _block(u, "scene")
     pw = np.array([[p["weather"][w] for w in WEATHERS] for p in params])
     pj = np.array([[p["intersection"][j] for j in INTERSECTIONS] for p in params])
