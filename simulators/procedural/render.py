@@ -11,27 +11,28 @@ The renderer uses this three times, so that almost no work is "pixels × boxes":
    rows it covers form one interval (from the slopes of the rectangle's corners).
    Footprints of different objects do not overlap, so along a column they are met in
    the order of ``A``; a car's cabin sits on its body and a tree's trunk under its
-   canopy, and those parts are ordered just before their main box.  Painting the
-   intervals of each column near-first gives every pixel the first box it sees.  Boxes
-   are first culled to bands of 8 columns, and the paint loop runs over columns sorted
-   by how many boxes they hold, so its work follows the average, not the worst column.
-   Where a ray enters a box through a wall (not the roof) its hit point's x and y are
-   the same down the whole column: textures across a wall (window columns, lamps,
-   wheels, pillars) are decided per column and box, only their heights per pixel.
+   canopy, and those parts go just before their main box.  Painting each column's
+   intervals with a priority that packs nearness gives every pixel the first box it
+   sees.  Boxes are first culled to bands of 8 columns, and the paint loop runs over
+   columns sorted by how many boxes they hold, so its work follows the average, not
+   the worst column.  Where a ray enters a box through a wall (not the roof) its hit
+   point's x and y are the same down the whole column: textures across a wall (window
+   columns, lamps, wheels, pillars) are decided per column and box, only their heights
+   per pixel — and only the pixels that see a box do that work.
 2. **The ground, per row.**  The ground point of row ``v`` lies at x = ``oz / -dz[v]`` for
-   every column, so the road layout is a function of a row constant and the lateral
-   offset.
+   every column, so the road layout along a row depends on a dozen yes/no facts about
+   the row (its code) and the lateral offset: a lookup table per code.
 3. **Shadows on the ground, per row.**  The shadow a box casts toward the sun, cut at
    one row's x, is an interval of y, hence of columns: the same paint loop draws hard
-   shadows of every box on the ground.  Cars and other small objects take the shadow
-   at their own centre (a ray toward the sun against the buildings).  Overcast weathers
-   have no sun: their "shadow" falls straight down, a contact shadow under everything.
+   shadows of every box on the ground.  Cars take the shadow at their own centre (a ray
+   toward the sun against the buildings).  Overcast weathers have no sun: their
+   "shadow" falls straight down, a contact shadow under everything.
 
-Colours come from a table built per batch — for every box × face direction × pattern
-(paint, tyre, glass, window, lit window, head/tail lamp, ground floor, signal lamp) and
-for every ground class × shadow — so a pixel costs one lookup instead of a shading
-computation.  The rest (sky, fog, wet-road reflections, rain) is elementwise arithmetic
-on N×H×W tensors; masks are floats, not ``torch.where``, which is slow on CPUs.
+Colours and labels come from a table built per batch — for every box × face direction
+× pattern (paint, tyre, glass, window, lit window, head/tail lamp, ground floor, signal
+lamp) and every scene × ground class × (lit, shadow), and the sky — so a pixel costs a
+lookup, not a shading computation.  The rest (sky, fog, wet-road reflections, rain) is
+elementwise arithmetic; masks are floats, not ``torch.where``, which is slow on CPUs.
 Everything runs on the tensors' device; a scene renders the same alone or in a batch.
 """
 
