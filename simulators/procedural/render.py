@@ -264,7 +264,8 @@ class Renderer:
     # ------------------------------------------------------------------ main entry
 
     @torch.no_grad()
-    def render(self, batch: SceneBatch) -> Frames:
+    def render(self, batch: SceneBatch, out: Frames | None = None) -> Frames:
+        """Render the scenes; with ``out``, write the frames into its tensors (N×… each)."""
         dev = self.device
         boxes = torch.as_tensor(batch.boxes, device=dev)
         scene = torch.as_tensor(batch.scene, device=dev)
@@ -393,11 +394,21 @@ class Renderer:
         rain_idx = torch.nonzero(sc["rain"] > 0).flatten()
         if rain_idx.numel():
             self._rain(colour, rain_idx, sc, H, W)
-        images = torch.stack([c.mul_(self.finish).clamp_(0.0, 255.0).to(torch.uint8) for c in colour], 1)
+        if out is None:
+            out = Frames(
+                images=torch.empty(N, 3, H, W, dtype=torch.uint8, device=dev),
+                semantic=torch.empty(N, H, W, dtype=torch.long, device=dev),
+                depth=torch.empty(N, H, W, device=dev),
+                instances=torch.empty(N, H, W, dtype=torch.long, device=dev),
+            )
+        for i, c in enumerate(colour):
+            out.images[:, i].copy_(c.mul_(self.finish).clamp_(0.0, 255.0))  # truncated to uint8
         labels = table[1].index_select(0, entry).view(N, H, W)  # semantic id + 32 · instance
         inst = torch.floor(labels * (1.0 / 32.0))
-        sem = labels.sub_(inst * 32.0)
-        return Frames(images=images, semantic=sem.long(), depth=depth, instances=inst.long())
+        out.semantic.copy_(labels.sub_(inst * 32.0))
+        out.instances.copy_(inst)
+        out.depth.copy_(depth)
+        return out
 
     # ------------------------------------------------------------------ geometry
 
@@ -414,8 +425,9 @@ class Renderer:
         exists = (bx["material"] > 0) & (x1 > near) & (x0 <= x1)
         # screen columns each footprint spans (its corners, clipped to the near plane)
         xn = x0.clamp(min=near)
-        us = torch.stack([cx - f * (yc - oy[:, None]) / xc for xc in (xn, x1) for yc in (y0, y1)], -1)
-        umin, umax = us.amin(-1), us.amax(-1)
+        a, b, c, d = (cx - f * (yc - oy[:, None]) / xc for xc in (xn, x1) for yc in (y0, y1))
+        umin = torch.minimum(torch.minimum(a, b), torch.minimum(c, d))
+        umax = torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
         G = (W + _BAND - 1) // _BAND
         band_lo = torch.arange(G, device=dev, dtype=torch.float32)[None, :, None] * _BAND
         in_band = exists[:, None, :] & (umax[:, None, :] >= band_lo - 1) & (umin[:, None, :] <= band_lo + _BAND + 1)
@@ -542,8 +554,9 @@ class Renderer:
         oz = sc["cam_z"][:, None, None]
         cy = (sc["horizon"] * H)[:, None, None]
         z0, z1 = bz[..., 0] - oz, bz[..., 1] - oz
-        s = torch.stack((z0 / A, z0 / Bt, z1 / A, z1 / Bt), -1)
-        smin, smax = s.amin(-1), s.amax(-1)
+        a, b, c, d = z0 / A, z0 / Bt, z1 / A, z1 / Bt
+        smin = torch.minimum(torch.minimum(a, b), torch.minimum(c, d))
+        smax = torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
         lo = torch.ceil(cy - f * smax - 0.5).clamp_(min=0.0)
         hi = torch.floor(cy - f * smin - 0.5).clamp_(max=H - 1.0)
         empty = (hi < lo) | (A > 1e8)
@@ -783,7 +796,6 @@ class Renderer:
         red = torch.tensor([0.95, 0.15, 0.05], device=dev)[:, None, None, None]
         green = torch.tensor([0.1, 0.9, 0.4], device=dev)[:, None, None, None]
         box[..., _P_SIGNAL] += red * (1.0 - state) + green * state
-        labels = torch.stack((bx["sem"], bx["inst"]), 0)[:, :, :, None, None].expand(2, N, B, _NORMALS, _PATTERNS)
         # ground: albedo × (ambient + sun) lit and in shadow (overcast: a contact shadow)
         galb = torch.tensor(_GROUND_ALBEDO, device=dev).t()[:, None, :].repeat(1, N, 1)  # (3, N, C)
         galb[:, :, _G_ROAD] *= sc["road_tone"]
@@ -791,12 +803,22 @@ class Renderer:
         lit_g = amb_col + sun_col * sun[2][:, None]  # (3, N, 1)
         shade_g = amb_col * (1.0 - 0.5 * overcast)[:, None] + sun_col * (sun[2] * (1.0 - strength))[:, None]
         ground = galb[..., None] * torch.stack((lit_g, shade_g), -1)  # (3, N, C, 2)
-        ground = torch.cat((ground.reshape(3, N, -1), torch.zeros(3, N, 1, device=dev)), 2)  # + the sky entry
+        n_box = N * B * _NORMALS * _PATTERNS
+        out = torch.empty(2, n_box + N * _SCENE_ENTRIES, device=dev)
+
+        def pack(rgb: torch.Tensor) -> torch.Tensor:  # (3, …) in 0..1 → r · 65536 + g · 256 + b
+            rgb = (rgb * 255.0).clamp_(0.0, 255.0).round_()
+            return (rgb[0] * 256.0 + rgb[1]) * 256.0 + rgb[2]
+
+        out[0, :n_box] = pack(box).view(-1)
+        out[1, :n_box].view(N, B, -1)[:] = (bx["sem"] + 32.0 * bx["inst"])[:, :, None]
+        scenes = out[:, n_box:].view(2, N, _SCENE_ENTRIES)
+        scenes[0, :, :_SKY_ENTRY] = pack(ground).view(N, -1)
+        scenes[0, :, _SKY_ENTRY] = 0.0  # the sky's colour is drawn per pixel
         gsem = torch.tensor(_GROUND_SEM, device=dev, dtype=torch.float32).repeat_interleave(2)
-        gsem = torch.cat((gsem, torch.tensor([float(L.SKY)], device=dev)))[None, :].expand(N, -1)
-        rgb = (torch.cat((box.reshape(3, -1), ground.reshape(3, -1)), 1) * 255.0).clamp_(0.0, 255.0).round_()
-        labels = torch.cat((labels.reshape(2, -1), torch.stack((gsem, torch.zeros_like(gsem))).reshape(2, -1)), 1)
-        return torch.stack((rgb[0] * 65536.0 + rgb[1] * 256.0 + rgb[2], labels[0] + 32.0 * labels[1]))
+        scenes[1, :, :_SKY_ENTRY] = gsem
+        scenes[1, :, _SKY_ENTRY] = float(L.SKY)
+        return out
 
     def _sky(self, sc: dict[str, torch.Tensor], N: int, rows: int, W: int) -> torch.Tensor:
         """The sky seen by rows ``0..rows``, N×3×rows×W in 0..255: a gradient from the

@@ -37,8 +37,8 @@ from .. import labels as L
 from ..base import Batch, Simulator
 from ..errors import UserError
 from ..street import CAR_TYPES, street_param_space
-from .render import SKY_DEPTH, Camera, Renderer
-from .scene import SceneBatch, sample_scenes
+from .render import SKY_DEPTH, Camera, Frames, Renderer
+from .scene import sample_scenes
 
 __all__ = ["ProceduralSimulator", "SKY_DEPTH", "parse_resolution"]
 
@@ -194,16 +194,33 @@ class ProceduralSimulator(Simulator):
             )
         scenes = sample_scenes(psis, seed, max_cars=self.max_cars)
         chunk = max(1, self.chunk_pixels // (h * w))
-        parts: list[Batch] = []
+        frames = Frames(
+            images=torch.empty(n, 3, h, w, dtype=torch.uint8, device=dev),
+            semantic=torch.empty(n, h, w, dtype=torch.long, device=dev),
+            depth=torch.empty(n, h, w, dtype=torch.float32, device=dev),
+            instances=torch.empty(n, h, w, dtype=torch.long, device=dev),
+        )
+        counts = torch.empty(n, len(CAR_TYPES), dtype=torch.long, device=dev)
         restore = torch.get_num_threads()
         if self.threads is not None and dev.type == "cpu":
             torch.set_num_threads(self.threads)
-        try:  # everything with tensors under the render threads (a multi-threaded concat can be slow, too)
+        try:  # (a multi-threaded op on a busy machine can stall: all tensor work under the render threads)
             for start in range(0, n, chunk):
-                parts.append(self._render_part(scenes, start, min(n, start + chunk)))
-            batch = Batch.concat(parts) if len(parts) > 1 else parts[0]
+                stop = min(n, start + chunk)
+                part = scenes.subset(start, stop)
+                view = Frames(*(getattr(frames, k)[start:stop] for k in ("images", "semantic", "depth", "instances")))
+                self.renderer.render(part, out=view)
+                counts[start:stop] = self._count(view.semantic, view.instances, part.type_of_inst)
         finally:
             torch.set_num_threads(restore)
+        batch = Batch(
+            images=frames.images,
+            semantic=frames.semantic,
+            depth=frames.depth,
+            counts=counts,
+            instances=frames.instances,
+            count_names=CAR_TYPES,
+        )
         batch.attributes = {
             "weather": scenes.weather,
             "intersection": scenes.intersection,
@@ -214,23 +231,9 @@ class ProceduralSimulator(Simulator):
         }
         return batch
 
-    def _render_part(self, scenes: SceneBatch, start: int, stop: int) -> Batch:
-        part = scenes.subset(start, stop)
-        frames = self.renderer.render(part)
-        counts, semantic, instances = self._count(frames.semantic, frames.instances, part.type_of_inst)
-        return Batch(
-            images=frames.images,
-            semantic=semantic,
-            depth=frames.depth,
-            counts=counts,
-            instances=instances,
-            count_names=CAR_TYPES,
-        )
-
-    def _count(
-        self, semantic: torch.Tensor, instances: torch.Tensor, type_of_inst: np.ndarray
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-type counts of visible cars; cars below ``min_car_pixels`` are relabelled 0."""
+    def _count(self, semantic: torch.Tensor, instances: torch.Tensor, type_of_inst: np.ndarray) -> torch.Tensor:
+        """Per-type counts of visible cars; the pixels of cars below ``min_car_pixels`` are
+        relabelled 0 (in place)."""
         dev = instances.device
         n, h, w = instances.shape
         slots = type_of_inst.shape[1]  # max_cars + 1 (instance 0 = no car)
@@ -242,9 +245,9 @@ class ProceduralSimulator(Simulator):
         tiny = (pixels > 0) & ~visible
         if bool(tiny.any()):
             drop = tiny.view(-1).index_select(0, flat).view(n, h, w)
-            semantic = semantic.masked_fill(drop, L.UNLABELED)
-            instances = instances.masked_fill(drop, 0)
+            semantic.masked_fill_(drop, L.UNLABELED)
+            instances.masked_fill_(drop, 0)
         types = torch.as_tensor(type_of_inst, device=dev)
         counts = torch.zeros(n, len(CAR_TYPES), dtype=torch.long, device=dev)
         counts.scatter_add_(1, types.clamp(min=0), (visible & (types >= 0)).long())
-        return counts, semantic, instances
+        return counts
