@@ -243,10 +243,10 @@ class ProceduralSimulator(Simulator):
         pixels[:, 0] = 0
         visible = pixels >= self.min_car_pixels
         tiny = (pixels > 0) & ~visible
-        if bool(tiny.any()):
-            drop = tiny.view(-1).index_select(0, flat).view(n, h, w)
-            semantic.masked_fill_(drop, L.UNLABELED)
-            instances.masked_fill_(drop, 0)
+        if bool(tiny.any()):  # a few cars at most: find their pixels, leave the rest alone
+            where = torch.nonzero(tiny.view(-1).index_select(0, flat)).flatten()
+            semantic.view(-1).index_fill_(0, where, L.UNLABELED)
+            instances.view(-1).index_fill_(0, where, 0)
         types = torch.as_tensor(type_of_inst, device=dev)
         counts = torch.zeros(n, len(CAR_TYPES), dtype=torch.long, device=dev)
         counts.scatter_add_(1, types.clamp(min=0), (visible & (types >= 0)).long())
