@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from simulators.errors import UserError, did_you_mean
+from simulators.space import read_yaml as read_yaml_file
 
 __all__ = ["Config", "PolicyConfig", "load_config", "config_to_dict", "describe_config", "resolve_path", "REPO_ROOT"]
 
@@ -154,19 +153,11 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{what} {str(p)!r} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{what} {str(p)!r} cannot be read: {e}") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{what} {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    data = read_yaml_file(path, what)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"{what} {str(p)!r}: expected a mapping of keys to values")
+        raise UserError(f"{what} {str(path)!r}: expected a mapping of keys to values")
     return data
 
 

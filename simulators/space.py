@@ -357,23 +357,28 @@ class TargetSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def load_target_file(path: str | Path) -> TargetSpec:
-    """Read a target parameter file (YAML or JSON).  Values are checked against a
-    simulator's space later, by `ParamSpace.validate`."""
+def read_yaml(path: str | Path, what: str) -> Any:
+    """A YAML file's content; a missing, unreadable or malformed file is a `UserError`
+    that names ``what`` it is and the path."""
     import yaml
 
     p = Path(path)
-    if not p.exists():
-        raise UserError(f"target file {str(p)!r} does not exist")
     if not p.is_file():
-        raise UserError(f"target {str(p)!r} is not a file")
+        raise UserError(f"{what} {str(p)!r} does not exist" if not p.exists() else f"{what} {str(p)!r} is not a file")
     try:
-        data = yaml.safe_load(p.read_text())
+        return yaml.safe_load(p.read_text())
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"target file {str(p)!r} cannot be read: {e}") from None
+        raise UserError(f"{what} {str(p)!r} cannot be read: {e}") from None
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else "syntax error"
-        raise UserError(f"target file {str(p)!r} is not valid YAML: {first}") from None
+        raise UserError(f"{what} {str(p)!r} is not valid YAML: {first}") from None
+
+
+def load_target_file(path: str | Path) -> TargetSpec:
+    """Read a target parameter file (YAML or JSON).  Values are checked against a
+    simulator's space later, by `ParamSpace.validate`."""
+    p = Path(path)
+    data = read_yaml(p, "target file")
     if not isinstance(data, Mapping) or "params" not in data:
         raise UserError(f"target file {str(p)!r}: expected a mapping with 'params' (and 'simulator'), got {data!r:.80}")
     params = data["params"]

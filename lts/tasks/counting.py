@@ -221,7 +221,32 @@ def fold_columns(pred: torch.Tensor, pred_names: Sequence[str], target_names: Se
     return out
 
 
-class CountingTask:
+class ImageTaskOptions:
+    """The training options the image tasks share (all from the config)."""
+
+    def __init__(
+        self,
+        device: str,
+        steps: int,
+        batch_size: int,
+        lr: float,
+        width: int,
+        resolution: Sequence[int] | None,
+        weight_decay: float,
+        flip: bool,
+    ) -> None:
+        check_options(steps, batch_size, lr, width, resolution)
+        self.device = resolve_device(device)
+        self.steps = int(steps)
+        self.batch_size = int(batch_size)
+        self.lr = float(lr)
+        self.width = int(width)
+        self.resolution = tuple(int(v) for v in resolution) if resolution is not None else None
+        self.weight_decay = float(weight_decay)
+        self.flip = bool(flip)
+
+
+class CountingTask(ImageTaskOptions):
     """Count visible cars per type.  Options (all from the config):
 
     ``steps`` optimiser steps per fit (the training budget), ``batch_size``, ``lr``
@@ -247,17 +272,9 @@ class CountingTask:
         flip: bool = True,
         density_weight: float = 1.0,
     ) -> None:
-        check_options(steps, batch_size, lr, width, resolution)
+        super().__init__(device, steps, batch_size, lr, width, resolution, weight_decay, flip)
         if not float(density_weight) >= 0:
             raise UserError(f"density_weight must be non-negative, got {density_weight}")
-        self.device = resolve_device(device)
-        self.steps = int(steps)
-        self.batch_size = int(batch_size)
-        self.lr = float(lr)
-        self.width = int(width)
-        self.resolution = tuple(int(v) for v in resolution) if resolution is not None else None
-        self.weight_decay = float(weight_decay)
-        self.flip = bool(flip)
         self.density_weight = float(density_weight)
 
     # -- protocol

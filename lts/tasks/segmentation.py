@@ -32,12 +32,11 @@ from simulators.labels import NUM_LABELS, UNLABELED
 
 # The training helpers are shared with the counting task.
 from .counting import (
+    ImageTaskOptions,
     build_seeded,
     channel_stats,
-    check_options,
     conv_block,
     minibatches,
-    resolve_device,
     warmup_cosine,
 )
 
@@ -85,7 +84,7 @@ def class_weights(labels: torch.Tensor, power: float) -> torch.Tensor:
     return w / w[present].mean() if bool(present.any()) else torch.ones_like(freq)
 
 
-class SegmentationTask:
+class SegmentationTask(ImageTaskOptions):
     """Semantic segmentation.  Options (all from the config):
 
     ``steps`` optimiser steps per fit (the training budget), ``batch_size``, ``lr``
@@ -111,17 +110,9 @@ class SegmentationTask:
         flip: bool = True,
         class_weight_power: float = 0.5,
     ) -> None:
-        check_options(steps, batch_size, lr, width, resolution)
+        super().__init__(device, steps, batch_size, lr, width, resolution, weight_decay, flip)
         if not 0 <= float(class_weight_power) <= 1:
             raise UserError(f"class_weight_power must be in [0, 1], got {class_weight_power}")
-        self.device = resolve_device(device)
-        self.steps = int(steps)
-        self.batch_size = int(batch_size)
-        self.lr = float(lr)
-        self.width = int(width)
-        self.resolution = tuple(int(v) for v in resolution) if resolution is not None else None
-        self.weight_decay = float(weight_decay)
-        self.flip = bool(flip)
         self.class_weight_power = float(class_weight_power)
 
     # -- protocol
