@@ -49,6 +49,142 @@ def _peak_rss_mb() -> float:
     return r / (1024.0 * 1024.0) if sys.platform == "darwin" else r / 1024.0
 
 
+class _Runner:
+    """Times one renderer batch by batch, so that two renderers can take turns (on a
+    busy machine, interleaving is what makes their ratio fair)."""
+
+    name = ""
+    frames = 0
+    resolution = (0, 0)
+
+    def __init__(self) -> None:
+        self.best_wall, self.best_cpu = math.inf, math.inf
+
+    def _batch(self, index: int) -> None:
+        raise NotImplementedError
+
+    def _sync(self) -> None:
+        pass
+
+    def warm_up(self) -> None:
+        self._batch(0)
+        self._sync()
+
+    def run(self, index: int) -> None:
+        t0, c0 = time.perf_counter(), time.process_time()
+        self._batch(index)
+        self._sync()
+        self.best_wall = min(self.best_wall, time.perf_counter() - t0)
+        self.best_cpu = min(self.best_cpu, time.process_time() - c0)
+
+    def peak_mb(self) -> float | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def result(self) -> RenderResult:
+        h, w = self.resolution
+        return RenderResult(
+            renderer=self.name,
+            resolution=f"{h}x{w}",
+            frames=self.frames,
+            fps=self.frames / self.best_wall,
+            cpu_fps=self.frames / max(self.best_cpu, 1e-9),
+            ms_per_frame=1000.0 * self.best_wall / self.frames,
+            peak_mb=self.peak_mb(),
+        )
+
+
+class _SimRunner(_Runner):
+    def __init__(
+        self,
+        sim_name: str,
+        resolution: tuple[int, int],
+        batch: int,
+        device: str,
+        params: dict[str, Any] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        import simulators
+
+        super().__init__()
+        options: dict[str, Any] = {"resolution": resolution, "device": device}
+        if threads is not None:
+            options["threads"] = threads
+        self.sim = simulators.make(sim_name, **options)
+        self.psi = dict(params) if params is not None else _default_params(self.sim)
+        self.name, self.frames, self.resolution = sim_name, batch, resolution
+        self.cuda = str(device).startswith("cuda")
+
+    def _batch(self, index: int) -> None:
+        self.sim.generate(self.psi, self.frames, seed=index)
+
+    def _sync(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
+    def warm_up(self) -> None:
+        super().warm_up()
+        if self.cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak_mb(self) -> float | None:
+        if self.cuda:
+            import torch
+
+            return torch.cuda.max_memory_allocated() / 2**20
+        return _peak_rss_mb()
+
+    def close(self) -> None:
+        self.sim.close()
+
+
+class _PyBulletRunner(_Runner):
+    def __init__(self, resolution: tuple[int, int], frames: int) -> None:
+        try:
+            import pybullet as p
+        except ImportError:
+            raise UserError('the PyBullet comparison needs pybullet: pip install -e ".[bench]"') from None
+        super().__init__()
+        self.p = p
+        self.name, self.frames, self.resolution = "pybullet", frames, resolution
+        h, w = resolution
+        self.client = p.connect(p.DIRECT)
+        _pybullet_scene(p, self.client)
+        self.view = p.computeViewMatrix([0, -1.75, 1.6], [10, -1.75, 1.6], [0, 0, 1], physicsClientId=self.client)
+        vfov = math.degrees(2 * math.atan(math.tan(math.radians(45.0)) * h / w))  # 90° across, like ours
+        self.proj = p.computeProjectionMatrixFOV(vfov, w / h, 0.3, 1000.0, physicsClientId=self.client)
+
+    def _batch(self, index: int) -> None:
+        h, w = self.resolution
+        for _ in range(self.frames):  # RGB, depth and segmentation, as getCameraImage returns them
+            self.p.getCameraImage(
+                w, h, self.view, self.proj, renderer=self.p.ER_TINY_RENDERER, physicsClientId=self.client
+            )
+
+    def close(self) -> None:
+        self.p.disconnect(self.client)
+
+
+def _measure(runners: list[_Runner], repeat: int) -> list[RenderResult]:
+    """Warm every runner up, then let them take turns ``repeat`` times; best of each."""
+    try:
+        for r in runners:
+            r.warm_up()
+        for i in range(repeat):
+            for r in runners:
+                r.run(1 + i)
+        return [r.result() for r in runners]
+    finally:
+        for r in runners:
+            r.close()
+
+
 def bench_render(
     sim_name: str,
     resolution: tuple[int, int],
@@ -58,41 +194,15 @@ def bench_render(
     params: dict[str, Any] | None = None,
     threads: int | None = None,
 ) -> RenderResult:
-    """Time ``sim.generate(ψ, batch)`` ``repeat`` times (after one warm-up batch).
+    """Time ``sim.generate(ψ, batch)`` ``repeat`` times (after one warm-up batch), best of.
     ``threads``: the simulator's ``threads`` option, when given."""
-    import simulators
+    return _measure([_SimRunner(sim_name, resolution, batch, device, params, threads)], repeat)[0]
 
-    options: dict[str, Any] = {"resolution": resolution, "device": device}
-    if threads is not None:
-        options["threads"] = threads
-    sim = simulators.make(sim_name, **options)
-    psi = dict(params) if params is not None else _default_params(sim)
-    sim.generate(psi, batch, seed=0)  # warm-up (allocations, lazy set-up)
-    cuda = str(device).startswith("cuda")
-    if cuda:
-        import torch
 
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    best_wall, best_cpu = math.inf, math.inf
-    for r in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        sim.generate(psi, batch, seed=1 + r)
-        if cuda:
-            torch.cuda.synchronize()
-        best_wall = min(best_wall, time.perf_counter() - t0)
-        best_cpu = min(best_cpu, time.process_time() - c0)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mb()
-    sim.close()
-    return RenderResult(
-        renderer=sim_name,
-        resolution=f"{resolution[0]}x{resolution[1]}",
-        frames=batch,
-        fps=batch / best_wall,
-        cpu_fps=batch / max(best_cpu, 1e-9),
-        ms_per_frame=1000.0 * best_wall / batch,
-        peak_mb=peak,
-    )
+def bench_pybullet(resolution: tuple[int, int], frames: int, repeat: int) -> RenderResult:
+    """PyBullet's TinyRenderer: ``frames`` calls of ``getCameraImage`` (RGB, depth and
+    segmentation), best of ``repeat``."""
+    return _measure([_PyBulletRunner(resolution, frames)], repeat)[0]
 
 
 def _default_params(sim: Any) -> dict[str, Any]:
@@ -124,44 +234,6 @@ def _pybullet_scene(p: Any, client: int) -> None:
         for he, z in (([2.3, 0.9, 0.46], 0.46), ([1.2, 0.8, 0.3], 1.22)):
             vs = p.createVisualShape(p.GEOM_BOX, halfExtents=he, rgbaColor=colour, physicsClientId=client)
             p.createMultiBody(0, -1, vs, [x, y, z], physicsClientId=client)
-
-
-def bench_pybullet(resolution: tuple[int, int], frames: int, repeat: int) -> RenderResult:
-    """PyBullet's TinyRenderer: ``frames`` calls of ``getCameraImage`` (RGB, depth and
-    segmentation), best of ``repeat``."""
-    try:
-        import pybullet as p
-    except ImportError:
-        raise UserError('the PyBullet comparison needs pybullet: pip install -e ".[bench]"') from None
-    h, w = resolution
-    client = p.connect(p.DIRECT)
-    try:
-        _pybullet_scene(p, client)
-        view = p.computeViewMatrix([0, -1.75, 1.6], [10, -1.75, 1.6], [0, 0, 1], physicsClientId=client)
-        vfov = math.degrees(2 * math.atan(math.tan(math.radians(45.0)) * h / w))  # 90° across, like ours
-        proj = p.computeProjectionMatrixFOV(vfov, w / h, 0.3, 1000.0, physicsClientId=client)
-
-        def shoot() -> None:
-            p.getCameraImage(w, h, view, proj, renderer=p.ER_TINY_RENDERER, physicsClientId=client)
-
-        shoot()
-        best_wall, best_cpu = math.inf, math.inf
-        for _ in range(repeat):
-            t0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(frames):
-                shoot()
-            best_wall = min(best_wall, time.perf_counter() - t0)
-            best_cpu = min(best_cpu, time.process_time() - c0)
-    finally:
-        p.disconnect(client)
-    return RenderResult(
-        renderer="pybullet",
-        resolution=f"{h}x{w}",
-        frames=frames,
-        fps=frames / best_wall,
-        cpu_fps=frames / max(best_cpu, 1e-9),
-        ms_per_frame=1000.0 * best_wall / frames,
-    )
 
 
 def _pybullet_available() -> bool:
@@ -223,19 +295,22 @@ def _render(args: argparse.Namespace) -> int:
     print(header)
     results: list[RenderResult] = []
     for res in resolutions:
-        ours = bench_render(args.sim, res, args.batch, args.repeat, args.device, threads=args.threads)
-        results.append(ours)
+        runners: list[_Runner] = [_SimRunner(args.sim, res, args.batch, args.device, threads=args.threads)]
+        if use_pb:
+            runners.append(_PyBulletRunner(res, args.batch))
+        measured = _measure(runners, args.repeat)  # the two take turns, batch by batch
+        results.extend(measured)
+        ours = measured[0]
         line = f"{ours.resolution:>10}  {ours.fps:8.0f}  {ours.cpu_fps:8.0f}  {ours.ms_per_frame:8.3f}  "
         line += f"{ours.peak_mb:8.0f}"
         if use_pb:
-            pb = bench_pybullet(res, args.batch, args.repeat)
-            results.append(pb)
+            pb = measured[1]
             line += (
                 f"  {pb.fps:12.0f}  {pb.cpu_fps:10.0f}  {ours.fps / pb.fps:5.1f}x  {ours.cpu_fps / pb.cpu_fps:8.1f}x"
             )
         print(line, flush=True)
     print(
-        "fps: wall clock (best batch); cpu fps: from this process's CPU time; "
+        "fps: wall clock (best batch; the renderers take turns); cpu fps: from this process's CPU time; "
         "peak MB: "
         + ("CUDA memory allocated" if str(args.device).startswith("cuda") else "peak resident memory of the process")
     )
