@@ -191,3 +191,18 @@ def test_help_config_lists_every_key(capsys):
     out = capsys.readouterr().out
     for key in ("samples", "scenes", "policy.lr", "policy.baseline_decay", "task_options"):
         assert key in out
+
+
+def test_tensorboard_logs_rewards_and_policy(tmp_path, gmm_target):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert run(tiny_gmm_args(gmm_target, out, "--tensorboard")) == 0
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"reward/mean", "reward/baseline", "policy/balance/c1", "policy/std/mean"} <= set(tags)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = [e.value for e in acc.Scalars("reward/mean")]
+    assert logged == pytest.approx([r["reward_mean"] for r in rows], abs=1e-6)
