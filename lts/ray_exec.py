@@ -200,6 +200,7 @@ class RayExecutor:
         self.restarts = 0  # workers replaced after dying
         self._owns_ray = False
         self._temp: str | None = None
+        self._actors: list[Any] = []
         if address:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             if not ray.is_initialized():
@@ -226,12 +227,12 @@ class RayExecutor:
             or context.sim.endswith(":CarlaSimulator")
             or isinstance(context.sim_options.get("port"), (list, tuple))
         )
-        self._options = self._actor_options(context)
-        self._cls = ray.remote(_Worker)
-        self._ctx_ref = ray.put(context)
-        self._actors: list[Any] = [None] * self.workers
         self._pids: list[int] = [0] * self.workers
         try:
+            self._options = self._actor_options(context)
+            self._cls = ray.remote(_Worker)
+            self._ctx_ref = ray.put(context)
+            self._actors = [None] * self.workers
             for i in range(self.workers):
                 self._actors[i] = self._new_actor(i)
             # Wait for every worker's set-up, so that a bad configuration fails now, once.
