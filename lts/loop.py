@@ -18,6 +18,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,6 +93,8 @@ class Experiment:
             refiner=config.refiner,
             device=config.device,
         )
+        if config.refiner and not Path(config.refiner).is_file():
+            raise simulators.UserError(f"refiner checkpoint {config.refiner!r} does not exist")
         # Fails early (a task the target cannot serve) before any iteration runs.
         from . import tasks as tasks_mod
 
