@@ -85,18 +85,29 @@ def read_target(path: str, resolution: tuple[int, int], *, split: str | None = N
 
 
 def _config_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as `RefinerConfig` fields, each checked against its type."""
     from dataclasses import fields
+
+    from simulators.errors import did_you_mean
 
     from .refiner import RefinerConfig
 
-    known = {f.name: f for f in fields(RefinerConfig)}
-    out = parse_set(items)
-    for k in out:
-        if k not in known or k in ("method", "steps", "batch_size", "seed"):
-            from simulators.errors import did_you_mean
-
-            names = sorted(set(known) - {"method", "steps", "batch_size", "seed"})
+    reserved = {"method", "steps", "batch_size", "seed"}  # have their own flags
+    types = {f.name: f.type for f in fields(RefinerConfig) if f.name not in reserved}
+    out = {}
+    for k, v in parse_set(items).items():
+        if k not in types:
+            names = sorted(types)
             raise UserError(f"--set {k!r}: not a refiner setting; known: {', '.join(names)}" + did_you_mean(k, names))
+        kind = str(types[k])
+        ok = {
+            "bool": isinstance(v, bool),
+            "int": isinstance(v, int) and not isinstance(v, bool),
+            "float": isinstance(v, (int, float)) and not isinstance(v, bool),
+        }.get(kind, isinstance(v, str))
+        if not ok:
+            raise UserError(f"--set {k}={v!r}: expected a value of type {kind}")
+        out[k] = float(v) if kind == "float" else v
     return out
 
 

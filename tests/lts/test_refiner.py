@@ -394,6 +394,9 @@ def test_cli_errors_are_one_line_user_errors(tmp_path: Path, capsys: pytest.Capt
     argv = ["train", "--target", str(tmp_path / "in"), "--out", str(tmp_path / "new.pt"), "--set", "lamda_reg=1"]
     assert run_cli(main, argv) == 2
     assert "did you mean 'lambda_reg'" in capsys.readouterr().err
+    argv = ["train", "--target", str(tmp_path / "in"), "--out", str(tmp_path / "new.pt"), "--set", "unet_depth=deep"]
+    assert run_cli(main, argv) == 2
+    assert "expected a value of type int" in capsys.readouterr().err
 
 
 def test_read_target_takes_only_the_images_of_a_labelled_layout(tmp_path: Path) -> None:
