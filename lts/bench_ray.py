@@ -24,7 +24,7 @@ from .config import REPO_ROOT, load_config, resolve_path
 
 __all__ = ["ray_arguments", "add_ray_parser", "bench_ray", "main"]
 
-DEFAULT_STEPS = 3000  # classify training steps: ~2–3 s per evaluation on a busy 2-core machine
+DEFAULT_STEPS = 3000  # classify training steps: ~1.8 s per evaluation on an idle 2-core machine, ~3 s on a busy one
 
 
 def ray_arguments(p: argparse.ArgumentParser) -> None:
