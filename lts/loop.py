@@ -242,6 +242,7 @@ class Experiment:
             "params": [r.params for r in results],
             "metrics": [r.metrics for r in results],
             "errors": [{"draw": r.index, "error": r.error, "params": r.params} for r in results if r.error],
+            "attempts": [r.attempts for r in results],
             "timing_s": {
                 "render": sum(r.render_s for r in results),
                 "refine": sum(r.refine_s for r in results),
