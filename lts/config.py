@@ -49,13 +49,13 @@ class Config:
     target_size: int = _f(256, "validation samples rendered from ψ* when the target is a parameter file")
     iterations: int = _f(12, "policy iterations")
     samples: int = _f(4, "K: parameter vectors ψ drawn per iteration")
-    scenes: int = _f(128, "M: scenes (samples) rendered per ψ")
+    scenes: int = _f(256, "M: scenes (samples) rendered per ψ")
     seed: int = _f(0, "run seed; every other seed is derived from it")
     device: str = _f("cpu", "device for rendering and training: cpu or cuda")
     threads: int = _f(
-        1,
-        "torch CPU threads of the process (small nets on small frames gain little from more, and "
-        "oversubscribed threads on a busy machine run 10x slower; 0 keeps torch's default)",
+        0,
+        "torch CPU threads of the in-process evaluations (0: torch's default, one per core; on a "
+        "machine busy with other jobs use 1: oversubscribed threads run the small nets 10x slower)",
     )
     workers: int = _f(0, "Ray workers for the K evaluations (0: in-process)")
     ray_address: str | None = _f(None, "address of an existing Ray cluster to join (e.g. auto)")

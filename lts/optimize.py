@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--refiner", metavar="CKPT", help="GAN refiner checkpoint applied to every rendered batch")
     a("--resume", metavar="RUN_DIR", help="continue a run from its last completed iteration")
     a("--device", choices=["cpu", "cuda"], help="device for rendering and training")
-    a("--threads", type=int, metavar="N", help="torch CPU threads (default 1; 0 = torch's default)")
+    a("--threads", type=int, metavar="N", help="torch CPU threads (default 0 = torch's default, one per core; 1 on a busy machine)")
     a("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (YAML value), repeatable")
     a("--warm-start", action="store_true", default=None, help="warm-start each training from the last best model")
     a("--tensorboard", action="store_true", default=None, help="write TensorBoard logs under RUN_DIR/tensorboard")

@@ -263,7 +263,7 @@ class CountingTask(ImageTaskOptions):
     def __init__(
         self,
         device: str = "cpu",
-        steps: int = 150,
+        steps: int = 300,
         batch_size: int = 32,
         lr: float = 5e-3,
         width: int = 16,

@@ -16,9 +16,11 @@ Label conventions (also in the README):
 - ``instances``: car ``k`` of a scene (1-based, in placement order) on its pixels, 0
   elsewhere.  A car is *visible* when it has at least ``min_car_pixels`` pixels;
   ``counts[i, j]`` is the number of visible cars of type ``CAR_TYPES[j]`` in scene ``i``.
-  A car with fewer pixels (a sliver peeking out behind a building) is not counted, and
-  its few pixels are relabelled ``UNLABELED`` (0) with instance 0 — an "ignore" label —
-  so that every car pixel belongs to a counted car and every counted car has pixels.
+  A car with fewer pixels (a far-away speck, a sliver peeking out behind a building) is
+  not counted — its type cannot be told from so few pixels, as in KITTI's benchmarks,
+  which ignore boxes below a minimum height — and its pixels are relabelled
+  ``UNLABELED`` (0) with instance 0 — an "ignore" label — so that every car pixel
+  belongs to a counted car and every counted car has pixels.
 - ``attributes``: per scene ``weather``, ``intersection``, ``turn`` ("left"/"right" for L
   junctions, "" otherwise), ``road_length`` (metres, drawn around ψ's value),
   ``n_cars`` (cars placed, visible or not) and ``car_types`` (their types, in instance
@@ -91,8 +93,8 @@ class ProceduralSimulator(Simulator):
     Options: ``resolution`` (H, W) or "HxW", 16..4096 per side (default 64×128);
     ``device`` ("cpu", "cuda"); ``fov`` horizontal field of view in degrees (default 90,
     CARLA's default camera); ``max_cars`` cap on cars placed per scene (default 24);
-    ``min_car_pixels`` pixels a car needs to be visible and counted (default 4 at
-    64×128, scaled with the image area); ``max_batch_bytes`` the largest output one
+    ``min_car_pixels`` pixels a car needs to be visible and counted (default 32 at
+    64×128, 0.4% of the frame, scaled with the image area; at least 4); ``max_batch_bytes`` the largest output one
     ``generate`` call may allocate (default 8 GiB); ``chunk_pixels`` how many pixels are
     rendered at once (a speed/memory trade-off, results do not depend on it).
     """
@@ -118,7 +120,7 @@ class ProceduralSimulator(Simulator):
             raise UserError(f"max_cars {max_cars!r}: expected an integer in [0, 64]")
         h, w = self.resolution
         if min_car_pixels is None:
-            min_car_pixels = max(4, round(4 * h * w / (64 * 128)))
+            min_car_pixels = max(4, round(32 * h * w / (64 * 128)))
         if isinstance(min_car_pixels, bool) or not isinstance(min_car_pixels, int) or min_car_pixels < 1:
             raise UserError(f"min_car_pixels {min_car_pixels!r}: expected a positive integer")
         if not isinstance(chunk_pixels, int) or chunk_pixels < 1:

@@ -251,7 +251,7 @@ def test_256x512_renders() -> None:
     big = ProceduralSimulator(resolution=(256, 512))
     b = big.generate(big.param_space.default(), 2, seed=0)
     assert b.images.shape == (2, 3, 256, 512)
-    assert big.min_car_pixels == 64
+    assert big.min_car_pixels == 512
 
 
 @pytest.mark.parametrize(
