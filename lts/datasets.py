@@ -22,8 +22,8 @@ Counts from a real directory.  Real labels say *car* or *truck*, not sedan / hat
 SUV / van, so a directory's ``counts`` has the two columns ``count_names = ("car",
 "truck")``: the number of car instances and of truck instances per image (instances
 smaller than ``min_instance_pixels`` at the output resolution are not visible and not
-counted, as in the procedural renderer).  `lts.tasks.counting.CountingTask.score` folds its per-type predictions into
-those columns (every type that is not ``truck`` counts as ``car``).
+counted, the procedural renderer's rule).  `lts.tasks.counting.CountingTask.score` folds
+its per-type predictions into those columns (every type that is not ``truck`` counts as ``car``).
 
 Resizing: images bilinear with antialiasing (PIL), labels nearest.
 """
@@ -313,8 +313,8 @@ def read_labelled_dir(
     `REAL_COUNT_NAMES`) come from the instance-id files.  ``limit``: keep at most this many
     images, evenly spaced over the sorted list.  ``min_instance_pixels``: an instance
     smaller than this at the output resolution is not visible and not counted (default:
-    the procedural renderer's rule, 4 pixels at 64×128 scaled with the image area, at
-    least 4).
+    the procedural renderer's rule, `simulators.labels.min_visible_pixels`: 0.4% of the
+    frame, at least 4).
 
     The batch's ``attributes["file"]`` holds each image's path relative to the root.
     Raises `UserError` (one line) for an empty directory, images without labels, labels
@@ -387,9 +387,7 @@ def read_labelled_dir(
                     f"{it.image.name} is {w0}×{h0}"
                 )
             scale = (size[0] * size[1]) / (h0 * w0)
-            min_px = (
-                min_instance_pixels if min_instance_pixels is not None else max(4.0, 4.0 * size[0] * size[1] / 8192)
-            )
+            min_px = min_instance_pixels if min_instance_pixels is not None else L.min_visible_pixels(*size)
             counts.append(_count_instances(ins, car_truck, layout.instance_divisor, min_px, scale))
     if unknown:
         shown = ", ".join(str(v) for v in sorted(unknown)[:10])

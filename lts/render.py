@@ -23,6 +23,7 @@ Renders ``--n`` scenes from one ψ and writes, under ``--out DIR``:
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,47 @@ def _params(sim: Any, args: Any) -> dict[str, Any]:
     return sim.param_space.validate(params)
 
 
+# What lts.render writes into --out (and what --overwrite removes first).
+_OUTPUTS = (
+    "rgb",
+    "labels",
+    "depth",
+    "leftImg8bit",
+    "gtFine",
+    "scenes.jsonl",
+    "contact_sheet.png",
+    "params.json",
+    "dataset.json",
+)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty --out (stale frames of an earlier, longer render would mix in),
+    or with ``overwrite`` clear what an earlier render wrote there (and nothing else)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} exists and is not a directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise UserError(f"--out {str(out)!r} is not empty (pass --overwrite to replace an earlier render there)")
+    for name in _OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m lts.render", description=__doc__.split("\n\n")[0])
     p.add_argument("--sim", default="procedural", help="simulator name or package.module:Class (default procedural)")
     p.add_argument("--n", type=int, default=16, help="number of scenes (default 16)")
-    p.add_argument("--out", required=True, metavar="DIR", help="directory to write into (created if needed)")
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="directory to write into (created if needed; must be empty)"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace what an earlier lts.render wrote into a non-empty --out"
+    )
     p.add_argument("--target", metavar="FILE", help="a target parameter file whose params start ψ")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set one parameter (YAML value); repeatable")
     p.add_argument("--seed", type=int, default=0, help="seed of the scenes (default 0)")
@@ -109,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--n {args.n}: expected at least one scene")
     if args.columns < 1:
         raise UserError(f"--columns {args.columns}: expected a positive number")
+    out = Path(args.out)
+    _check_out(out, args.overwrite)  # before rendering: a refusal costs nothing
     options: dict[str, Any] = {"device": args.device}
     if args.resolution:
         options["resolution"] = parse_resolution(args.resolution)
@@ -120,9 +159,6 @@ def main(argv: list[str] | None = None) -> int:
         sim.close()
     if batch.images is None:
         raise UserError(f"simulator {args.sim!r} renders no images")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {str(out)!r} exists and is not a directory")
     for sub in ("rgb", "labels", "depth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     images = batch.images

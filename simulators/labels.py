@@ -42,6 +42,7 @@ __all__ = [
     "GUARD_RAIL",
     "CITYSCAPES_TO_LTS",
     "PALETTE",
+    "min_visible_pixels",
 ]
 
 UNLABELED = 0
@@ -110,6 +111,8 @@ NUM_LABELS: int = len(LABELS)
 
 # Cityscapes labelIds (gtFine/*_labelIds.png) -> lts ids.  Ids not listed map to 0.
 CITYSCAPES_TO_LTS: dict[int, int] = {
+    4: STATIC,
+    5: DYNAMIC,
     6: GROUND,  # ground
     7: ROAD,
     8: SIDEWALK,
@@ -169,3 +172,11 @@ PALETTE: dict[int, tuple[int, int, int]] = {
     RAIL_TRACK: (230, 150, 140),
     GUARD_RAIL: (180, 165, 180),
 }
+
+
+def min_visible_pixels(height: int, width: int) -> int:
+    """Pixels a car needs in a ``height``×``width`` frame to be counted: 0.4% of the frame
+    (32 at 64×128), at least 4.  Below that its type cannot be told (KITTI's benchmarks
+    likewise ignore boxes under a minimum height).  The renderer's counts and the counts
+    read from a labelled directory use the same rule."""
+    return max(4, round(32 * height * width / (64 * 128)))

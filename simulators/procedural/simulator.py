@@ -120,7 +120,7 @@ class ProceduralSimulator(Simulator):
             raise UserError(f"max_cars {max_cars!r}: expected an integer in [0, 64]")
         h, w = self.resolution
         if min_car_pixels is None:
-            min_car_pixels = max(4, round(32 * h * w / (64 * 128)))
+            min_car_pixels = L.min_visible_pixels(h, w)
         if isinstance(min_car_pixels, bool) or not isinstance(min_car_pixels, int) or min_car_pixels < 1:
             raise UserError(f"min_car_pixels {min_car_pixels!r}: expected a positive integer")
         if not isinstance(chunk_pixels, int) or chunk_pixels < 1:

@@ -101,6 +101,17 @@ def test_cityscapes_ids_are_mapped_and_instances_counted(tmp_path: Path) -> None
     assert read_labelled_dir(root, need=("counts",), min_instance_pixels=5).counts.tolist() == [[1, 1]] * 3
 
 
+def test_visibility_rule_is_shared_and_scales_with_the_frame() -> None:
+    from simulators.procedural import ProceduralSimulator
+
+    assert ProceduralSimulator(resolution=(64, 128)).min_car_pixels == L.min_visible_pixels(64, 128) == 32
+    assert L.min_visible_pixels(256, 512) == 512 and L.min_visible_pixels(16, 32) == 4
+
+
+def test_cityscapes_static_and_dynamic_keep_their_classes() -> None:
+    assert L.CITYSCAPES_TO_LTS[4] == L.STATIC and L.CITYSCAPES_TO_LTS[5] == L.DYNAMIC
+
+
 def test_resizing_scales_images_labels_and_the_visibility_of_instances(tmp_path: Path) -> None:
     root = make_cityscapes(tmp_path / "cs")
     b = read_labelled_dir(root, resolution=(8, 16), need=("semantic", "counts"))

@@ -107,3 +107,19 @@ def test_bench_render_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     (result,) = json.loads(out.read_text())
     assert result["frames"] == 2 and result["fps"] > 0 and result["peak_mb"] > 0
     assert run_cli(bench.main, ["render", "--batch", "0", "--no-pybullet"]) == 2
+
+
+def test_non_empty_out_is_refused_before_rendering_and_overwrite_replaces(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert render_cli.main(["--n", "4", "--resolution", "32x64", "--out", str(out)]) == 0
+    mine = out / "notes.txt"
+    mine.write_text("keep me")
+    code = run_cli(render_cli.main, [*ARGS, "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not empty" in err[0] and "--overwrite" in err[0]
+    assert len(list((out / "rgb").glob("*.png"))) == 4  # nothing touched
+    # --overwrite: the earlier render's 4 frames give way to 3, files lts.render did not write stay
+    assert render_cli.main([*ARGS, "--out", str(out), "--overwrite"]) == 0
+    assert sorted(f.name for f in (out / "rgb").glob("*.png")) == ["0000.png", "0001.png", "0002.png"]
+    assert mine.read_text() == "keep me"
