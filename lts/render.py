@@ -98,14 +98,16 @@ _OUTPUTS = (
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty --out (stale frames of an earlier, longer render would mix in),
-    or with ``overwrite`` clear what an earlier render wrote there (and nothing else)."""
+    """Refuse a non-empty --out (stale frames of an earlier, longer render would mix in)
+    unless ``overwrite`` is given."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {str(out)!r} exists and is not a directory")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if not overwrite:
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"--out {str(out)!r} is not empty (pass --overwrite to replace an earlier render there)")
+
+
+def _clear_earlier_render(out: Path) -> None:
+    """Remove what an earlier lts.render wrote into ``out`` (and nothing else)."""
     for name in _OUTPUTS:
         path = out / name
         if path.is_dir():
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         sim.close()
     if batch.images is None:
         raise UserError(f"simulator {args.sim!r} renders no images")
+    _clear_earlier_render(out)  # only now: a render that fails leaves the earlier one in place
     for sub in ("rgb", "labels", "depth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     images = batch.images

@@ -84,7 +84,7 @@ def make_target(root: Path, n_train: int, n_val: int) -> None:
 
     for split, n, seed in (("train", n_train, SEED_TARGET_TRAIN), ("val", n_val, SEED_TARGET_VAL)):
         scratch = root.parent / f"_render_{split}"
-        cmd = [sys.executable, "-m", "lts.render", "--n", str(n), "--out", str(scratch), "--cityscapes"]
+        cmd = [sys.executable, "-m", "lts.render", "--n", str(n), "--out", str(scratch), "--cityscapes", "--overwrite"]
         cmd += ["--split", split, "--seed", str(seed), "--target", TARGET_PSI, "--resolution", f"{RES[0]}x{RES[1]}"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         shutil.copytree(scratch / "gtFine" / split, root / "gtFine" / split, dirs_exist_ok=True)

@@ -31,3 +31,26 @@ def test_parse_set_and_resolution():
     assert parse_resolution("64x128") == (64, 128)
     with pytest.raises(UserError, match="expected HEIGHTxWIDTH"):
         parse_resolution("big")
+
+
+def test_shipped_configs_and_targets_load_and_fit_their_simulator():
+    from pathlib import Path
+
+    import simulators
+    from lts.config import REPO_ROOT, resolve_path
+    from lts.targets import target_params
+
+    configs = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+    targets = sorted((REPO_ROOT / "configs" / "targets").glob("*.yaml"))
+    assert len(configs) >= 3 and len(targets) >= 3
+    sims = {}
+    for path in configs:
+        cfg = load_config(path).validate()
+        assert Path(resolve_path(cfg.target)).is_file(), path
+        sims[cfg.sim] = simulators.make(cfg.sim)
+    for path in targets:
+        spec_sim = "gmm" if path.name == "gmm.yaml" else "procedural"
+        psi = target_params(path, sims[spec_sim], spec_sim)
+        assert psi.keys() == sims[spec_sim].param_space.default().keys(), path
+    # the default experiment is the counting config
+    assert load_config(REPO_ROOT / "configs" / "counting.yaml") == load_config(None)

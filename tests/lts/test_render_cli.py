@@ -119,6 +119,9 @@ def test_non_empty_out_is_refused_before_rendering_and_overwrite_replaces(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not empty" in err[0] and "--overwrite" in err[0]
     assert len(list((out / "rgb").glob("*.png"))) == 4  # nothing touched
+    # --overwrite with a bad value: the error comes before anything is removed
+    assert run_cli(render_cli.main, [*ARGS, "--out", str(out), "--overwrite", "--set", "cars_per_scene=99"]) == 2
+    assert len(list((out / "rgb").glob("*.png"))) == 4
     # --overwrite: the earlier render's 4 frames give way to 3, files lts.render did not write stay
     assert render_cli.main([*ARGS, "--out", str(out), "--overwrite"]) == 0
     assert sorted(f.name for f in (out / "rgb").glob("*.png")) == ["0000.png", "0001.png", "0002.png"]
