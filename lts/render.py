@@ -83,18 +83,8 @@ def _params(sim: Any, args: Any) -> dict[str, Any]:
     return sim.param_space.validate(params)
 
 
-# What lts.render writes into --out (and what --overwrite removes first).
-_OUTPUTS = (
-    "rgb",
-    "labels",
-    "depth",
-    "leftImg8bit",
-    "gtFine",
-    "scenes.jsonl",
-    "contact_sheet.png",
-    "params.json",
-    "dataset.json",
-)
+# What lts.render writes at the top of --out (and what --overwrite removes first).
+_OUTPUTS = ("rgb", "labels", "depth", "scenes.jsonl", "contact_sheet.png", "params.json", "dataset.json")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -106,10 +96,11 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise UserError(f"--out {str(out)!r} is not empty (pass --overwrite to replace an earlier render there)")
 
 
-def _clear_earlier_render(out: Path) -> None:
-    """Remove what an earlier lts.render wrote into ``out`` (and nothing else)."""
-    for name in _OUTPUTS:
-        path = out / name
+def _clear_earlier_render(out: Path, split: str, city: str) -> None:
+    """Remove what this render is about to write into ``out``: the top-level outputs and
+    the Cityscapes folders of this split and city (other splits stay, so one root can
+    take a train and a val render)."""
+    for path in [out / name for name in _OUTPUTS] + [out / top / split / city for top in ("leftImg8bit", "gtFine")]:
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
@@ -161,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         sim.close()
     if batch.images is None:
         raise UserError(f"simulator {args.sim!r} renders no images")
-    _clear_earlier_render(out)  # only now: a render that fails leaves the earlier one in place
+    _clear_earlier_render(out, args.split, args.city)  # only now: a render that fails leaves the earlier one in place
     for sub in ("rgb", "labels", "depth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     images = batch.images

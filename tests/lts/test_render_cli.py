@@ -126,3 +126,12 @@ def test_non_empty_out_is_refused_before_rendering_and_overwrite_replaces(tmp_pa
     assert render_cli.main([*ARGS, "--out", str(out), "--overwrite"]) == 0
     assert sorted(f.name for f in (out / "rgb").glob("*.png")) == ["0000.png", "0001.png", "0002.png"]
     assert mine.read_text() == "keep me"
+
+
+def test_overwrite_keeps_other_cityscapes_splits(tmp_path: Path) -> None:
+    out = tmp_path / "cs"
+    assert render_cli.main([*ARGS, "--out", str(out), "--cityscapes", "--split", "train"]) == 0
+    assert render_cli.main([*ARGS, "--n", "2", "--out", str(out), "--cityscapes", "--split", "val", "--overwrite"]) == 0
+    assert len(list((out / "leftImg8bit" / "train" / "lts").glob("*.png"))) == 3
+    assert len(list((out / "gtFine" / "val" / "lts").glob("*_labelIds.png"))) == 2
+    assert len(list((out / "rgb").glob("*.png"))) == 2  # the top-level frames are the last render's
