@@ -7,18 +7,22 @@ Exit status (DESIGN.md contract 7): 0 done; 2 a user error, reported as one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import yaml
 
 from simulators.errors import UserError
 
-__all__ = ["run_cli", "ArgumentParser", "parse_set", "set_threads", "parse_resolution", "main", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+__all__ = [
+    "run_cli", "ArgumentParser", "parse_set", "set_threads", "parse_resolution", "progress_bar", "main",
+    "EXIT_USAGE", "EXIT_INTERRUPTED",
+]  # fmt: skip
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -29,6 +33,21 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UserError(f"{self.prog}: {message}")
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, **kwargs: Any) -> Iterator[Any]:
+    """A tqdm bar on stderr (``None`` when not ``enabled``), closed however the block ends."""
+    if not enabled:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(file=sys.stderr, **kwargs)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 def _format_warning(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> str:

@@ -46,7 +46,7 @@ import numpy as np
 
 from simulators.errors import UserError
 
-from .cli import ArgumentParser, parse_set, run_cli, set_threads
+from .cli import ArgumentParser, parse_set, progress_bar, run_cli, set_threads
 from .config import Config, config_to_dict, load_config, resolve_path
 from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, InProcessExecutor
 from .seeding import derive_seed
@@ -720,22 +720,17 @@ def main(argv: list[str] | None = None) -> int:
     out = _out_dir(args.out, f"{Path(str(config.sim).split(':')[-1]).name}-{config.task}")
     out.mkdir(parents=True, exist_ok=True)
     seeds = [config.seed + i for i in range(args.seeds)]
-    bar: Any = None
-    if not args.quiet:
-        from tqdm.auto import tqdm
+    total = len(seeds) * len(methods) * (args.budget // k * k)
+    with progress_bar(not args.quiet, total=total, unit="eval", dynamic_ncols=True, desc="compare") as bar:
+        last: dict[tuple[str, int], int] = {}
 
-        total = len(seeds) * len(methods) * (args.budget // k * k)
-        bar = tqdm(total=total, unit="eval", dynamic_ncols=True, desc="compare", file=sys.stderr)
-    last: dict[tuple[str, int], int] = {}
+        def progress(method: str, seed: int, done: int, budget: int) -> None:
+            if bar is not None:
+                key = (method, seed)
+                bar.update(done - last.get(key, 0))
+                last[key] = done
+                bar.set_description(f"{method} seed {seed}")
 
-    def progress(method: str, seed: int, done: int, budget: int) -> None:
-        if bar is not None:
-            key = (method, seed)
-            bar.update(done - last.get(key, 0))
-            last[key] = done
-            bar.set_description(f"{method} seed {seed}")
-
-    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # failed evaluations are counted in the table
             report = run_comparison(
@@ -748,9 +743,6 @@ def main(argv: list[str] | None = None) -> int:
                 ray_address=args.ray_address,
                 progress=progress,
             )
-    finally:
-        if bar is not None:
-            bar.close()
     print(format_table(report))
     if not args.no_plot:
         plot_comparison(report, out / "comparison.png")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import simulators
 from simulators.errors import UserError
 
 from . import tasks as tasks_mod
-from .cli import ArgumentParser, run_cli, set_threads
+from .cli import ArgumentParser, progress_bar, run_cli, set_threads
 from .config import load_config, resolve_path
 from .evaluation import EvalContext, EvalSpec, random_params
 from .rundir import RunDir, atomic_write_text
@@ -198,28 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    bar = None
-    if not args.quiet:
-        from tqdm.auto import tqdm
+    with progress_bar(not args.quiet, total=None, unit="model", desc="evaluate") as bar:
 
-        bar = tqdm(total=None, unit="model", desc="evaluate", file=sys.stderr)
+        def progress(which: str, done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.set_postfix_str(which)
+                bar.update(done - bar.n)
 
-    def progress(which: str, done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.set_postfix_str(which)
-            bar.update(done - bar.n)
-
-    try:
         result = evaluate_run(
             args.run_dir, args.target, scenes=args.scenes, steps=args.steps, repeats=args.repeats,
             refiner=args.refiner, finetune=args.finetune, finetune_steps=args.finetune_steps,
             finetune_split=args.finetune_split, device=args.device, threads=args.threads,
             progress=progress,
         )  # fmt: skip
-    finally:
-        if bar is not None:
-            bar.close()
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(format_table(result))

@@ -26,7 +26,7 @@ import numpy as np
 from simulators import Batch
 from simulators.errors import UserError
 
-from .cli import ArgumentParser, parse_resolution, parse_set, run_cli, set_threads
+from .cli import ArgumentParser, parse_resolution, parse_set, progress_bar, run_cli, set_threads
 
 __all__ = ["main", "build_parser", "render_pool", "read_target"]
 
@@ -142,19 +142,14 @@ def _cmd_train(args: Any) -> int:
     if args.resume and not out.exists():
         log(f"{out} does not exist yet: starting afresh")
 
-    bar = None
-    if not args.quiet:
-        from tqdm.auto import tqdm
+    with progress_bar(not args.quiet, total=args.steps or cfg.steps, unit="step", desc=f"refine {args.method}") as bar:
 
-        bar = tqdm(total=args.steps or cfg.steps, unit="step", desc=f"refine {args.method}", file=sys.stderr)
+        def progress(step: int, total: int, losses: Mapping[str, float]) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+                bar.update(step - bar.n)
 
-    def progress(step: int, total: int, losses: Mapping[str, float]) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
-            bar.update(step - bar.n)
-
-    try:
         path = train_refiner(
             args.method,
             synthetic,
@@ -169,9 +164,6 @@ def _cmd_train(args: Any) -> int:
             sample_every=args.sample_every,
             config=cfg,
         )
-    finally:
-        if bar is not None:
-            bar.close()
     print(f"refiner written to {path} (samples in {samples_dir(path)}/) in {time.perf_counter() - t0:.0f} s")
     return 0
 
@@ -199,14 +191,9 @@ def _cmd_apply(args: Any) -> int:
         if args.resolution == "native"
         else parse_resolution(args.resolution or "x".join(map(str, refiner.resolution)))
     )
-    bar = None
-    if not args.quiet:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(files), unit="image", desc="apply", file=sys.stderr)
     # Fixed size: refine args.batch_size images at a time; native sizes: one by one.
     step = args.batch_size if size is not None else 1
-    try:
+    with progress_bar(not args.quiet, total=len(files), unit="image", desc="apply") as bar:
         for k in range(0, len(files), step):
             chunk = files[k : k + step]
             arrays = []
@@ -223,9 +210,6 @@ def _cmd_apply(args: Any) -> int:
                 Image.fromarray(arr).save(target)
             if bar is not None:
                 bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
     print(f"refined {len(files)} images into {dst}")
     return 0
 

@@ -54,3 +54,16 @@ def test_shipped_configs_and_targets_load_and_fit_their_simulator():
         assert psi.keys() == sims[spec_sim].param_space.default().keys(), path
     # the default experiment is the counting config
     assert load_config(REPO_ROOT / "configs" / "counting.yaml") == load_config(None)
+
+
+def test_progress_bar_writes_to_stderr_and_closes(capsys):
+    from lts.cli import progress_bar
+
+    with pytest.raises(RuntimeError), progress_bar(True, total=4, unit="step", desc="work") as bar:
+        bar.update(2)
+        raise RuntimeError("stop")
+    assert bar.n == 2 and bar.disable  # closed although the block raised
+    captured = capsys.readouterr()
+    assert "work" in captured.err and "2/4" in captured.err and captured.out == ""
+    with progress_bar(False, total=4) as off:
+        assert off is None
