@@ -54,6 +54,29 @@ def check_options(steps: int, batch_size: int, lr: float, width: int, resolution
         raise UserError(f"resolution must be [height, width] with positive entries, got {resolution!r}")
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 convolutions natively (CPU: AVX-512 BF16 or AMX
+    through oneDNN; CUDA: compute capability 8.0 or newer)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of training (``None``: plain float32)."""
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "fp32" or (precision == "auto" and not bf16_native(device)):
+        return None
+    return torch.bfloat16
+
+
 def build_seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
     """Build a module with its initial weights drawn from ``seed`` (global RNG left untouched)."""
     with torch.random.fork_rng(devices=[]):
@@ -234,9 +257,12 @@ class ImageTaskOptions:
         resolution: Sequence[int] | None,
         weight_decay: float,
         flip: bool,
+        precision: str = "auto",
     ) -> None:
         check_options(steps, batch_size, lr, width, resolution)
         self.device = resolve_device(device)
+        self.precision = str(precision)
+        self.amp_dtype = resolve_precision(self.precision, self.device)
         self.steps = int(steps)
         self.batch_size = int(batch_size)
         self.lr = float(lr)
@@ -245,6 +271,17 @@ class ImageTaskOptions:
         self.weight_decay = float(weight_decay)
         self.flip = bool(flip)
 
+    def place(self, model: nn.Module) -> nn.Module:
+        """The model on the task's device, channels-last (oneDNN's and cuDNN's faster layout)."""
+        return model.to(self.device, memory_format=torch.channels_last)
+
+    def forward_train(self, model: nn.Module, xb: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``fn(xb)`` in training: channels-last input, bfloat16 autocast when ``precision``
+        asks for it (``auto``: where the hardware computes bfloat16 natively), a float32 result."""
+        xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            return fn(xb).float()
+
 
 class CountingTask(ImageTaskOptions):
     """Count visible cars per type.  Options (all from the config):
@@ -252,7 +289,8 @@ class CountingTask(ImageTaskOptions):
     ``steps`` optimiser steps per fit (the training budget), ``batch_size``, ``lr``
     (AdamW, warm-up + cosine), ``width`` (channels of the first layer), ``resolution``
     (``[H, W]`` the net sees; ``None`` = the training batch's own), ``device``,
-    ``density_weight`` (weight of the auxiliary loss on the density map, used when the
+    ``precision`` (``auto``: bfloat16 autocast in training where the CPU or GPU computes
+    it natively, else float32; ``bf16``; ``fp32``), ``density_weight`` (weight of the auxiliary loss on the density map, used when the
     training batch has ``instances`` that are exactly the counted cars; 0 turns it off).
     """
 
@@ -271,8 +309,9 @@ class CountingTask(ImageTaskOptions):
         weight_decay: float = 1e-4,
         flip: bool = True,
         density_weight: float = 1.0,
+        precision: str = "auto",
     ) -> None:
-        super().__init__(device, steps, batch_size, lr, width, resolution, weight_decay, flip)
+        super().__init__(device, steps, batch_size, lr, width, resolution, weight_decay, flip, precision)
         if not float(density_weight) >= 0:
             raise UserError(f"density_weight must be non-negative, got {density_weight}")
         self.density_weight = float(density_weight)
@@ -321,7 +360,7 @@ class CountingTask(ImageTaskOptions):
         else:
             model.mean, model.std = channel_stats(x)
             model.init_counts(y.mean(0), tuple(x.shape[-2:]))
-        model.to(self.device)
+        self.place(model)
         # A warm-started model keeps its own (finer) columns; on coarser data such as a real
         # directory's ("car", "truck") its predictions are folded into the data's columns.
         fold = names != tuple(batch.count_names) and bool(names) and bool(batch.count_names)
@@ -344,7 +383,7 @@ class CountingTask(ImageTaskOptions):
                 xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
                 if db is not None:
                     db = torch.where(flip[:, None, None], db.flip(-1), db)
-            density = model.density(xb)
+            density = self.forward_train(model, xb, model.density)
             pred = density.sum(dim=(2, 3))
             if fold:
                 pred = fold_columns(pred, names, batch.count_names)

@@ -209,6 +209,42 @@ def test_counting_check_target_and_bad_data() -> None:
         CountingTask(device="tpu")
 
 
+def test_precision_option_picks_the_autocast_dtype(monkeypatch) -> None:
+    from lts.tasks import counting
+
+    cpu = torch.device("cpu")
+    assert counting.resolve_precision("fp32", cpu) is None
+    assert counting.resolve_precision("bf16", cpu) is torch.bfloat16
+    monkeypatch.setattr(counting, "bf16_native", lambda device: False)
+    assert counting.resolve_precision("auto", cpu) is None  # no native bfloat16: float32
+    monkeypatch.setattr(counting, "bf16_native", lambda device: True)
+    assert counting.resolve_precision("auto", cpu) is torch.bfloat16
+    with pytest.raises(UserError, match="precision must be one of auto, bf16, fp32; got 'fp16'"):
+        CountingTask(precision="fp16")
+
+
+@pytest.mark.parametrize("precision, inner", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_forward_train_runs_the_net_in_the_asked_precision(precision, inner) -> None:
+    task = CountingTask(precision=precision)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    seen = []
+    out = task.forward_train(conv, torch.rand(2, 3, 8, 8), lambda x: seen.append(conv(x).dtype) or conv(x))
+    assert seen == [inner]
+    assert out.dtype == torch.float32  # losses are computed in float32 either way
+
+
+def test_counting_learns_in_both_precisions(count_data) -> None:
+    # bfloat16 autocast must not cost accuracy: the same fit in fp32 and bf16 scores alike.
+    train, test = count_data
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        task = CountingTask(steps=60, batch_size=16, lr=1e-2, precision=precision)
+        scores[precision] = task.score(task.fit(train, seed=0), test)["mae"]
+    baseline = float((test.counts.float() - train.counts.float().mean(0)).abs().mean())
+    assert max(scores.values()) < 0.5 * baseline, (scores, baseline)
+    assert abs(scores["bf16"] - scores["fp32"]) < 0.2 * scores["fp32"], scores
+
+
 # ----------------------------------------------------------------------------- segmentation
 
 
