@@ -275,7 +275,7 @@ class ImageTaskOptions:
         """The model on the task's device, channels-last (oneDNN's and cuDNN's faster layout)."""
         return model.to(self.device, memory_format=torch.channels_last)
 
-    def forward_train(self, model: nn.Module, xb: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def forward_train(self, fn: Callable[[torch.Tensor], torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
         """``fn(xb)`` in training: channels-last input, bfloat16 autocast when ``precision``
         asks for it (``auto``: where the hardware computes bfloat16 natively), a float32 result."""
         xb = xb.contiguous(memory_format=torch.channels_last)
@@ -290,8 +290,9 @@ class CountingTask(ImageTaskOptions):
     (AdamW, warm-up + cosine), ``width`` (channels of the first layer), ``resolution``
     (``[H, W]`` the net sees; ``None`` = the training batch's own), ``device``,
     ``precision`` (``auto``: bfloat16 autocast in training where the CPU or GPU computes
-    it natively, else float32; ``bf16``; ``fp32``), ``density_weight`` (weight of the auxiliary loss on the density map, used when the
-    training batch has ``instances`` that are exactly the counted cars; 0 turns it off).
+    it natively, else float32; ``bf16``; ``fp32``), ``density_weight`` (weight of the
+    auxiliary loss on the density map, used when the training batch has ``instances``
+    that are exactly the counted cars; 0 turns it off).
     """
 
     name: ClassVar[str] = "counting"
@@ -383,7 +384,7 @@ class CountingTask(ImageTaskOptions):
                 xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
                 if db is not None:
                     db = torch.where(flip[:, None, None], db.flip(-1), db)
-            density = self.forward_train(model, xb, model.density)
+            density = self.forward_train(model.density, xb)
             pred = density.sum(dim=(2, 3))
             if fold:
                 pred = fold_columns(pred, names, batch.count_names)

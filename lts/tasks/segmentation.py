@@ -165,7 +165,7 @@ class SegmentationTask(ImageTaskOptions):
                 yb = torch.where(flip[:, None, None], yb.flip(-1), yb)
             if not bool((yb != UNLABELED).any()):
                 continue  # an all-unlabeled minibatch has no loss (cross-entropy would give NaN)
-            loss = F.cross_entropy(self.forward_train(model, xb, model), yb, weight=weight, ignore_index=UNLABELED)
+            loss = F.cross_entropy(self.forward_train(model, xb), yb, weight=weight, ignore_index=UNLABELED)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -228,7 +228,7 @@ def test_forward_train_runs_the_net_in_the_asked_precision(precision, inner) -> 
     task = CountingTask(precision=precision)
     conv = torch.nn.Conv2d(3, 4, 3, padding=1)
     seen = []
-    out = task.forward_train(conv, torch.rand(2, 3, 8, 8), lambda x: seen.append(conv(x).dtype) or conv(x))
+    out = task.forward_train(lambda x: seen.append(conv(x).dtype) or conv(x), torch.rand(2, 3, 8, 8))
     assert seen == [inner]
     assert out.dtype == torch.float32  # losses are computed in float32 either way
 
