@@ -27,7 +27,9 @@ import yaml
 
 import simulators
 from lts import tasks
+from lts.config import PolicyConfig
 from lts.evaluation import EvalSpec, Evaluator
+from lts.report import tv_distance
 from lts.targets import load_target
 from policies import Policy, moving_average, reinforce_update
 
@@ -76,22 +78,26 @@ def simulate(runs: int, iterations: int) -> None:
         return float(((vec(p, name) - vec(star, name)) ** 2).sum())
 
     def tv(p: dict, name: str) -> float:
-        return 0.5 * float(np.abs(vec(p, name) - vec(star, name)).sum())
+        return tv_distance(list(vec(p, name)), list(vec(star, name)))
 
     weight = {n: e / sq(uniform, n) for n, e in (("car_type", 0.12), ("weather", 0.02), ("intersection", 0.006))}
+    pc = PolicyConfig()  # the defaults `lts.optimize` runs with
     ratios = []
     for seed in range(runs):
         rng = np.random.default_rng(seed)
-        policy = Policy(space)
-        opt = torch.optim.Adam(policy.param_groups(0.05, 0.15))
+        policy = Policy(space, init_std=pc.init_std, init_logit_std=pc.init_logit_std, min_std=pc.min_std)
+        opt = torch.optim.Adam(policy.param_groups(pc.lr, pc.logit_lr))
         baseline = None
         for it in range(iterations):
             draws = policy.sample(4, torch.Generator().manual_seed(seed * 1000 + it))
             offset = rng.normal(0, 0.015)
             r = [-sum(w * sq(p, n) for n, w in weight.items()) + offset + rng.normal(0, 0.015) for p in draws.params]
             rewards = torch.tensor(r, dtype=torch.float64)
-            reinforce_update(policy, opt, draws, rewards, float(rewards.mean()) if baseline is None else baseline)
-            baseline = moving_average(baseline, rewards, 0.7)
+            b = float(rewards.mean()) if baseline is None else baseline
+            reinforce_update(
+                policy, opt, draws, rewards, b, entropy_coef=pc.entropy_coef, max_grad_norm=pc.max_grad_norm or None
+            )
+            baseline = moving_average(baseline, rewards, pc.baseline_decay)
         mean = policy.mean()
         ratios.append([tv(mean, n) / tv(uniform, n) for n in GROUPS])
     halved = (np.array(ratios) <= 0.5).mean(0)

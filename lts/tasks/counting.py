@@ -261,8 +261,7 @@ class ImageTaskOptions:
     ) -> None:
         check_options(steps, batch_size, lr, width, resolution)
         self.device = resolve_device(device)
-        self.precision = str(precision)
-        self.amp_dtype = resolve_precision(self.precision, self.device)
+        self.amp_dtype = resolve_precision(str(precision), self.device)
         self.steps = int(steps)
         self.batch_size = int(batch_size)
         self.lr = float(lr)

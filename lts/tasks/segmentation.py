@@ -91,8 +91,9 @@ class SegmentationTask(ImageTaskOptions):
     (AdamW, warm-up + cosine), ``width`` (channels of the first stage), ``resolution``
     (``[H, W]`` the net sees; ``None`` = the training batch's own), ``device``,
     ``precision`` (``auto``: bfloat16 autocast in training where the hardware computes it
-    natively, else float32; ``bf16``; ``fp32``), ``class_weight_power`` (cross-entropy weights ∝ class frequency^-power in the training
-    batch; 0.5 raised procedural mIoU from 0.35 to 0.41 at 150 steps; 0 = unweighted).
+    natively, else float32; ``bf16``; ``fp32``), ``class_weight_power`` (cross-entropy
+    weights ∝ class frequency^-power in the training batch; 0.5 raised procedural mIoU
+    from 0.35 to 0.41 at 150 steps; 0 = unweighted).
     """
 
     name: ClassVar[str] = "segmentation"
