@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from policies import DESIGNS
 from simulators.errors import UserError, did_you_mean
 from simulators.space import read_yaml as read_yaml_file
 
@@ -34,6 +35,11 @@ class PolicyConfig:
     init_std: float = _f(0.25, "initial std of continuous elements, as a fraction of their range")
     init_logit_std: float = _f(0.5, "initial std of the proportions' logits")
     min_std: float = _f(0.02, "smallest std the policy may shrink to (range fraction / logits)")
+    sampling: str = _f(
+        "orthogonal",
+        "how the K draws of an iteration are laid out: orthogonal (sign-balanced blocks, so one element's effect "
+        "on the reward does not blur another's gradient) or independent",
+    )
     entropy_coef: float = _f(0.0, "entropy bonus β added to the REINFORCE objective")
     baseline_decay: float = _f(0.7, "moving-average baseline: b ← decay·b + (1−decay)·mean(R)")
     max_grad_norm: float = _f(1.0, "gradient clipping of the policy update (0 disables it)")
@@ -88,6 +94,10 @@ class Config:
         need(0.0 <= p.baseline_decay < 1.0, f"policy.baseline_decay must be in [0, 1), got {p.baseline_decay}")
         need(p.lr > 0 and p.logit_lr > 0, "policy.lr and policy.logit_lr must be > 0")
         need(0 < p.min_std <= 1 and p.init_std > 0 and p.init_logit_std > 0, "policy stds must be > 0")
+        need(
+            p.sampling in DESIGNS,
+            f"policy.sampling must be one of {', '.join(DESIGNS)}; got {p.sampling!r}{did_you_mean(p.sampling, DESIGNS)}",
+        )
         return self
 
 

@@ -187,7 +187,7 @@ class Experiment:
         cfg, it = self.config, self.iteration
         assert self.executor is not None
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "policy", it))
-        sample = self.policy.sample(cfg.samples, gen)
+        sample = self.policy.sample(cfg.samples, gen, design=cfg.policy.sampling)
         specs = [
             EvalSpec(
                 index=k,

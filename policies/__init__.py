@@ -3,7 +3,7 @@
 >>> from policies import Policy, reinforce_update
 """
 
-from .distribution import Policy, PolicySample
+from .distribution import DESIGNS, Policy, PolicySample, orthogonal_signs
 from .reinforce import UpdateStats, moving_average, reinforce_update
 
-__all__ = ["Policy", "PolicySample", "reinforce_update", "moving_average", "UpdateStats"]
+__all__ = ["DESIGNS", "Policy", "PolicySample", "orthogonal_signs", "reinforce_update", "moving_average", "UpdateStats"]

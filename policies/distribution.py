@@ -24,9 +24,46 @@ from torch.distributions import Normal
 
 from simulators.space import Categorical, Continuous, Integer, ParamSpace, Proportions
 
-__all__ = ["Policy", "PolicySample"]
+__all__ = ["DESIGNS", "Policy", "PolicySample", "orthogonal_signs"]
 
 _MEAN_DRAWS = 4096  # Monte Carlo draws for the expected ψ of nonlinear elements
+#: How `Policy.sample` lays out the draws of one iteration.
+DESIGNS = ("orthogonal", "independent")
+
+
+def orthogonal_signs(size: int) -> torch.Tensor:
+    """``size × (size − 1)`` columns of ±1 (``size`` a power of two) that each sum to zero
+    and are mutually orthogonal: Sylvester's Hadamard matrix without its first column."""
+    if size < 1 or size & (size - 1):
+        raise ValueError(f"size must be a power of two, got {size}")
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < size:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)])
+    return h[:, 1:]
+
+
+def _blocks(k: int, elements: int) -> list[int]:
+    """``k`` draws as blocks of powers of two, largest first, none larger than needed to
+    give each of ``elements`` a column of its own (k = 6, 5 elements → [4, 2])."""
+    cap = 2
+    while cap - 1 < elements:
+        cap *= 2
+    out = []
+    while k:
+        size = min(1 << (k.bit_length() - 1), cap)
+        out.append(size)
+        k -= size
+    return out
+
+
+def _columns_of(i: int, elements: int, columns: int) -> list[int]:
+    """The sign columns element ``i`` of ``elements`` moves along: its own ones when there
+    are enough (dealt round-robin), else one it shares, in order."""
+    if columns == 0:
+        return []
+    if columns >= elements:
+        return list(range(i, columns, elements))
+    return [i % columns]
 
 
 def _clipped_normal_mean(m: float, s: float) -> float:
@@ -104,12 +141,45 @@ class Policy(nn.Module):
         return el.choices[int(raw)]
 
     @torch.no_grad()
-    def sample(self, k: int, generator: torch.Generator | None = None) -> PolicySample:
-        """Draw ``k`` ψ.  Pass a seeded generator for reproducible draws."""
+    def sample(self, k: int, generator: torch.Generator | None = None, *, design: str = "independent") -> PolicySample:
+        """Draw ``k`` ψ.  Pass a seeded generator for reproducible draws.
+
+        ``design="orthogonal"`` draws the Gaussian elements in sign-balanced blocks
+        (`orthogonal_signs`): within a block every element moves along one random
+        direction, ``loc ± std · ε``, with the signs of different elements following
+        orthogonal columns.  Each draw is still distributed exactly as the policy, so the
+        REINFORCE estimate stays unbiased; but in the average over the block a reward
+        term that depends on one element only, up to second order, cancels from every
+        other element's gradient (and its own even-order terms cancel too).  With a
+        block of ``P`` draws there are ``P − 1`` columns: blocks hold up to the smallest
+        power of two that gives every element a column of its own (8 for five
+        elements); when ``k`` is smaller, elements share columns in space order (with
+        ``k = 4``: the first and fourth element, the second and fifth).  Spare columns
+        are dealt round-robin, an element's directions summed and rescaled.
+        Categorical elements are drawn independently.
+        """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if design not in DESIGNS:
+            raise ValueError(f"design must be one of {', '.join(DESIGNS)}; got {design!r}")
         raw: dict[str, torch.Tensor] = {}
+        if design == "orthogonal":
+            gaussian = [name for name in self.space if name not in self.logits]
+            parts: dict[str, list[torch.Tensor]] = {name: [] for name in gaussian}
+            for size in _blocks(k, len(gaussian)):
+                signs = orthogonal_signs(size)
+                for i, name in enumerate(gaussian):
+                    cols = _columns_of(i, len(gaussian), signs.shape[1])
+                    # one direction per column (a block of one: one plain draw); several are
+                    # summed and rescaled to unit variance
+                    h = signs[:, cols] if cols else torch.ones(size, 1, dtype=torch.float64)
+                    eps = torch.randn((h.shape[1], self.loc[name].numel()), generator=generator, dtype=torch.float64)
+                    parts[name].append(h @ eps / math.sqrt(h.shape[1]))
+            for name in gaussian:
+                raw[name] = self.loc[name] + self.log_std[name].exp() * torch.cat(parts[name])
         for name in self.space:
+            if name in raw:
+                continue
             if name in self.logits:
                 probs = torch.softmax(self.logits[name], -1)
                 raw[name] = torch.multinomial(probs, k, replacement=True, generator=generator).to(torch.float64)

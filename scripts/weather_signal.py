@@ -2,6 +2,7 @@
 for the policy (the figures in the README's "Why weather does not move").
 
     python scripts/weather_signal.py pairs     # real evaluations, about 3 minutes
+    python scripts/weather_signal.py effects   # real evaluations, about 4 minutes
     python scripts/weather_signal.py simulate  # the loop on a model landscape, seconds
 
 ``pairs``: at the policy's starting point (every element uniform), move one element's
@@ -9,10 +10,14 @@ logits by ±0.5 along the direction of ψ*'s (centred, unit length) and train th
 counting net on both, with the same data and training seeds; print the MAE difference
 (away − toward) per seed.
 
+``effects``: train at ψ* and at ψ* with one element's mix set to uniform (the same data
+and training seeds) and print the MAE each element's mix is worth.
+
 ``simulate``: run the real policy and REINFORCE update for N seeds on a model reward
 −Σ a_e‖p_e − p*_e‖² whose full uniform→ψ* effects are the measured ones (car types
-0.12, weather 0.02, junctions 0.006), plus per-iteration and per-draw noise (0.015
-each); print how often each element's TV distance to ψ* halves.
+0.12, weather 0.02, junctions 0.006; ``--effects`` changes them), plus per-iteration
+and per-draw noise (0.015 each); print how often each element's TV distance to ψ*
+halves, with the draws laid out as ``--sampling`` says (default: the loop's default).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from lts.config import PolicyConfig
 from lts.evaluation import EvalSpec, Evaluator
 from lts.report import tv_distance
 from lts.targets import load_target
-from policies import Policy, moving_average, reinforce_update
+from policies import DESIGNS, Policy, moving_average, reinforce_update
 
 TARGET = "configs/targets/default.yaml"
 GROUPS = ("car_type", "weather", "intersection")
@@ -57,15 +62,42 @@ def pairs(seeds: int) -> None:
         for s in range(seeds):
             mae = [
                 evaluate(
-                    EvalSpec(index=0, params=shifted(base, target.params, name, t), n=256, data_seed=1000 + s, train_seed=2000 + s)
+                    EvalSpec(
+                        index=0,
+                        params=shifted(base, target.params, name, t),
+                        n=256,
+                        data_seed=1000 + s,
+                        train_seed=2000 + s,
+                    )
                 ).metrics["mae"]
                 for t in (0.5, -0.5)
             ]
             diffs.append(mae[1] - mae[0])
-        print(f"{name:13s} MAE(away) − MAE(toward): mean {np.mean(diffs):+.4f}, sd {np.std(diffs, ddof=1):.4f} over {seeds} seeds")
+        print(
+            f"{name:13s} MAE(away) − MAE(toward): mean {np.mean(diffs):+.4f}, sd {np.std(diffs, ddof=1):.4f} over {seeds} seeds"
+        )
 
 
-def simulate(runs: int, iterations: int) -> None:
+def effects(seeds: int) -> None:
+    sim = simulators.make("procedural")
+    target = load_target(TARGET, sim, task_name="counting", size=256, run_seed=0)
+    evaluate = Evaluator(sim, tasks.make("counting"), target.batch)
+    uniform = sim.param_space.default()
+
+    def mae(params: dict) -> np.ndarray:
+        specs = [EvalSpec(index=0, params=params, n=256, data_seed=1000 + s, train_seed=2000 + s) for s in range(seeds)]
+        return np.array([evaluate(spec).metrics["mae"] for spec in specs])
+
+    at_star = mae(target.params)
+    print(f"ψ*                     MAE {at_star.mean():.4f}")
+    for name in GROUPS:
+        d = mae({**target.params, name: uniform[name]}) - at_star
+        print(
+            f"ψ*, {name:13s} uniform: MAE {at_star.mean() + d.mean():.4f}, effect {d.mean():+.4f} ± {d.std(ddof=1) / math.sqrt(seeds):.4f} (s.e., {seeds} seeds)"
+        )
+
+
+def simulate(runs: int, iterations: int, sampling: str, effects: tuple[float, float, float]) -> None:
     space = simulators.make("procedural").param_space
     with open(TARGET) as f:
         star = yaml.safe_load(f)["params"]
@@ -80,7 +112,7 @@ def simulate(runs: int, iterations: int) -> None:
     def tv(p: dict, name: str) -> float:
         return tv_distance(list(vec(p, name)), list(vec(star, name)))
 
-    weight = {n: e / sq(uniform, n) for n, e in (("car_type", 0.12), ("weather", 0.02), ("intersection", 0.006))}
+    weight = {n: e / sq(uniform, n) for n, e in zip(GROUPS, effects)}
     pc = PolicyConfig()  # the defaults `lts.optimize` runs with
     ratios = []
     for seed in range(runs):
@@ -89,7 +121,7 @@ def simulate(runs: int, iterations: int) -> None:
         opt = torch.optim.Adam(policy.param_groups(pc.lr, pc.logit_lr))
         baseline = None
         for it in range(iterations):
-            draws = policy.sample(4, torch.Generator().manual_seed(seed * 1000 + it))
+            draws = policy.sample(4, torch.Generator().manual_seed(seed * 1000 + it), design=sampling)
             offset = rng.normal(0, 0.015)
             r = [-sum(w * sq(p, n) for n, w in weight.items()) + offset + rng.normal(0, 0.015) for p in draws.params]
             rewards = torch.tensor(r, dtype=torch.float64)
@@ -101,17 +133,34 @@ def simulate(runs: int, iterations: int) -> None:
         mean = policy.mean()
         ratios.append([tv(mean, n) / tv(uniform, n) for n in GROUPS])
     halved = (np.array(ratios) <= 0.5).mean(0)
-    print(f"{iterations} iterations, {runs} runs: TV halved in " + ", ".join(f"{n} {h:.0%}" for n, h in zip(GROUPS, halved)))
+    print(
+        f"{sampling} draws, {iterations} iterations, {runs} runs: TV halved in "
+        + ", ".join(f"{n} {h:.0%}" for n, h in zip(GROUPS, halved))
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", choices=("pairs", "simulate"))
-    ap.add_argument("--seeds", type=int, default=4, help="pairs: seeds per element")
+    ap.add_argument("mode", choices=("pairs", "effects", "simulate"))
+    ap.add_argument("--seeds", type=int, default=4, help="pairs, effects: seeds per measurement")
     ap.add_argument("--runs", type=int, default=400, help="simulate: simulated runs")
-    ap.add_argument("--iterations", type=int, default=12, help="simulate: policy iterations per run")
+    ap.add_argument("--iterations", type=int, default=16, help="simulate: policy iterations per run")
+    ap.add_argument(
+        "--sampling", choices=DESIGNS, default=PolicyConfig().sampling, help="simulate: how draws are laid out"
+    )
+    ap.add_argument(
+        "--effects",
+        type=float,
+        nargs=3,
+        default=(0.12, 0.02, 0.006),
+        metavar=("CAR", "WEATHER", "JUNCTION"),
+        help="simulate: MAE gained by moving each element from uniform to ψ* (default: the measured ones)",
+    )
     a = ap.parse_args()
-    pairs(a.seeds) if a.mode == "pairs" else simulate(a.runs, a.iterations)
+    if a.mode == "simulate":
+        simulate(a.runs, a.iterations, a.sampling, tuple(a.effects))
+    else:
+        (pairs if a.mode == "pairs" else effects)(a.seeds)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,26 @@ def test_run_directory_follows_the_contract(tmp_path, gmm_target):
     assert sum(policy["params"]["balance"]["mean"]) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("sampling", ["orthogonal", "independent"])
+def test_draws_follow_the_sampling_design(tmp_path, gmm_target, sampling):
+    """Orthogonal draws come in sign-balanced blocks: with K = 4 each continuous element
+    takes two values, each twice, mirrored about the policy mean of that iteration."""
+    out = tmp_path / "run"
+    args = tiny_gmm_args(gmm_target, out, "--samples", "4", "--set", f"policy.sampling={sampling}")
+    assert run(args) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    mean = {"c0_x": 0.0, "std": 1.55}  # the policy's starting point (range centres)
+    for r in rows:
+        for name in mean:
+            values = sorted(p[name] for p in r["params"])
+            if sampling == "independent":
+                assert len(set(values)) == 4
+                continue
+            assert values[0] == values[1] and values[2] == values[3] and values[1] < values[2]
+            if r["iteration"] == 0:
+                assert (values[0] + values[3]) / 2 == pytest.approx(mean[name], abs=1e-9)
+
+
 def test_same_seed_same_policy(tmp_path, gmm_target):
     for name in ("a", "b"):
         assert run(tiny_gmm_args(gmm_target, tmp_path / name, "--seed", "5")) == 0
@@ -120,6 +140,10 @@ def test_interrupt_writes_checkpoint_and_exits_130(tmp_path, gmm_target):
         (["--scenes", "0"], "scenes (M) must be >= 1, got 0"),
         (["--target", "/nonexistent/t.yaml"], "does not exist"),
         (["--iterations", "x"], "invalid int value: 'x'"),
+        (
+            ["--set", "policy.sampling=orthogonl"],
+            "policy.sampling must be one of orthogonal, independent; got 'orthogonl' (did you mean 'orthogonal'?)",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, gmm_target, capsys, extra, message):

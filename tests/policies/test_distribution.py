@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from policies import Policy
+from policies import Policy, orthogonal_signs
 from simulators import Categorical, Continuous, Integer, ParamSpace, Proportions
 
 
@@ -84,3 +84,91 @@ def test_init_starts_at_a_given_psi(space):
     m = pol.mean()
     assert m["x"] == pytest.approx(3.0, abs=1e-6)
     assert m["w"]["p"] == pytest.approx(0.7, abs=0.01)
+
+
+# -- the orthogonal design ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [2, 4, 8, 16])
+def test_orthogonal_signs_are_balanced_and_orthogonal(size):
+    h = orthogonal_signs(size)
+    assert h.shape == (size, size - 1)
+    assert set(h.unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal(h.sum(0), torch.zeros(size - 1, dtype=h.dtype))
+    assert torch.equal(h.T @ h, size * torch.eye(size - 1, dtype=h.dtype))
+    with pytest.raises(ValueError, match="power of two"):
+        orthogonal_signs(6)
+
+
+def _street_like() -> ParamSpace:
+    return ParamSpace(
+        weather=Proportions(("a", "b", "c", "d")),
+        junction=Proportions(("x", "t", "l")),
+        car=Proportions(("s", "h", "u", "v", "k")),
+        cars=Continuous(0.0, 16.0),
+        road=Continuous(20.0, 120.0),
+    )
+
+
+def test_orthogonal_draws_keep_the_policy_distribution():
+    pol = Policy(_street_like(), init_std=0.1, init_logit_std=0.5)
+    with torch.no_grad():
+        pol.loc["car"].copy_(torch.tensor([1.0, 0.5, 0.0, -0.5, -1.0]))
+    s = pol.sample(20000, torch.Generator().manual_seed(3), design="orthogonal")
+    for name in pol.loc:
+        raw = s.raw[name]
+        assert raw.mean(0) == pytest.approx(pol.loc[name].detach(), abs=1e-9)  # each block is balanced
+        assert raw.std(0) == pytest.approx(pol.log_std[name].exp().detach(), rel=0.06)  # 2500+ directions each
+
+
+@pytest.mark.parametrize("k", [4, 8])
+def test_orthogonal_draws_cancel_between_elements(k):
+    pol = Policy(_street_like())
+    s = pol.sample(k, torch.Generator().manual_seed(0), design="orthogonal")
+    d = {n: s.raw[n] - pol.loc[n].detach() for n in pol.loc}
+    # every element is balanced around its mean ...
+    for n in d:
+        assert d[n].sum(0).abs().max() < 1e-12
+    # ... and elements on different columns are orthogonal over the draws (k = 4 has three
+    # columns for five elements: weather shares with cars, junction with road)
+    shared = {("weather", "cars"), ("junction", "road")} if k == 4 else set()
+    names = list(d)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            cross = (d[a].T @ d[b]).abs().max()
+            assert (cross > 1e-3) if (a, b) in shared else (cross < 1e-12), (a, b)
+
+
+def test_orthogonal_design_removes_other_elements_from_the_gradient():
+    """A reward of the car mix alone (linear and quadratic terms) gives the weather's
+    logits exactly zero REINFORCE gradient with the orthogonal design, and a noisy
+    non-zero one with independent draws."""
+    pol = Policy(_street_like())
+
+    def reward(p):
+        return 3.0 * p["car"]["s"] - 5.0 * p["car"]["u"] ** 2
+
+    def weather_grad(design, seed):
+        s = pol.sample(8, torch.Generator().manual_seed(seed), design=design)
+        r = torch.tensor([reward(p) for p in s.params], dtype=torch.float64)
+        pol.zero_grad()
+        (-((r - r.mean()) * pol.log_prob(s)).mean()).backward()
+        return pol.loc["weather"].grad.abs().max().item(), pol.loc["car"].grad.abs().max().item()
+
+    orth = [weather_grad("orthogonal", seed) for seed in range(20)]
+    ind = [weather_grad("independent", seed) for seed in range(20)]
+    assert max(w for w, _ in orth) < 1e-6  # cross terms up to second order cancel: only higher orders remain
+    assert min(c for _, c in orth) > 1e-3  # the car mix still gets its gradient
+    assert np.mean([w for w, _ in ind]) > 0.05
+
+
+def test_design_is_reproducible_and_checked():
+    pol = Policy(_street_like())
+    a = pol.sample(6, torch.Generator().manual_seed(9), design="orthogonal").params
+    b = pol.sample(6, torch.Generator().manual_seed(9), design="orthogonal").params
+    assert a == b and len(a) == 6
+    for k in (1, 3, 5, 7):  # blocks of one are plain draws
+        s = pol.sample(k, torch.Generator().manual_seed(k), design="orthogonal")
+        assert len(s) == k and all(v.shape[0] == k for v in s.raw.values())
+    with pytest.raises(ValueError, match="design must be one of"):
+        pol.sample(4, design="latin")
