@@ -116,6 +116,8 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
                 f"cannot change {', '.join(changed)} when resuming (allowed: {', '.join(sorted(_RESUMABLE))})"
             )
         saved = run_dir.read_config()
+        if isinstance(saved.get("policy"), dict) and "sampling" not in saved["policy"]:
+            saved["policy"]["sampling"] = "independent"  # written before the design existed: keep drawing as it did
         return load_config(None, saved, layer, overrides=overrides), run_dir, True
     config_path = None
     if args.config:

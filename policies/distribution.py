@@ -6,6 +6,10 @@
   multivariate Gaussian policy);
 - categorical: a categorical distribution over the choices.
 
+An iteration's draws are independent, or laid out in sign-balanced orthogonal blocks
+(``sample(k, design="orthogonal")``) so that each element's gradient estimate is not
+blurred by the others' effects on the reward.
+
 The learnable tensors live in one ``nn.Module``; torch distributions are rebuilt
 from them on every call, so there is no hidden state to set first.
 """
@@ -54,16 +58,6 @@ def _blocks(k: int, elements: int) -> list[int]:
         out.append(size)
         k -= size
     return out
-
-
-def _columns_of(i: int, elements: int, columns: int) -> list[int]:
-    """The sign columns element ``i`` of ``elements`` moves along: its own ones when there
-    are enough (dealt round-robin), else one it shares, in order."""
-    if columns == 0:
-        return []
-    if columns >= elements:
-        return list(range(i, columns, elements))
-    return [i % columns]
 
 
 def _clipped_normal_mean(m: float, s: float) -> float:
@@ -144,19 +138,19 @@ class Policy(nn.Module):
     def sample(self, k: int, generator: torch.Generator | None = None, *, design: str = "independent") -> PolicySample:
         """Draw ``k`` ψ.  Pass a seeded generator for reproducible draws.
 
-        ``design="orthogonal"`` draws the Gaussian elements in sign-balanced blocks
-        (`orthogonal_signs`): within a block every element moves along one random
-        direction, ``loc ± std · ε``, with the signs of different elements following
-        orthogonal columns.  Each draw is still distributed exactly as the policy, so the
-        REINFORCE estimate stays unbiased; but in the average over the block a reward
-        term that depends on one element only, up to second order, cancels from every
-        other element's gradient (and its own even-order terms cancel too).  With a
-        block of ``P`` draws there are ``P − 1`` columns: blocks hold up to the smallest
-        power of two that gives every element a column of its own (8 for five
-        elements); when ``k`` is smaller, elements share columns in space order (with
-        ``k = 4``: the first and fourth element, the second and fifth).  Spare columns
-        are dealt round-robin, an element's directions summed and rescaled.
-        Categorical elements are drawn independently.
+        ``design="orthogonal"`` draws the Gaussian elements in sign-balanced blocks: in a
+        block of ``P`` draws (a power of two, `orthogonal_signs`) each of the first
+        ``P − 1`` elements moves along one random direction, ``loc ± std · ε``, its signs
+        following a column of its own.  Each draw is still distributed exactly as the
+        policy, so the REINFORCE estimate stays unbiased; but in the average over a block
+        any reward term that depends on one such element alone cancels from every other
+        element's gradient.  (A term in two elements together can reach the element
+        whose column is the product of theirs.)  Blocks hold up to the smallest power of
+        two that gives every Gaussian element a column (8 for five to seven elements);
+        with fewer draws the elements in space order past ``P − 1`` are drawn
+        independently, as are categorical elements.  A block's draws share ``|ε|``, so
+        the log-std gradient sees one value per block; a draw dropped from the update
+        (a failed evaluation) unbalances its block.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -169,12 +163,12 @@ class Policy(nn.Module):
             for size in _blocks(k, len(gaussian)):
                 signs = orthogonal_signs(size)
                 for i, name in enumerate(gaussian):
-                    cols = _columns_of(i, len(gaussian), signs.shape[1])
-                    # one direction per column (a block of one: one plain draw); several are
-                    # summed and rescaled to unit variance
-                    h = signs[:, cols] if cols else torch.ones(size, 1, dtype=torch.float64)
-                    eps = torch.randn((h.shape[1], self.loc[name].numel()), generator=generator, dtype=torch.float64)
-                    parts[name].append(h @ eps / math.sqrt(h.shape[1]))
+                    dim = self.loc[name].numel()
+                    if i < signs.shape[1]:  # its own column: one direction, mirrored
+                        eps = torch.randn((1, dim), generator=generator, dtype=torch.float64)
+                        parts[name].append(signs[:, i : i + 1] * eps)
+                    else:  # no column left: plain draws
+                        parts[name].append(torch.randn((size, dim), generator=generator, dtype=torch.float64))
             for name in gaussian:
                 raw[name] = self.loc[name] + self.log_std[name].exp() * torch.cat(parts[name])
         for name in self.space:

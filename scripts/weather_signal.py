@@ -1,8 +1,9 @@
 """How strongly the counting reward points toward ψ*, per element, and what that means
-for the policy (the figures in the README's "Why weather does not move").
+for the policy (the figures in the README's "How the draws are laid out" and "Why weather
+still barely moves").
 
     python scripts/weather_signal.py pairs     # real evaluations, about 3 minutes
-    python scripts/weather_signal.py effects   # real evaluations, about 4 minutes
+    python scripts/weather_signal.py effects   # real evaluations, about 2 minutes
     python scripts/weather_signal.py simulate  # the loop on a model landscape, seconds
 
 ``pairs``: at the policy's starting point (every element uniform), move one element's

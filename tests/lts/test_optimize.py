@@ -45,22 +45,34 @@ def test_run_directory_follows_the_contract(tmp_path, gmm_target):
 
 @pytest.mark.parametrize("sampling", ["orthogonal", "independent"])
 def test_draws_follow_the_sampling_design(tmp_path, gmm_target, sampling):
-    """Orthogonal draws come in sign-balanced blocks: with K = 4 each continuous element
-    takes two values, each twice, mirrored about the policy mean of that iteration."""
+    """Orthogonal draws come in sign-balanced blocks: with K = 4 the first three elements
+    (c0_x, c0_y, c1_x) each take two values, each twice, mirrored about the policy mean of
+    that iteration; the later ones (c1_y, std, balance) are drawn independently."""
     out = tmp_path / "run"
     args = tiny_gmm_args(gmm_target, out, "--samples", "4", "--set", f"policy.sampling={sampling}")
     assert run(args) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    mean = {"c0_x": 0.0, "std": 1.55}  # the policy's starting point (range centres)
     for r in rows:
-        for name in mean:
+        for name in ("c0_x", "c1_y"):
             values = sorted(p[name] for p in r["params"])
-            if sampling == "independent":
+            if sampling == "independent" or name == "c1_y":
                 assert len(set(values)) == 4
                 continue
             assert values[0] == values[1] and values[2] == values[3] and values[1] < values[2]
             if r["iteration"] == 0:
-                assert (values[0] + values[3]) / 2 == pytest.approx(mean[name], abs=1e-9)
+                assert (values[0] + values[3]) / 2 == pytest.approx(0.0, abs=1e-9)  # the range's centre
+
+
+def test_runs_written_before_the_design_resume_with_independent_draws(tmp_path, gmm_target):
+    out = tmp_path / "run"
+    args = tiny_gmm_args(gmm_target, out)
+    args[args.index("--iterations") + 1] = "1"
+    assert run(args) == 0
+    config = (out / "config.yaml").read_text()
+    assert "sampling: orthogonal" in config
+    (out / "config.yaml").write_text(config.replace("  sampling: orthogonal\n", ""))
+    assert run(["--resume", str(out), "--iterations", "2", "--quiet"]) == 0
+    assert "sampling: independent" in (out / "config.yaml").read_text()
 
 
 def test_same_seed_same_policy(tmp_path, gmm_target):
