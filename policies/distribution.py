@@ -156,33 +156,35 @@ class Policy(nn.Module):
             raise ValueError(f"k must be >= 1, got {k}")
         if design not in DESIGNS:
             raise ValueError(f"design must be one of {', '.join(DESIGNS)}; got {design!r}")
+        noise = self._orthogonal_noise(k, generator) if design == "orthogonal" else {}
         raw: dict[str, torch.Tensor] = {}
-        if design == "orthogonal":
-            gaussian = [name for name in self.space if name not in self.logits]
-            parts: dict[str, list[torch.Tensor]] = {name: [] for name in gaussian}
-            for size in _blocks(k, len(gaussian)):
-                signs = orthogonal_signs(size)
-                for i, name in enumerate(gaussian):
-                    dim = self.loc[name].numel()
-                    if i < signs.shape[1]:  # its own column: one direction, mirrored
-                        eps = torch.randn((1, dim), generator=generator, dtype=torch.float64)
-                        parts[name].append(signs[:, i : i + 1] * eps)
-                    else:  # no column left: plain draws
-                        parts[name].append(torch.randn((size, dim), generator=generator, dtype=torch.float64))
-            for name in gaussian:
-                raw[name] = self.loc[name] + self.log_std[name].exp() * torch.cat(parts[name])
         for name in self.space:
-            if name in raw:
-                continue
             if name in self.logits:
                 probs = torch.softmax(self.logits[name], -1)
                 raw[name] = torch.multinomial(probs, k, replacement=True, generator=generator).to(torch.float64)
             else:
                 loc, std = self.loc[name], self.log_std[name].exp()
-                eps = torch.randn((k, loc.numel()), generator=generator, dtype=torch.float64)
+                eps = noise.get(name)
+                if eps is None:
+                    eps = torch.randn((k, loc.numel()), generator=generator, dtype=torch.float64)
                 raw[name] = loc + std * eps
         params = [{name: self._to_value(name, raw[name][i]) for name in self.space} for i in range(k)]
         return PolicySample(raw=raw, params=params)
+
+    def _orthogonal_noise(self, k: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """Standard-normal noise (k × dim) of the Gaussian elements in sign-balanced blocks."""
+        gaussian = [name for name in self.space if name not in self.logits]
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in gaussian}
+        for size in _blocks(k, len(gaussian)):
+            signs = orthogonal_signs(size)
+            for i, name in enumerate(gaussian):
+                dim = self.loc[name].numel()
+                if i < signs.shape[1]:  # its own column: one direction, mirrored
+                    eps = torch.randn((1, dim), generator=generator, dtype=torch.float64)
+                    parts[name].append(signs[:, i : i + 1] * eps)
+                else:  # no column left: plain draws
+                    parts[name].append(torch.randn((size, dim), generator=generator, dtype=torch.float64))
+        return {name: torch.cat(p) for name, p in parts.items()}
 
     def log_prob(self, sample: PolicySample | Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Log-density of each draw (one value per draw), differentiable in the parameters."""

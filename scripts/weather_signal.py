@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -53,46 +54,35 @@ def shifted(base: dict, star: dict, name: str, t: float) -> dict:
     return out
 
 
-def pairs(seeds: int) -> None:
+def counting_mae(seeds: int) -> tuple[dict, dict, Callable[[dict], np.ndarray]]:
+    """ψ*, the uniform starting point, and ``mae(ψ)``: the default counting net's target MAE
+    after training on ψ, one value per seed (data and training seeds shared across ψ)."""
     sim = simulators.make("procedural")
     target = load_target(TARGET, sim, task_name="counting", size=256, run_seed=0)
     evaluate = Evaluator(sim, tasks.make("counting"), target.batch)
-    base = sim.param_space.default()
+
+    def mae(params: dict) -> np.ndarray:
+        specs = [EvalSpec(index=0, params=params, n=256, data_seed=1000 + s, train_seed=2000 + s) for s in range(seeds)]
+        return np.array([evaluate(spec).metrics["mae"] for spec in specs])
+
+    return target.params, sim.param_space.default(), mae
+
+
+def pairs(seeds: int) -> None:
+    star, base, mae = counting_mae(seeds)
     for name in GROUPS:
-        diffs = []
-        for s in range(seeds):
-            mae = [
-                evaluate(
-                    EvalSpec(
-                        index=0,
-                        params=shifted(base, target.params, name, t),
-                        n=256,
-                        data_seed=1000 + s,
-                        train_seed=2000 + s,
-                    )
-                ).metrics["mae"]
-                for t in (0.5, -0.5)
-            ]
-            diffs.append(mae[1] - mae[0])
+        diffs = mae(shifted(base, star, name, -0.5)) - mae(shifted(base, star, name, 0.5))
         print(
             f"{name:13s} MAE(away) − MAE(toward): mean {np.mean(diffs):+.4f}, sd {np.std(diffs, ddof=1):.4f} over {seeds} seeds"
         )
 
 
 def effects(seeds: int) -> None:
-    sim = simulators.make("procedural")
-    target = load_target(TARGET, sim, task_name="counting", size=256, run_seed=0)
-    evaluate = Evaluator(sim, tasks.make("counting"), target.batch)
-    uniform = sim.param_space.default()
-
-    def mae(params: dict) -> np.ndarray:
-        specs = [EvalSpec(index=0, params=params, n=256, data_seed=1000 + s, train_seed=2000 + s) for s in range(seeds)]
-        return np.array([evaluate(spec).metrics["mae"] for spec in specs])
-
-    at_star = mae(target.params)
+    star, uniform, mae = counting_mae(seeds)
+    at_star = mae(star)
     print(f"ψ*                     MAE {at_star.mean():.4f}")
     for name in GROUPS:
-        d = mae({**target.params, name: uniform[name]}) - at_star
+        d = mae({**star, name: uniform[name]}) - at_star
         print(
             f"ψ*, {name:13s} uniform: MAE {at_star.mean() + d.mean():.4f}, effect {d.mean():+.4f} ± {d.std(ddof=1) / math.sqrt(seeds):.4f} (s.e., {seeds} seeds)"
         )
