@@ -63,6 +63,11 @@ class Config:
         "torch CPU threads of the in-process evaluations (0: torch's default, one per core; on a "
         "machine busy with other jobs use 1: oversubscribed threads run the small nets 10x slower)",
     )
+    parallel: int = _f(
+        0,
+        "in-process evaluations run at once, each in a thread with one torch thread (0: one per CPU core, at "
+        "most K; 1: one after another, with `threads` torch threads); results differ slightly between 1 and more",
+    )
     workers: int = _f(0, "Ray workers for the K evaluations (0: in-process)")
     ray_address: str | None = _f(None, "address of an existing Ray cluster to join (e.g. auto)")
     refiner: str | None = _f(None, "GAN refiner checkpoint applied to every rendered batch")
@@ -85,6 +90,7 @@ class Config:
         need(self.target_size >= 1, f"target_size must be >= 1, got {self.target_size}")
         need(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
         need(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
+        need(self.parallel >= 0, f"parallel must be >= 0, got {self.parallel}")
         need(self.final_repeats >= 0, f"final_repeats must be >= 0, got {self.final_repeats}")
         need(
             self.device in ("cpu", "cuda") or self.device.startswith("cuda:"),

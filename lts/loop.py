@@ -28,7 +28,16 @@ import simulators
 from policies import Policy, PolicySample, moving_average, reinforce_update
 
 from .config import Config, config_to_dict
-from .evaluation import EvalContext, EvalResult, EvalSpec, Executor, InProcessExecutor, random_params
+from .evaluation import (
+    EvalContext,
+    EvalResult,
+    EvalSpec,
+    Executor,
+    InProcessExecutor,
+    ThreadedExecutor,
+    available_cores,
+    random_params,
+)
 from .rundir import CHECKPOINT, POLICY, SUMMARY, RunDir
 from .seeding import derive_seed
 from .targets import Target, load_target
@@ -53,7 +62,8 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def make_executor(config: Config, context: EvalContext, sim: simulators.Simulator, run_dir: RunDir | None) -> Executor:
-    """In-process unless ``workers`` or ``ray_address`` asks for Ray."""
+    """Ray when ``workers`` or ``ray_address`` asks for it; else in this process, side by
+    side in ``parallel`` threads (0: one per core, at most K) or one after another."""
     if config.workers > 0 or config.ray_address:
         from .ray_exec import RayExecutor
 
@@ -64,6 +74,11 @@ def make_executor(config: Config, context: EvalContext, sim: simulators.Simulato
             address=config.ray_address,
             temp_dir=None if run_dir is None else str(run_dir.path.resolve()),
         )
+    cores = available_cores()
+    parallel = config.parallel or min(config.samples, cores)
+    if parallel > 1:  # the cores (or `threads`) shared out between the evaluations
+        each = max(1, (config.threads or cores) // parallel)
+        return ThreadedExecutor(context.build(sim=sim), parallel, torch_threads=each)
     return InProcessExecutor(context.build(sim=sim))
 
 

@@ -23,7 +23,7 @@ from .rundir import RunDir
 __all__ = ["main", "build_parser"]
 
 # Flags that may change when resuming; anything else would break the seeded run.
-_RESUMABLE = {"iterations", "workers", "ray_address", "final_repeats", "tensorboard", "device", "threads"}
+_RESUMABLE = {"iterations", "parallel", "workers", "ray_address", "final_repeats", "tensorboard", "device", "threads"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,12 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     a("--scenes", type=int, metavar="M", help="scenes rendered per ψ")
     a("--seed", type=int, metavar="S", help="run seed (same seed, same run)")
     a("--out", metavar="DIR", help="run directory to create (default: a new one under runs/)")
+    a(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="evaluations run at once in this process, in threads (default 0 = one per CPU core, at most K)",
+    )
     a("--workers", type=int, metavar="N", help="run the K evaluations on N local Ray workers")
     a("--ray-address", metavar="ADDR", help="join an existing Ray cluster (e.g. auto)")
     a("--refiner", metavar="CKPT", help="GAN refiner checkpoint applied to every rendered batch")
     a("--resume", metavar="RUN_DIR", help="continue a run from its last completed iteration")
     a("--device", choices=["cpu", "cuda"], help="device for rendering and training")
-    a("--threads", type=int, metavar="N", help="torch CPU threads (default 0 = torch's default, one per core; 1 on a busy machine)")
+    a(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads, shared out between parallel evaluations (default 0 = one per core; 1 on a busy machine)",
+    )
     a("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (YAML value), repeatable")
     a("--warm-start", action="store_true", default=None, help="warm-start each training from the last best model")
     a("--tensorboard", action="store_true", default=None, help="write TensorBoard logs under RUN_DIR/tensorboard")
@@ -75,6 +86,8 @@ def _flags_to_layer(args: argparse.Namespace) -> dict[str, Any]:
         "samples",
         "scenes",
         "seed",
+        "threads",
+        "parallel",
         "workers",
         "ray_address",
         "refiner",
@@ -92,7 +105,9 @@ def _flags_to_layer(args: argparse.Namespace) -> dict[str, Any]:
         try:
             ports = [int(x) for x in str(args.carla_port).split(",") if x.strip()]
         except ValueError:
-            raise UserError(f"--carla-port {args.carla_port!r}: expected a port number or a comma-separated list") from None
+            raise UserError(
+                f"--carla-port {args.carla_port!r}: expected a port number or a comma-separated list"
+            ) from None
         carla["port"] = ports[0] if len(ports) == 1 else ports
     if args.carla_timeout is not None:
         carla["timeout"] = args.carla_timeout

@@ -15,6 +15,8 @@ from torch import nn
 from simulators import Batch
 from simulators.errors import UserError
 
+from .counting import build_seeded
+
 __all__ = ["ClassifyTask"]
 
 
@@ -61,15 +63,16 @@ class ClassifyTask:
         self._check(target, "target")
 
     def _net(self, dim: int, classes: int, seed: int) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return nn.Sequential(
+        return build_seeded(
+            lambda: nn.Sequential(
                 nn.Linear(dim, self.hidden),
                 nn.Tanh(),
                 nn.Linear(self.hidden, self.hidden),
                 nn.Tanh(),
                 nn.Linear(self.hidden, classes),
-            ).to(self.device)
+            ),
+            seed,
+        ).to(self.device)
 
     def fit(self, batch: Batch, *, seed: int, init: dict[str, Any] | None = None) -> nn.Module:
         self._check(batch, "training batch")

@@ -23,6 +23,7 @@ training type is summed into the target column of the same name, or into ``car``
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -77,9 +78,14 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16
 
 
+_GLOBAL_RNG = threading.Lock()
+
+
 def build_seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
-    """Build a module with its initial weights drawn from ``seed`` (global RNG left untouched)."""
-    with torch.random.fork_rng(devices=[]):
+    """Build a module with its initial weights drawn from ``seed`` (global RNG left
+    untouched).  Module initialisers draw from torch's global generator, so builds in
+    evaluations running side by side (threads) take turns."""
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return factory()
 
@@ -278,7 +284,9 @@ class ImageTaskOptions:
         """``fn(xb)`` in training: channels-last input, bfloat16 autocast when ``precision``
         asks for it (``auto``: where the hardware computes bfloat16 natively), a float32 result."""
         xb = xb.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
             return fn(xb).float()
 
 
