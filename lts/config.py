@@ -53,7 +53,7 @@ class Config:
     task_options: dict = _f({}, "keyword options for the task (training budget, lr, …)")
     target: str = _f("configs/targets/default.yaml", "target parameter file (YAML) or a labelled image directory")
     target_size: int = _f(256, "validation samples rendered from ψ* when the target is a parameter file")
-    iterations: int = _f(16, "policy iterations")
+    iterations: int = _f(20, "policy iterations")
     samples: int = _f(4, "K: parameter vectors ψ drawn per iteration")
     scenes: int = _f(256, "M: scenes (samples) rendered per ψ")
     seed: int = _f(0, "run seed; every other seed is derived from it")
