@@ -34,7 +34,7 @@ import yaml
 
 import simulators
 from lts import tasks
-from lts.config import PolicyConfig
+from lts.config import Config, PolicyConfig
 from lts.evaluation import EvalSpec, Evaluator
 from lts.report import tv_distance
 from lts.targets import load_target
@@ -135,7 +135,12 @@ def main() -> None:
     ap.add_argument("mode", choices=("pairs", "effects", "simulate"))
     ap.add_argument("--seeds", type=int, default=4, help="pairs, effects: seeds per measurement")
     ap.add_argument("--runs", type=int, default=400, help="simulate: simulated runs")
-    ap.add_argument("--iterations", type=int, default=16, help="simulate: policy iterations per run")
+    ap.add_argument(
+        "--iterations",
+        type=int,
+        default=Config().iterations,
+        help="simulate: policy iterations per run (default: the loop's)",
+    )
     ap.add_argument(
         "--sampling", choices=DESIGNS, default=PolicyConfig().sampling, help="simulate: how draws are laid out"
     )
