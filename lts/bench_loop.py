@@ -2,8 +2,9 @@
 
 Runs a few iterations of an experiment in a temporary run directory and prints the
 wall-clock time of an iteration and its work split into render / refine / train / score /
-update.  The stage times are summed over the K evaluations, so with Ray workers
-(``--set workers=2``), whose evaluations overlap, they add up to more than the wall-clock.
+update.  The stage times are summed over the K evaluations, so when evaluations overlap
+(side by side in threads, the default on a multi-core machine, or on Ray workers with
+``--set workers=2``) they add up to more than the wall-clock.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from .cli import parse_set, set_threads
 from .config import load_config, resolve_path
+from .evaluation import available_cores
 
 __all__ = ["loop_arguments", "bench_loop"]
 
@@ -55,12 +57,15 @@ def bench_loop(args: argparse.Namespace) -> int:
     per = {s: sum(r["timing_s"][s] for r in steady) / n for s in stages}
     total = sum(per.values())
     wall = (ends[-1] - ends[0]) / n if len(ends) >= 2 else ends[0] - begin
-    which = f"iterations 2–{len(rows)}" if len(rows) >= 2 else "1 iteration"
+    which = {1: "iteration 1", 2: "iteration 2"}.get(len(rows), f"mean of iterations 2–{len(rows)}")
     parallel = f" on {cfg.workers} Ray workers" if cfg.workers > 0 or cfg.ray_address else ""
+    at_once = cfg.parallel or min(cfg.samples, cfg.threads or available_cores())
+    if not parallel and at_once > 1:
+        parallel = f", {at_once} at a time"
     print(f"experiment: sim={cfg.sim} task={cfg.task} K={cfg.samples} M={cfg.scenes} device={cfg.device}")
     print(f"set-up (simulator, target of {cfg.target_size} frames): {setup:.2f} s")
     print(f"first iteration (with start-up): {ends[0] - begin:.2f} s")
-    print(f"one iteration (mean of {which}): {wall:.2f} s wall-clock for {cfg.samples} evaluations{parallel}")
+    print(f"one iteration ({which}): {wall:.2f} s wall-clock for {cfg.samples} evaluations{parallel}")
     print(f"work per iteration, summed over its evaluations: {total:.2f} s")
     for s in stages:
         share = 100 * per[s] / total if total else 0.0

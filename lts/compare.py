@@ -48,7 +48,7 @@ from simulators.errors import UserError
 
 from .cli import ArgumentParser, parse_set, progress_bar, run_cli, set_threads
 from .config import Config, config_to_dict, load_config, resolve_path
-from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, InProcessExecutor
+from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, local_executor
 from .seeding import derive_seed
 from .tune_space import coords_to_params, tune_search_space
 
@@ -156,13 +156,15 @@ def _best_params(run: MethodRun) -> dict[str, Any] | None:
 
 
 @contextmanager
-def _executor(context: EvalContext, workers: int, address: str | None) -> Iterator[Executor]:
+def _executor(context: EvalContext, workers: int, address: str | None, cfg: Config) -> Iterator[Executor]:
+    """Ray, or in this process by the same rule as the LTS arm's (`local_executor`), so
+    that every method's ψ is trained with the same torch thread count."""
     if workers > 0 or address:
         from .ray_exec import RayExecutor
 
         ex: Executor = RayExecutor(context, workers=max(workers, 1), address=address)
     else:
-        ex = InProcessExecutor(context.build())
+        ex = local_executor(context.build(), parallel=cfg.parallel, threads=cfg.threads, samples=cfg.samples)
     try:
         yield ex
     finally:
@@ -513,7 +515,7 @@ def run_comparison(
                     run = _run_tune(m, context, space, cfg, int(seed), used, max(workers, 1), progress)
                     runs[m].append(run)
                     pending.append(run)
-            with _executor(context, workers, ray_address) as ex:
+            with _executor(context, workers, ray_address, cfg) as ex:
                 if "random" in methods:
                     run = _run_random(ex, space, cfg, int(seed), used, progress)
                     runs["random"].append(run)

@@ -60,13 +60,14 @@ class Config:
     device: str = _f("cpu", "device for rendering and training: cpu or cuda")
     threads: int = _f(
         0,
-        "torch CPU threads of the in-process evaluations (0: torch's default, one per core; on a "
-        "machine busy with other jobs use 1: oversubscribed threads run the small nets 10x slower)",
+        "torch CPU threads the in-process evaluations share (0: one per core); with `parallel` 0 it also caps how "
+        "many run at once, so 1 runs everything on one core (use it on a machine busy with other jobs)",
     )
     parallel: int = _f(
         0,
-        "in-process evaluations run at once, each in a thread with one torch thread (0: one per CPU core, at "
-        "most K; 1: one after another, with `threads` torch threads); results differ slightly between 1 and more",
+        "in-process evaluations run at once, each in a thread of its own with threads/parallel torch threads "
+        "(0: one per core or per `threads`, at most K; 1: one after another); unused with Ray workers. The "
+        "numbers depend slightly on the torch threads per evaluation",
     )
     workers: int = _f(0, "Ray workers for the K evaluations (0: in-process)")
     ray_address: str | None = _f(None, "address of an existing Ray cluster to join (e.g. auto)")

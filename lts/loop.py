@@ -33,9 +33,7 @@ from .evaluation import (
     EvalResult,
     EvalSpec,
     Executor,
-    InProcessExecutor,
-    ThreadedExecutor,
-    available_cores,
+    local_executor,
     random_params,
 )
 from .rundir import CHECKPOINT, POLICY, SUMMARY, RunDir
@@ -62,8 +60,8 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def make_executor(config: Config, context: EvalContext, sim: simulators.Simulator, run_dir: RunDir | None) -> Executor:
-    """Ray when ``workers`` or ``ray_address`` asks for it; else in this process, side by
-    side in ``parallel`` threads (0: one per core, at most K) or one after another."""
+    """Ray when ``workers`` or ``ray_address`` asks for it (``parallel`` is then unused);
+    else in this process, side by side in threads or one after another (`local_executor`)."""
     if config.workers > 0 or config.ray_address:
         from .ray_exec import RayExecutor
 
@@ -74,12 +72,9 @@ def make_executor(config: Config, context: EvalContext, sim: simulators.Simulato
             address=config.ray_address,
             temp_dir=None if run_dir is None else str(run_dir.path.resolve()),
         )
-    cores = available_cores()
-    parallel = config.parallel or min(config.samples, cores)
-    if parallel > 1:  # the cores (or `threads`) shared out between the evaluations
-        each = max(1, (config.threads or cores) // parallel)
-        return ThreadedExecutor(context.build(sim=sim), parallel, torch_threads=each)
-    return InProcessExecutor(context.build(sim=sim))
+    return local_executor(
+        context.build(sim=sim), parallel=config.parallel, threads=config.threads, samples=config.samples
+    )
 
 
 class Experiment:
@@ -185,9 +180,9 @@ class Experiment:
         if self.cb.on_start:
             self.cb.on_start(self)
         self.executor = make_executor(cfg, self.context, self.sim, self.run_dir)
-        if cfg.tensorboard:
-            self._tb = _tensorboard_writer(self.run_dir)
         try:
+            if cfg.tensorboard:
+                self._tb = _tensorboard_writer(self.run_dir)
             while self.iteration < cfg.iterations:
                 self.step()
             summary = self.finish()

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--parallel",
         type=int,
         metavar="N",
-        help="evaluations run at once in this process, in threads (default 0 = one per CPU core, at most K)",
+        help="evaluations run at once in this process, in threads (default 0 = one per CPU core or per --threads, at most K)",
     )
     a("--workers", type=int, metavar="N", help="run the K evaluations on N local Ray workers")
     a("--ray-address", metavar="ADDR", help="join an existing Ray cluster (e.g. auto)")
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         metavar="N",
-        help="torch CPU threads, shared out between parallel evaluations (default 0 = one per core; 1 on a busy machine)",
+        help="torch CPU threads the evaluations share (default 0 = one per core; 1 on a busy machine: one core in all)",
     )
     a("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (YAML value), repeatable")
     a("--warm-start", action="store_true", default=None, help="warm-start each training from the last best model")
@@ -133,6 +133,7 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
         saved = run_dir.read_config()
         if isinstance(saved.get("policy"), dict) and "sampling" not in saved["policy"]:
             saved["policy"]["sampling"] = "independent"  # written before the design existed: keep drawing as it did
+        saved.setdefault("parallel", 1)  # written before evaluations ran side by side: one after another, as then
         return load_config(None, saved, layer, overrides=overrides), run_dir, True
     config_path = None
     if args.config:

@@ -64,15 +64,17 @@ def test_draws_follow_the_sampling_design(tmp_path, gmm_target, sampling):
 
 
 def test_runs_written_before_the_design_resume_with_independent_draws(tmp_path, gmm_target):
+    # ... and with evaluations one after another, as before they ran side by side
     out = tmp_path / "run"
     args = tiny_gmm_args(gmm_target, out)
     args[args.index("--iterations") + 1] = "1"
     assert run(args) == 0
     config = (out / "config.yaml").read_text()
-    assert "sampling: orthogonal" in config
-    (out / "config.yaml").write_text(config.replace("  sampling: orthogonal\n", ""))
+    assert "sampling: orthogonal" in config and "parallel: 0" in config
+    (out / "config.yaml").write_text(config.replace("  sampling: orthogonal\n", "").replace("parallel: 0\n", ""))
     assert run(["--resume", str(out), "--iterations", "2", "--quiet"]) == 0
-    assert "sampling: independent" in (out / "config.yaml").read_text()
+    config = (out / "config.yaml").read_text()
+    assert "sampling: independent" in config and "parallel: 1" in config
 
 
 def test_same_seed_same_policy(tmp_path, gmm_target):

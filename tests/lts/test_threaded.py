@@ -97,3 +97,25 @@ def test_failures_become_results_and_user_errors_stop(evaluator, monkeypatch):
     ex.close()
     with pytest.raises(ValueError, match="at least 2"):
         ThreadedExecutor(evaluator, 1)
+
+
+def test_a_stop_does_not_wait_for_running_evaluations(evaluator, monkeypatch):
+    fit = evaluator.task.fit
+    release, finished = threading.Event(), threading.Event()
+
+    def slow_or_bad(batch, *, seed, init=None):
+        if seed == 20:
+            release.wait(10)  # a long training, still running when the other one fails
+            finished.set()
+        if seed == 21:
+            raise UserError("bad option")
+        return fit(batch, seed=seed, init=init)
+
+    monkeypatch.setattr(evaluator.task, "fit", slow_or_bad)
+    ex = ThreadedExecutor(evaluator, 2)
+    with pytest.raises(UserError, match="bad option"):
+        ex.map(_specs([50, 50, 50]))  # returns while draw 0 is still training
+    assert not finished.is_set()
+    release.set()
+    ex.close()  # waits for it
+    assert finished.is_set()
