@@ -17,7 +17,7 @@ from typing import Any
 
 from .cli import parse_set, set_threads
 from .config import load_config, resolve_path
-from .evaluation import available_cores
+from .evaluation import at_once
 
 __all__ = ["loop_arguments", "bench_loop"]
 
@@ -59,9 +59,9 @@ def bench_loop(args: argparse.Namespace) -> int:
     wall = (ends[-1] - ends[0]) / n if len(ends) >= 2 else ends[0] - begin
     which = {1: "iteration 1", 2: "iteration 2"}.get(len(rows), f"mean of iterations 2–{len(rows)}")
     parallel = f" on {cfg.workers} Ray workers" if cfg.workers > 0 or cfg.ray_address else ""
-    at_once = cfg.parallel or min(cfg.samples, cfg.threads or available_cores())
-    if not parallel and at_once > 1:
-        parallel = f", {at_once} at a time"
+    side_by_side, _ = at_once(parallel=cfg.parallel, threads=cfg.threads, samples=cfg.samples)
+    if not parallel and side_by_side > 1:
+        parallel = f", {side_by_side} at a time"
     print(f"experiment: sim={cfg.sim} task={cfg.task} K={cfg.samples} M={cfg.scenes} device={cfg.device}")
     print(f"set-up (simulator, target of {cfg.target_size} frames): {setup:.2f} s")
     print(f"first iteration (with start-up): {ends[0] - begin:.2f} s")

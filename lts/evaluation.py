@@ -38,6 +38,7 @@ __all__ = [
     "Executor",
     "InProcessExecutor",
     "ThreadedExecutor",
+    "at_once",
     "available_cores",
     "local_executor",
     "random_params",
@@ -259,15 +260,20 @@ class ThreadedExecutor:
         self.evaluator.close()
 
 
-def local_executor(evaluator: Evaluator, *, parallel: int, threads: int, samples: int) -> Executor:
-    """The in-process executor a configuration asks for: ``parallel`` evaluations side by
-    side (0: one per core, or per ``threads`` when set, at most ``samples``), sharing
-    ``threads`` torch threads (0: one per core); one after another when that is 1."""
+def at_once(*, parallel: int, threads: int, samples: int) -> tuple[int, int]:
+    """How many in-process evaluations run side by side, and the torch threads of each:
+    ``parallel`` (0: one per core, or per ``threads`` when set, at most ``samples``)
+    sharing ``threads`` torch threads (0: one per core)."""
     cores = threads or available_cores()
     n = parallel or min(samples, cores)
-    if n > 1:
-        return ThreadedExecutor(evaluator, n, torch_threads=max(1, cores // n))
-    return InProcessExecutor(evaluator)
+    return n, max(1, cores // n)
+
+
+def local_executor(evaluator: Evaluator, *, parallel: int, threads: int, samples: int) -> Executor:
+    """The in-process executor a configuration asks for (`at_once`): threads side by side,
+    or one evaluation after another when that is 1."""
+    n, each = at_once(parallel=parallel, threads=threads, samples=samples)
+    return ThreadedExecutor(evaluator, n, torch_threads=each) if n > 1 else InProcessExecutor(evaluator)
 
 
 def available_cores() -> int:

@@ -28,14 +28,7 @@ import simulators
 from policies import Policy, PolicySample, moving_average, reinforce_update
 
 from .config import Config, config_to_dict
-from .evaluation import (
-    EvalContext,
-    EvalResult,
-    EvalSpec,
-    Executor,
-    local_executor,
-    random_params,
-)
+from .evaluation import EvalContext, EvalResult, EvalSpec, Executor, local_executor, random_params
 from .rundir import CHECKPOINT, POLICY, SUMMARY, RunDir
 from .seeding import derive_seed
 from .targets import Target, load_target
