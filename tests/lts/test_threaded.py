@@ -13,6 +13,7 @@ from lts import tasks
 from lts.cli import run_cli
 from lts.evaluation import EvalSpec, Evaluator, InProcessExecutor, ThreadedExecutor
 from lts.optimize import main as optimize_main
+from lts.rundir import RunDir
 from simulators.errors import UserError
 
 
@@ -26,7 +27,7 @@ def _counting_args(out, *extra):
 
 
 def _read(run):
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = RunDir(run).read_metrics()
     return (
         [r["rewards"] for r in rows],
         json.loads((run / "policy.json").read_text()),
