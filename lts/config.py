@@ -32,13 +32,19 @@ def _f(default: Any, doc: str) -> Any:
 class PolicyConfig:
     lr: float = _f(0.05, "Adam learning rate of the range-scaled Gaussians (continuous and integer elements)")
     logit_lr: float = _f(0.15, "Adam learning rate of the proportions' logit Gaussians and categorical logits")
-    init_std: float = _f(0.25, "initial std of continuous elements, as a fraction of their range")
-    init_logit_std: float = _f(0.5, "initial std of the proportions' logits")
+    init_std: float = _f(0.1, "initial std of continuous elements, as a fraction of their range")
+    init_logit_std: float = _f(1.0, "initial std of the proportions' logits")
     min_std: float = _f(0.02, "smallest std the policy may shrink to (range fraction / logits)")
     sampling: str = _f(
         "orthogonal",
         "how the K draws of an iteration are laid out: orthogonal (sign-balanced blocks, so one element's effect "
         "on the reward does not blur another's gradient) or independent",
+    )
+    columns: list | None = _f(
+        None,
+        "orthogonal sampling: the elements given sign columns first, the rest in space order (null: the "
+        "simulator's own priority; []: space order); a block of P draws has P - 1 columns, elements past them "
+        "are drawn independently",
     )
     entropy_coef: float = _f(0.0, "entropy bonus β added to the REINFORCE objective")
     baseline_decay: float = _f(0.7, "moving-average baseline: b ← decay·b + (1−decay)·mean(R)")
@@ -127,6 +133,11 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
     elif tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
+    elif tp is list:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        if value is None:
+            return []
     elif tp is dict:
         if isinstance(value, dict):
             return value

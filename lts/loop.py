@@ -26,6 +26,7 @@ import torch
 
 import simulators
 from policies import Policy, PolicySample, moving_average, reinforce_update
+from simulators.errors import did_you_mean
 
 from .config import Config, config_to_dict
 from .evaluation import EvalContext, EvalResult, EvalSpec, Executor, local_executor, random_params
@@ -105,6 +106,13 @@ class Experiment:
         pc = config.policy
         self.policy = Policy(self.space, init_std=pc.init_std, init_logit_std=pc.init_logit_std, min_std=pc.min_std)
         self.optimizer = torch.optim.Adam(self.policy.param_groups(pc.lr, pc.logit_lr))
+        self.columns = tuple(pc.columns if pc.columns is not None else getattr(self.space, "priority", ()))
+        for name in self.columns:
+            if name not in self.space:
+                raise simulators.UserError(
+                    f"policy.columns: unknown parameter {name!r}; this simulator has {list(self.space)}"
+                    + did_you_mean(name, self.space)
+                )
         self.iteration = 0
         self.baseline: float | None = None
         self.sim_frames = 0
@@ -190,7 +198,7 @@ class Experiment:
         cfg, it = self.config, self.iteration
         assert self.executor is not None
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "policy", it))
-        sample = self.policy.sample(cfg.samples, gen, design=cfg.policy.sampling)
+        sample = self.policy.sample(cfg.samples, gen, design=cfg.policy.sampling, columns=self.columns)
         specs = [
             EvalSpec(
                 index=k,

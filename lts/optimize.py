@@ -131,8 +131,9 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
                 f"cannot change {', '.join(changed)} when resuming (allowed: {', '.join(sorted(_RESUMABLE))})"
             )
         saved = run_dir.read_config()
-        if isinstance(saved.get("policy"), dict) and "sampling" not in saved["policy"]:
-            saved["policy"]["sampling"] = "independent"  # written before the design existed: keep drawing as it did
+        if isinstance(saved.get("policy"), dict):  # written before these keys existed: keep drawing as it did
+            saved["policy"].setdefault("sampling", "independent")
+            saved["policy"].setdefault("columns", [])
         saved.setdefault("parallel", 1)  # written before evaluations ran side by side: one after another, as then
         return load_config(None, saved, layer, overrides=overrides), run_dir, True
     config_path = None

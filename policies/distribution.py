@@ -17,7 +17,7 @@ from them on every call, so there is no hidden state to set first.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,7 +135,14 @@ class Policy(nn.Module):
         return el.choices[int(raw)]
 
     @torch.no_grad()
-    def sample(self, k: int, generator: torch.Generator | None = None, *, design: str = "independent") -> PolicySample:
+    def sample(
+        self,
+        k: int,
+        generator: torch.Generator | None = None,
+        *,
+        design: str = "independent",
+        columns: Sequence[str] = (),
+    ) -> PolicySample:
         """Draw ``k`` ψ.  Pass a seeded generator for reproducible draws.
 
         ``design="orthogonal"`` draws the Gaussian elements in sign-balanced blocks: in a
@@ -156,7 +163,7 @@ class Policy(nn.Module):
             raise ValueError(f"k must be >= 1, got {k}")
         if design not in DESIGNS:
             raise ValueError(f"design must be one of {', '.join(DESIGNS)}; got {design!r}")
-        noise = self._orthogonal_noise(k, generator) if design == "orthogonal" else {}
+        noise = self._orthogonal_noise(k, generator, columns) if design == "orthogonal" else {}
         raw: dict[str, torch.Tensor] = {}
         for name in self.space:
             if name in self.logits:
@@ -171,9 +178,13 @@ class Policy(nn.Module):
         params = [{name: self._to_value(name, raw[name][i]) for name in self.space} for i in range(k)]
         return PolicySample(raw=raw, params=params)
 
-    def _orthogonal_noise(self, k: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-        """Standard-normal noise (k × dim) of the Gaussian elements in sign-balanced blocks."""
+    def _orthogonal_noise(
+        self, k: int, generator: torch.Generator | None, columns: Sequence[str] = ()
+    ) -> dict[str, torch.Tensor]:
+        """Standard-normal noise (k × dim) of the Gaussian elements in sign-balanced blocks;
+        ``columns`` names the elements served first (the rest follow in space order)."""
         gaussian = [name for name in self.space if name not in self.logits]
+        gaussian = [n for n in columns if n in gaussian] + [n for n in gaussian if n not in columns]
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in gaussian}
         for size in _blocks(k, len(gaussian)):
             signs = orthogonal_signs(size)

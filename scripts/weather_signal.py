@@ -16,9 +16,12 @@ and training seeds) and print the MAE each element's mix is worth.
 
 ``simulate``: run the real policy and REINFORCE update for N seeds on a model reward
 −Σ a_e‖p_e − p*_e‖² whose full uniform→ψ* effects are the measured ones (car types
-0.12, weather 0.02, junctions 0.006; ``--effects`` changes them), plus per-iteration
-and per-draw noise (0.015 each); print how often each element's TV distance to ψ*
-halves, with the draws laid out as ``--sampling`` says (default: the loop's default).
+0.12, weather 0.01, junctions 0.006; ``--effects`` changes them), plus quadratic costs
+of cars per scene and road length away from ψ*'s (measured: 4 cars too few cost 0.057,
+40 m too long 0.02; ``--continuous``), plus per-iteration and per-draw noise (0.015
+and 0.01); print how often each element's TV distance to ψ* halves, with the draws
+laid out as the loop lays them out (``--sampling``, ``--columns``) and the loop's
+default policy settings.
 """
 
 from __future__ import annotations
@@ -88,8 +91,17 @@ def effects(seeds: int) -> None:
         )
 
 
-def simulate(runs: int, iterations: int, sampling: str, effects: tuple[float, float, float]) -> None:
+def simulate(
+    runs: int,
+    iterations: int,
+    sampling: str,
+    effects: tuple[float, float, float],
+    continuous: tuple[float, float] = (0.057, 0.02),
+    columns: list[str] | None = None,
+    stds: tuple[float, float] | None = None,
+) -> None:
     space = simulators.make("procedural").param_space
+    columns = space.priority if columns is None else tuple(columns)
     with open(TARGET) as f:
         star = yaml.safe_load(f)["params"]
     uniform = space.default()
@@ -104,17 +116,24 @@ def simulate(runs: int, iterations: int, sampling: str, effects: tuple[float, fl
         return tv_distance(list(vec(p, name)), list(vec(star, name)))
 
     weight = {n: e / sq(uniform, n) for n, e in zip(GROUPS, effects)}
+    curve = {"cars_per_scene": continuous[0] / 4.0**2, "road_length": continuous[1] / 40.0**2}
+
+    def model_reward(p: dict) -> float:
+        r = -sum(w * sq(p, n) for n, w in weight.items())
+        return r - sum(a * (p[n] - star[n]) ** 2 for n, a in curve.items())
+
     pc = PolicyConfig()  # the defaults `lts.optimize` runs with
+    init_std, init_logit_std = stds or (pc.init_std, pc.init_logit_std)
     ratios = []
     for seed in range(runs):
         rng = np.random.default_rng(seed)
-        policy = Policy(space, init_std=pc.init_std, init_logit_std=pc.init_logit_std, min_std=pc.min_std)
+        policy = Policy(space, init_std=init_std, init_logit_std=init_logit_std, min_std=pc.min_std)
         opt = torch.optim.Adam(policy.param_groups(pc.lr, pc.logit_lr))
         baseline = None
         for it in range(iterations):
-            draws = policy.sample(4, torch.Generator().manual_seed(seed * 1000 + it), design=sampling)
+            draws = policy.sample(4, torch.Generator().manual_seed(seed * 1000 + it), design=sampling, columns=columns)
             offset = rng.normal(0, 0.015)
-            r = [-sum(w * sq(p, n) for n, w in weight.items()) + offset + rng.normal(0, 0.015) for p in draws.params]
+            r = [model_reward(p) + offset + rng.normal(0, 0.01) for p in draws.params]
             rewards = torch.tensor(r, dtype=torch.float64)
             b = float(rewards.mean()) if baseline is None else baseline
             reinforce_update(
@@ -125,8 +144,8 @@ def simulate(runs: int, iterations: int, sampling: str, effects: tuple[float, fl
         ratios.append([tv(mean, n) / tv(uniform, n) for n in GROUPS])
     halved = (np.array(ratios) <= 0.5).mean(0)
     print(
-        f"{sampling} draws, {iterations} iterations, {runs} runs: TV halved in "
-        + ", ".join(f"{n} {h:.0%}" for n, h in zip(GROUPS, halved))
+        f"{sampling} draws (columns: {', '.join(columns) or 'space order'}), {iterations} iterations, {runs} runs: "
+        "TV halved in " + ", ".join(f"{n} {h:.0%}" for n, h in zip(GROUPS, halved))
     )
 
 
@@ -148,13 +167,36 @@ def main() -> None:
         "--effects",
         type=float,
         nargs=3,
-        default=(0.12, 0.02, 0.006),
+        default=(0.12, 0.01, 0.006),
         metavar=("CAR", "WEATHER", "JUNCTION"),
         help="simulate: MAE gained by moving each element from uniform to ψ* (default: the measured ones)",
     )
+    ap.add_argument(
+        "--continuous",
+        type=float,
+        nargs=2,
+        default=(0.057, 0.02),
+        metavar=("CARS", "ROAD"),
+        help="simulate: MAE lost with 4 cars per scene too few and with the road 40 m too long (measured)",
+    )
+    ap.add_argument(
+        "--columns",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="simulate: elements given sign columns first (default: the space's priority; none: space order)",
+    )
+    ap.add_argument(
+        "--stds",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("INIT_STD", "INIT_LOGIT_STD"),
+        help="simulate: the policy's initial stds (default: the loop's)",
+    )
     a = ap.parse_args()
     if a.mode == "simulate":
-        simulate(a.runs, a.iterations, a.sampling, tuple(a.effects))
+        simulate(a.runs, a.iterations, a.sampling, tuple(a.effects), tuple(a.continuous), a.columns, a.stds)
     else:
         (pairs if a.mode == "pairs" else effects)(a.seeds)
 

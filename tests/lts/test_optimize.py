@@ -70,11 +70,12 @@ def test_runs_written_before_the_design_resume_with_independent_draws(tmp_path, 
     args[args.index("--iterations") + 1] = "1"
     assert run(args) == 0
     config = (out / "config.yaml").read_text()
-    assert "sampling: orthogonal" in config and "parallel: 0" in config
-    (out / "config.yaml").write_text(config.replace("  sampling: orthogonal\n", "").replace("parallel: 0\n", ""))
+    assert "sampling: orthogonal" in config and "parallel: 0" in config and "columns: null" in config
+    old = config.replace("  sampling: orthogonal\n", "").replace("parallel: 0\n", "").replace("  columns: null\n", "")
+    (out / "config.yaml").write_text(old)
     assert run(["--resume", str(out), "--iterations", "2", "--quiet"]) == 0
     config = (out / "config.yaml").read_text()
-    assert "sampling: independent" in config and "parallel: 1" in config
+    assert "sampling: independent" in config and "parallel: 1" in config and "columns: []" in config
 
 
 def test_same_seed_same_policy(tmp_path, gmm_target):
@@ -154,6 +155,10 @@ def test_interrupt_writes_checkpoint_and_exits_130(tmp_path, gmm_target):
         (["--scenes", "0"], "scenes (M) must be >= 1, got 0"),
         (["--target", "/nonexistent/t.yaml"], "does not exist"),
         (["--iterations", "x"], "invalid int value: 'x'"),
+        (
+            ["--set", "policy.columns=[balanse]"],
+            "policy.columns: unknown parameter 'balanse'; this simulator has",
+        ),
         (
             ["--set", "policy.sampling=orthogonl"],
             "policy.sampling must be one of orthogonal, independent; got 'orthogonl' (did you mean 'orthogonal'?)",

@@ -140,6 +140,28 @@ def test_orthogonal_draws_cancel_between_elements(k):
             assert (cross < 1e-12) == (a in own and b in own), (a, b)
 
 
+def test_named_columns_go_first():
+    """``columns`` hands the K = 4 block's three columns to the named elements (cars and
+    road, last in space order, and car); junction and weather are then plain draws."""
+    pol = Policy(_street_like())
+    s = pol.sample(4, torch.Generator().manual_seed(0), design="orthogonal", columns=("road", "car", "cars"))
+    for n in pol.loc:
+        balanced = (s.raw[n] - pol.loc[n].detach()).sum(0).abs().max() < 1e-12
+        assert balanced == (n in ("road", "car", "cars")), n
+    # names the policy has no Gaussian for are passed over; no names is space order
+    same = pol.sample(4, torch.Generator().manual_seed(0), design="orthogonal", columns=("nope",))
+    plain = pol.sample(4, torch.Generator().manual_seed(0), design="orthogonal")
+    assert all(torch.equal(same.raw[n], plain.raw[n]) for n in pol.loc)
+
+
+def test_space_priority_is_checked():
+    space = _street_like()
+    assert space.priority == ()
+    assert space.prioritise("cars", "car") is space and space.priority == ("cars", "car")
+    with pytest.raises(KeyError, match="did you mean 'road'"):
+        space.prioritise("roaf")
+
+
 def test_orthogonal_design_removes_other_elements_from_the_gradient():
     """A reward of the car mix alone (linear and quadratic terms) gives the weather's
     logits exactly zero REINFORCE gradient with the orthogonal design, and a noisy
