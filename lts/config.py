@@ -42,8 +42,8 @@ class PolicyConfig:
     )
     columns: list | None = _f(
         None,
-        "orthogonal sampling: the elements given sign columns first, the rest in space order (null: the "
-        "simulator's own priority; []: space order); a block of P draws has P - 1 columns, elements past them "
+        "orthogonal sampling: the elements given sign columns first, the rest in space order (null, the "
+        "default: the simulator's own priority; []: space order); a block of P draws has P - 1 columns, elements past them "
         "are drawn independently",
     )
     entropy_coef: float = _f(0.0, "entropy bonus β added to the REINFORCE objective")
@@ -136,8 +136,6 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
     elif tp is list:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
-        if value is None:
-            return []
     elif tp is dict:
         if isinstance(value, dict):
             return value

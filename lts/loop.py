@@ -107,11 +107,18 @@ class Experiment:
         self.policy = Policy(self.space, init_std=pc.init_std, init_logit_std=pc.init_logit_std, min_std=pc.min_std)
         self.optimizer = torch.optim.Adam(self.policy.param_groups(pc.lr, pc.logit_lr))
         self.columns = tuple(pc.columns if pc.columns is not None else getattr(self.space, "priority", ()))
-        for name in self.columns:
+        for i, name in enumerate(self.columns):
             if name not in self.space:
                 raise simulators.UserError(
                     f"policy.columns: unknown parameter {name!r}; this simulator has {list(self.space)}"
                     + did_you_mean(name, self.space)
+                )
+            if name in self.columns[:i]:
+                raise simulators.UserError(f"policy.columns names {name!r} twice: {list(self.columns)}")
+            if name in self.policy.logits:
+                raise simulators.UserError(
+                    f"policy.columns: {name!r} is categorical (one choice per dataset) and takes no column; "
+                    "name continuous, integer or proportions elements"
                 )
         self.iteration = 0
         self.baseline: float | None = None

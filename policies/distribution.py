@@ -86,8 +86,8 @@ class Policy(nn.Module):
         self,
         space: ParamSpace,
         *,
-        init_std: float = 0.25,
-        init_logit_std: float = 0.5,
+        init_std: float = 0.1,
+        init_logit_std: float = 1.0,
         min_std: float = 0.02,
         max_std: float = 1.0,
         init: Mapping[str, Any] | None = None,
@@ -184,7 +184,8 @@ class Policy(nn.Module):
         """Standard-normal noise (k × dim) of the Gaussian elements in sign-balanced blocks;
         ``columns`` names the elements served first (the rest follow in space order)."""
         gaussian = [name for name in self.space if name not in self.logits]
-        gaussian = [n for n in columns if n in gaussian] + [n for n in gaussian if n not in columns]
+        first = [n for n in dict.fromkeys(columns) if n in gaussian]  # once each, in the order named
+        gaussian = first + [n for n in gaussian if n not in first]
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in gaussian}
         for size in _blocks(k, len(gaussian)):
             signs = orthogonal_signs(size)

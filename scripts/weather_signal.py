@@ -144,7 +144,9 @@ def simulate(
         ratios.append([tv(mean, n) / tv(uniform, n) for n in GROUPS])
     halved = (np.array(ratios) <= 0.5).mean(0)
     print(
-        f"{sampling} draws (columns: {', '.join(columns) or 'space order'}), {iterations} iterations, {runs} runs: "
+        f"{sampling} draws"
+        + (f" (columns: {', '.join(columns) or 'space order'})" if sampling == "orthogonal" else "")
+        + f", {iterations} iterations, {runs} runs: "
         "TV halved in " + ", ".join(f"{n} {h:.0%}" for n, h in zip(GROUPS, halved))
     )
 

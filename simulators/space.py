@@ -294,6 +294,8 @@ class ParamSpace(Mapping[str, Element]):
         """
         for name in names:
             self[name]  # unknown names raise, with a suggestion
+        if len(set(names)) != len(names):
+            raise ValueError(f"priority names an element twice: {list(names)}")
         self.priority = tuple(names)
         return self
 

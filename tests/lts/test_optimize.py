@@ -155,6 +155,7 @@ def test_interrupt_writes_checkpoint_and_exits_130(tmp_path, gmm_target):
         (["--scenes", "0"], "scenes (M) must be >= 1, got 0"),
         (["--target", "/nonexistent/t.yaml"], "does not exist"),
         (["--iterations", "x"], "invalid int value: 'x'"),
+        (["--set", "policy.columns=[balance, balance]"], "policy.columns names 'balance' twice"),
         (
             ["--set", "policy.columns=[balanse]"],
             "policy.columns: unknown parameter 'balanse'; this simulator has",

@@ -73,7 +73,13 @@ def test_same_generator_seed_same_draws(space):
 
 def test_policy_json_has_the_contract_shape(space):
     js = Policy(space).to_json()["params"]
-    assert js["x"] == {"kind": "continuous", "low": -4.0, "high": 4.0, "mean": pytest.approx(0.0), "std": 2.0}
+    assert js["x"] == {
+        "kind": "continuous",
+        "low": -4.0,
+        "high": 4.0,
+        "mean": pytest.approx(0.0),
+        "std": pytest.approx(0.8),
+    }  # 0.1 of the range by default
     assert js["n"]["kind"] == "integer" and js["n"]["mean"] == pytest.approx(5.0)
     assert js["town"] == {"kind": "categorical", "choices": ["a", "b", "c"], "probs": pytest.approx([1 / 3] * 3)}
     assert js["w"]["kind"] == "proportions" and sum(js["w"]["mean"]) == pytest.approx(1.0)
@@ -149,6 +155,8 @@ def test_named_columns_go_first():
         balanced = (s.raw[n] - pol.loc[n].detach()).sum(0).abs().max() < 1e-12
         assert balanced == (n in ("road", "car", "cars")), n
     # names the policy has no Gaussian for are passed over; no names is space order
+    twice = pol.sample(4, torch.Generator().manual_seed(0), design="orthogonal", columns=("road", "road"))
+    assert all(twice.raw[n].shape[0] == 4 for n in pol.loc)  # a repeated name counts once
     same = pol.sample(4, torch.Generator().manual_seed(0), design="orthogonal", columns=("nope",))
     plain = pol.sample(4, torch.Generator().manual_seed(0), design="orthogonal")
     assert all(torch.equal(same.raw[n], plain.raw[n]) for n in pol.loc)
@@ -160,6 +168,8 @@ def test_space_priority_is_checked():
     assert space.prioritise("cars", "car") is space and space.priority == ("cars", "car")
     with pytest.raises(KeyError, match="did you mean 'road'"):
         space.prioritise("roaf")
+    with pytest.raises(ValueError, match="names an element twice"):
+        space.prioritise("car", "car")
 
 
 def test_orthogonal_design_removes_other_elements_from_the_gradient():
