@@ -154,7 +154,8 @@ class Policy(nn.Module):
         element's gradient.  (A term in two elements together can reach the element
         whose column is the product of theirs.)  Blocks hold up to the smallest power of
         two that gives every Gaussian element a column (8 for five to seven elements);
-        with fewer draws the elements in space order past ``P − 1`` are drawn
+        with fewer draws the first ``P − 1`` elements get them, those named in
+        ``columns`` first and then the others in space order, and the rest are drawn
         independently, as are categorical elements.  A block's draws share ``|ε|``, so
         the log-std gradient sees one value per block; a draw dropped from the update
         (a failed evaluation) unbalances its block.
