@@ -192,10 +192,15 @@ class Policy(nn.Module):
             signs = orthogonal_signs(size)
             for i, name in enumerate(gaussian):
                 dim = self.loc[name].numel()
-                if i < signs.shape[1]:  # its own column: one direction, mirrored
+                # Its own column, or, past the last one, the last one shared: one direction,
+                # mirrored.  A shared column exposes an element to the last column
+                # element's effect alone, where plain draws would expose it to every
+                # column element's effect.
+                c = min(i, signs.shape[1] - 1)
+                if c >= 0:
                     eps = torch.randn((1, dim), generator=generator, dtype=torch.float64)
-                    parts[name].append(signs[:, i : i + 1] * eps)
-                else:  # no column left: plain draws
+                    parts[name].append(signs[:, c : c + 1] * eps)
+                else:  # a block of one draw has no column
                     parts[name].append(torch.randn((size, dim), generator=generator, dtype=torch.float64))
         return {name: torch.cat(p) for name, p in parts.items()}
 

@@ -45,9 +45,10 @@ def test_run_directory_follows_the_contract(tmp_path, gmm_target):
 
 @pytest.mark.parametrize("sampling", ["orthogonal", "independent"])
 def test_draws_follow_the_sampling_design(tmp_path, gmm_target, sampling):
-    """Orthogonal draws come in sign-balanced blocks: with K = 4 the first three elements
-    (c0_x, c0_y, c1_x) each take two values, each twice, mirrored about the policy mean of
-    that iteration; the later ones (c1_y, std, balance) are drawn independently."""
+    """Orthogonal draws come in sign-balanced blocks: with K = 4 each Gaussian element
+    takes two values, each twice, mirrored about the policy mean of that iteration (the
+    first three, c0_x, c0_y, c1_x, with a column each; the later ones, c1_y, std, balance,
+    sharing c1_x's)."""
     out = tmp_path / "run"
     args = tiny_gmm_args(gmm_target, out, "--samples", "4", "--set", f"policy.sampling={sampling}")
     assert run(args) == 0
@@ -55,7 +56,7 @@ def test_draws_follow_the_sampling_design(tmp_path, gmm_target, sampling):
     for r in rows:
         for name in ("c0_x", "c1_y"):
             values = sorted(p[name] for p in r["params"])
-            if sampling == "independent" or name == "c1_y":
+            if sampling == "independent":
                 assert len(set(values)) == 4
                 continue
             assert values[0] == values[1] and values[2] == values[3] and values[1] < values[2]

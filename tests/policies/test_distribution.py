@@ -127,33 +127,35 @@ def test_orthogonal_draws_keep_the_policy_distribution():
         assert raw.std(0) == pytest.approx(pol.log_std[name].exp().detach(), rel=0.06)  # 2500+ directions each
 
 
+def _check_columns(d: dict, order: list, k: int) -> None:
+    """Every element balanced around its mean; two elements orthogonal exactly when they
+    hold different columns: the i-th of ``order`` holds column min(i, k − 2)."""
+    col = {n: min(i, k - 2) for i, n in enumerate(order)}
+    for n in d:
+        assert d[n].sum(0).abs().max() < 1e-12, n
+    for i, a in enumerate(order):
+        for b in order[i + 1 :]:
+            cross = (d[a].T @ d[b]).abs().max()
+            assert (cross < 1e-12) == (col[a] != col[b]), (a, b)
+
+
 @pytest.mark.parametrize("k", [4, 8])
 def test_orthogonal_draws_cancel_between_elements(k):
     pol = Policy(_street_like())
     s = pol.sample(k, torch.Generator().manual_seed(0), design="orthogonal")
     d = {n: s.raw[n] - pol.loc[n].detach() for n in pol.loc}
-    # k = 4 has three columns for five elements: the first three get one each and are
-    # balanced around their mean and orthogonal to each other; cars and road are plain
-    # draws.  k = 8 gives all five a column.
-    own = list(d)[: k - 1]
-    for n in d:
-        balanced = d[n].sum(0).abs().max() < 1e-12
-        assert balanced == (n in own), n
-    names = list(d)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            cross = (d[a].T @ d[b]).abs().max()
-            assert (cross < 1e-12) == (a in own and b in own), (a, b)
+    # k = 4 has three columns for five elements: the first three get one each, and cars
+    # and road share the last (car's).  k = 8 gives all five a column.
+    _check_columns(d, list(d), k)
 
 
 def test_named_columns_go_first():
-    """``columns`` hands the K = 4 block's three columns to the named elements (cars and
-    road, last in space order, and car); junction and weather are then plain draws."""
+    """``columns`` hands the K = 4 block's three columns to the named elements (road and
+    cars, last in space order, and car); weather and junction share the last one."""
     pol = Policy(_street_like())
     s = pol.sample(4, torch.Generator().manual_seed(0), design="orthogonal", columns=("road", "car", "cars"))
-    for n in pol.loc:
-        balanced = (s.raw[n] - pol.loc[n].detach()).sum(0).abs().max() < 1e-12
-        assert balanced == (n in ("road", "car", "cars")), n
+    d = {n: s.raw[n] - pol.loc[n].detach() for n in pol.loc}
+    _check_columns(d, ["road", "car", "cars", "weather", "junction"], 4)
     # names the policy has no Gaussian for are passed over; no names is space order
     twice = pol.sample(4, torch.Generator().manual_seed(0), design="orthogonal", columns=("road", "road"))
     assert all(twice.raw[n].shape[0] == 4 for n in pol.loc)  # a repeated name counts once
