@@ -155,8 +155,11 @@ class Policy(nn.Module):
         whose column is the product of theirs.)  Blocks hold up to the smallest power of
         two that gives every Gaussian element a column (8 for five to seven elements);
         with fewer draws the first ``P − 1`` elements get them, those named in
-        ``columns`` first and then the others in space order, and the rest are drawn
-        independently, as are categorical elements.  A block's draws share ``|ε|``, so
+        ``columns`` first and then the others in space order, and the rest share the
+        last column (so their gradients see that element's effect alone, amplified, in
+        place of every column element's; with ``P = 2`` every element shares the one
+        column).  Categorical elements are drawn independently.  A block of one draw
+        has no column.  A block's draws share ``|ε|``, so
         the log-std gradient sees one value per block; a draw dropped from the update
         (a failed evaluation) unbalances its block.
         """
