@@ -43,8 +43,8 @@ class PolicyConfig:
     columns: list | None = _f(
         None,
         "orthogonal sampling: the elements given sign columns first, the rest in space order (null, the "
-        "default: the simulator's own priority; []: space order); a block of P draws has P - 1 columns, elements past them "
-        "are drawn independently",
+        "default: the simulator's own priority; []: space order); a block of P draws has P - 1 columns, "
+        "elements past them share the last one",
     )
     entropy_coef: float = _f(0.0, "entropy bonus β added to the REINFORCE objective")
     baseline_decay: float = _f(0.7, "moving-average baseline: b ← decay·b + (1−decay)·mean(R)")

@@ -26,7 +26,6 @@ import torch
 
 import simulators
 from policies import Policy, PolicySample, moving_average, reinforce_update
-from simulators.errors import did_you_mean
 
 from .config import Config, config_to_dict
 from .evaluation import EvalContext, EvalResult, EvalSpec, Executor, local_executor, random_params
@@ -106,20 +105,8 @@ class Experiment:
         pc = config.policy
         self.policy = Policy(self.space, init_std=pc.init_std, init_logit_std=pc.init_logit_std, min_std=pc.min_std)
         self.optimizer = torch.optim.Adam(self.policy.param_groups(pc.lr, pc.logit_lr))
-        self.columns = tuple(pc.columns if pc.columns is not None else getattr(self.space, "priority", ()))
-        for i, name in enumerate(self.columns):
-            if name not in self.space:
-                raise simulators.UserError(
-                    f"policy.columns: unknown parameter {name!r}; this simulator has {list(self.space)}"
-                    + did_you_mean(name, self.space)
-                )
-            if name in self.columns[:i]:
-                raise simulators.UserError(f"policy.columns names {name!r} twice: {list(self.columns)}")
-            if name in self.policy.logits:
-                raise simulators.UserError(
-                    f"policy.columns: {name!r} is categorical (one choice per dataset) and takes no column; "
-                    "name continuous, integer or proportions elements"
-                )
+        columns = self.space.priority if pc.columns is None else pc.columns
+        self.columns = self.space.column_names(columns, "policy.columns")
         self.iteration = 0
         self.baseline: float | None = None
         self.sim_frames = 0

@@ -195,11 +195,7 @@ class Policy(nn.Module):
             signs = orthogonal_signs(size)
             for i, name in enumerate(gaussian):
                 dim = self.loc[name].numel()
-                # Its own column, or, past the last one, the last one shared: one direction,
-                # mirrored.  A shared column exposes an element to the last column
-                # element's effect alone, where plain draws would expose it to every
-                # column element's effect.
-                c = min(i, signs.shape[1] - 1)
+                c = min(i, signs.shape[1] - 1)  # its own column, or the last one shared (see `sample`)
                 if c >= 0:
                     eps = torch.randn((1, dim), generator=generator, dtype=torch.float64)
                     parts[name].append(signs[:, c : c + 1] * eps)

@@ -287,17 +287,33 @@ class ParamSpace(Mapping[str, Element]):
         """Name the elements to serve first when draws are laid out (returns the space).
 
         With orthogonal draws (`policies.Policy.sample`) a block of ``P`` draws has
-        ``P - 1`` sign columns; the elements that get none are drawn independently, and
-        their effect on the reward blurs every other element's gradient.  Naming the
-        elements whose draws move the reward most keeps that blur small.  The rest follow
-        in space order.
+        ``P - 1`` sign columns; the elements that get none share the last one, so their
+        gradients see that element's effect on the reward, amplified.  Naming the
+        elements whose draws move the reward most, and leaving last the ones whose
+        effect is small, keeps that blur small.  The rest follow in space order.
         """
-        for name in names:
-            self[name]  # unknown names raise, with a suggestion
         if len(set(names)) != len(names):
             raise ValueError(f"priority names an element twice: {list(names)}")
-        self.priority = tuple(names)
+        self.priority = self.column_names(names, "priority")
         return self
+
+    def column_names(self, names: Sequence[str], what: str) -> tuple[str, ...]:
+        """``names`` checked as elements to give orthogonal columns first: known, each
+        once, none categorical (one choice per dataset has no direction to move in)."""
+        for i, name in enumerate(names):
+            if name not in self._elements:
+                raise UnknownNameError(
+                    f"{what}: unknown parameter {name!r}; this simulator has {list(self._elements)}"
+                    + did_you_mean(name, self._elements)
+                )
+            if name in names[:i]:
+                raise ParamError(f"{what} names {name!r} twice: {list(names)}")
+            if isinstance(self._elements[name], Categorical):
+                raise ParamError(
+                    f"{what}: {name!r} is categorical (one choice per dataset) and takes no column; "
+                    "name continuous, integer or proportions elements"
+                )
+        return tuple(names)
 
     # Mapping protocol
     def __getitem__(self, name: str) -> Element:
