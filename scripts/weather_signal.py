@@ -5,6 +5,7 @@ still barely moves").
     python scripts/weather_signal.py pairs     # real evaluations, about 3 minutes
     python scripts/weather_signal.py effects   # real evaluations, about 2 minutes
     python scripts/weather_signal.py simulate  # the loop on a model landscape, seconds
+    python scripts/weather_signal.py contrasts RUN_DIR [RUN_DIR ...]  # what finished runs saw
 
 ``pairs``: at the policy's starting point (every element uniform), move one element's
 logits by ±0.5 along the direction of ψ*'s (centred, unit length) and train the default
@@ -22,6 +23,13 @@ of cars per scene and road length away from ψ*'s (measured: 4 cars too few cost
 and 0.01); print how often each element's TV distance to ψ* halves (and how often
 the number of cars ends within 2 of ψ*'s), with the draws laid out as the loop lays
 them out (``--sampling``, ``--columns``) and the loop's default policy settings.
+
+``contrasts``: from runs of the loop against a target parameter file (their
+metrics.jsonl; sign-balanced draws), per element and iteration, the reward contrast
+between the draws that moved the element one way and those that moved it the other,
+next to how much nearer ψ* the first ones were (TV for proportions, |x − x*| for
+numbers).  A negative correlation means the reward pointed the element toward ψ*;
+near zero, the element's moves were the reward's noise.
 """
 
 from __future__ import annotations
@@ -154,9 +162,65 @@ def simulate(
     )
 
 
+def contrasts(run_dirs: list[str]) -> None:
+    from lts.config import resolve_path
+    from lts.rundir import RunDir
+    from simulators.space import load_target_file
+
+    def signs(rows: list[np.ndarray]) -> np.ndarray:
+        d = np.array(rows) - np.mean(rows, 0)
+        return np.sign(d @ d[0])
+
+    pooled: dict[str, list[tuple[float, float]]] = {}
+    for path in run_dirs:
+        run = RunDir.open(path)
+        star = load_target_file(resolve_path(str(run.read_config()["target"]))).params
+        per: dict[str, list[tuple[float, float]]] = {}
+        for row in run.read_metrics():
+            ps, rewards = row["params"], row["rewards"]
+            if len(ps) != 4 or any(r is None for r in rewards):
+                continue
+            r = np.array(rewards)
+            for name, want in star.items():
+                if isinstance(want, dict):
+                    keys = list(want)
+                    s = signs(
+                        [np.log([p[name][c] for c in keys]) - np.log([p[name][c] for c in keys]).mean() for p in ps]
+                    )
+                    dist = [tv_distance([p[name][c] for c in keys], [want[c] for c in keys]) for p in ps]
+                elif isinstance(want, (int, float)):
+                    s = signs([[float(p[name])] for p in ps])
+                    dist = [abs(float(p[name]) - want) for p in ps]
+                else:
+                    continue
+                if (s > 0).sum() != 2 or (s < 0).sum() != 2:
+                    continue
+                nearer = np.mean([d for d, x in zip(dist, s) if x > 0]) - np.mean([d for d, x in zip(dist, s) if x < 0])
+                per.setdefault(name, []).append((r[s > 0].mean() - r[s < 0].mean(), nearer))
+        print(f"{path} (target {run.read_config()['target']}):")
+        for name, v in per.items():
+            pooled.setdefault(name, []).extend(v)
+            _print_contrast(name, v)
+    if len(run_dirs) > 1:
+        print(f"pooled over {len(run_dirs)} runs:")
+        for name, v in pooled.items():
+            _print_contrast(name, v)
+
+
+def _print_contrast(name: str, v: list[tuple[float, float]]) -> None:
+    c, d = np.array(v).T
+    corr = float(np.corrcoef(c, d)[0, 1]) if c.std() > 0 and d.std() > 0 else float("nan")
+    slope = float(np.polyfit(d, c, 1)[0]) if d.std() > 0 else float("nan")
+    print(
+        f"  {name:15s} {len(c):3d} iterations: contrast sd {c.std():.4f}, "
+        f"corr with distance change {corr:+.2f}, reward per unit of distance {slope:+.4f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", choices=("pairs", "effects", "simulate"))
+    ap.add_argument("mode", choices=("pairs", "effects", "simulate", "contrasts"))
+    ap.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="contrasts: run directories")
     ap.add_argument("--seeds", type=int, default=4, help="pairs, effects: seeds per measurement")
     ap.add_argument("--runs", type=int, default=400, help="simulate: simulated runs")
     ap.add_argument(
@@ -200,7 +264,9 @@ def main() -> None:
         help="simulate: the policy's initial stds (default: the loop's)",
     )
     a = ap.parse_args()
-    if a.mode == "simulate":
+    if a.mode == "contrasts":
+        contrasts(a.run_dirs)
+    elif a.mode == "simulate":
         simulate(a.runs, a.iterations, a.sampling, tuple(a.effects), tuple(a.continuous), a.columns, a.stds)
     else:
         (pairs if a.mode == "pairs" else effects)(a.seeds)
