@@ -24,7 +24,7 @@ from simulators.errors import UserError
 from . import tasks as tasks_mod
 from .cli import ArgumentParser, progress_bar, run_cli, set_threads
 from .config import load_config, resolve_path
-from .evaluation import EvalContext, EvalSpec, random_params
+from .evaluation import EvalContext, EvalResult, EvalSpec, local_executor, random_params
 from .rundir import RunDir, atomic_write_text
 from .seeding import derive_seed
 from .targets import load_target
@@ -68,6 +68,7 @@ def evaluate_run(
     finetune_split: str | None = None,
     device: str | None = None,
     threads: int | None = None,
+    parallel: int | None = None,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Run the protocol and return the ``evaluation.json`` content."""
@@ -77,6 +78,10 @@ def evaluate_run(
         cfg.device = device
     if threads is not None:
         cfg.threads = threads
+    if parallel is not None:
+        if parallel < 0:
+            raise UserError(f"--parallel must be >= 0 (0 = one per core), got {parallel}")
+        cfg.parallel = parallel
     set_threads(cfg.threads)
     task_options = dict(cfg.task_options)
     if steps is not None:
@@ -105,34 +110,50 @@ def evaluate_run(
     rows: dict[str, list[dict[str, float]]] = {k: [] for k in chosen}
     if real is not None:
         rows["lts+finetune"], rows["real only"] = [], []
-    total = len(chosen) * repeats + (2 * repeats if real is not None else 0)
+    specs: list[EvalSpec] = []
+    which_of: list[str] = []
+    for r in range(repeats):
+        data_seed = derive_seed(cfg.seed, "evaluate-data", r)
+        train_seed = derive_seed(cfg.seed, "evaluate-train", r)
+        for which, psi in chosen.items():
+            per_scene = random_params(sim.param_space, n, data_seed) if which == "random" else None
+            specs.append(EvalSpec(index=len(specs), params=psi, n=n, data_seed=data_seed, train_seed=train_seed,
+                                  per_scene=per_scene, keep_state=(which == "lts" and real is not None)))  # fmt: skip
+            which_of.append(which)
+    total = len(specs) + (2 * repeats if real is not None else 0)
     done = 0
-    try:
-        for r in range(repeats):
-            data_seed = derive_seed(cfg.seed, "evaluate-data", r)
-            train_seed = derive_seed(cfg.seed, "evaluate-train", r)
-            for which, psi in chosen.items():
-                per_scene = random_params(sim.param_space, n, data_seed) if which == "random" else None
-                spec = EvalSpec(index=r, params=psi, n=n, data_seed=data_seed, train_seed=train_seed,
-                                per_scene=per_scene, keep_state=(which == "lts" and real is not None))  # fmt: skip
-                res = evaluator(spec)
-                rows[which].append(res.metrics)
-                done += 1
-                if progress:
-                    progress(which, done, total)
-                if which == "lts" and real is not None:
-                    task_ft = tasks_mod.make(cfg.task, **{"device": cfg.device, **task_options,
-                                                          **({"steps": finetune_steps} if finetune_steps else {})})  # fmt: skip
-                    ft = task_ft.fit(real, seed=train_seed, init=res.state)
-                    rows["lts+finetune"].append(task_ft.score(ft, tgt.batch))
-                    alone = task_ft.fit(real, seed=train_seed)
-                    rows["real only"].append(task_ft.score(alone, tgt.batch))
-                    done += 2
-                    if progress:
-                        progress("finetune", done, total)
-    finally:
-        evaluator.close()
+
+    def finished(res: EvalResult) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(which_of[res.index], done, total)
+
     task = evaluator.task
+    # The final models are independent (each seeded by its spec): side by side in threads
+    # as in the run (`parallel`), one after another when that is 1.
+    executor = local_executor(evaluator, parallel=cfg.parallel, threads=cfg.threads, samples=len(specs))
+    try:
+        results = executor.map(specs, on_result=finished)
+    finally:
+        executor.close()
+    for spec, res in zip(specs, results):
+        if res.error:
+            raise RuntimeError(f"the {which_of[spec.index]} model (seed {spec.train_seed}) failed: {res.error}")
+        rows[which_of[spec.index]].append(res.metrics)
+    if real is not None:
+        task_ft = tasks_mod.make(cfg.task, **{"device": cfg.device, **task_options,
+                                              **({"steps": finetune_steps} if finetune_steps else {})})  # fmt: skip
+        for spec, res in zip(specs, results):
+            if which_of[spec.index] != "lts":
+                continue
+            ft = task_ft.fit(real, seed=spec.train_seed, init=res.state)
+            rows["lts+finetune"].append(task_ft.score(ft, tgt.batch))
+            alone = task_ft.fit(real, seed=spec.train_seed)
+            rows["real only"].append(task_ft.score(alone, tgt.batch))
+            done += 2
+            if progress:
+                progress("finetune", done, total)
     result = {
         "run_dir": str(run.path),
         "target": str(target),
@@ -189,7 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Cityscapes split folder of --finetune (default train; ignored for KITTI)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: the run's)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads in all (default: the run's)")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="final models trained side by side, sharing the threads (default: the run's; 0 = one per core)",
+    )
     p.add_argument("--out", metavar="FILE", help="where to write the JSON (default RUN_DIR/evaluation.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -209,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             args.run_dir, args.target, scenes=args.scenes, steps=args.steps, repeats=args.repeats,
             refiner=args.refiner, finetune=args.finetune, finetune_steps=args.finetune_steps,
             finetune_split=args.finetune_split, device=args.device, threads=args.threads,
-            progress=progress,
+            parallel=args.parallel, progress=progress,
         )  # fmt: skip
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")

@@ -31,3 +31,54 @@ def test_evaluate_errors(tmp_path, gmm_target, capsys):
     assert run_cli(evaluate_main, [str(run), "--target", str(tmp_path / "none.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert run_cli(evaluate_main, [str(run), "--target", str(gmm_target), "--repeats", "0"]) == 2
+
+
+def test_final_models_side_by_side_match_one_at_a_time(tmp_path, gmm_target, capsys):
+    run = tmp_path / "run"
+    assert run_cli(optimize_main, tiny_gmm_args(gmm_target, run)) == 0
+    common = [str(run), "--target", str(gmm_target), "--scenes", "200", "--steps", "40", "--repeats", "2", "--quiet"]
+    assert (
+        run_cli(evaluate_main, [*common, "--parallel", "1", "--threads", "1", "--out", str(tmp_path / "a.json")]) == 0
+    )
+    assert (
+        run_cli(evaluate_main, [*common, "--parallel", "3", "--threads", "3", "--out", str(tmp_path / "b.json")]) == 0
+    )
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a["metrics"] == b["metrics"] and a["metrics_std"] == b["metrics_std"]
+    assert a["metrics"]["oracle"]["accuracy"] > 0.9 > a["metrics"]["random"]["accuracy"]
+    assert run_cli(evaluate_main, [*common, "--parallel", "-1"]) == 2
+    assert "--parallel must be >= 0" in capsys.readouterr().err
+
+
+def test_segmentation_on_an_unseen_cityscapes_directory_with_finetuning(tmp_path, repo, capsys):
+    """The protocol on real-layout data: a Cityscapes directory (Cityscapes labelIds, a
+    val split as the target and a train split to fine-tune on) that the run never saw."""
+    import numpy as np
+
+    import simulators
+    from lts.datasets import read_labelled_dir, write_cityscapes
+
+    sim = simulators.make("procedural", resolution=(32, 64))
+    psi = sim.param_space.default()
+    cs = tmp_path / "cityscapes"
+    write_cityscapes(sim.generate(psi, 24, seed=11), cs, split="val", city="aachen", label_space="cityscapes")
+    write_cityscapes(sim.generate(psi, 24, seed=12), cs, split="train", city="bochum", label_space="cityscapes")
+    run = tmp_path / "run"
+    args = ["--config", str(repo / "configs/segmentation.yaml"), "--target", str(repo / "configs/targets/default.yaml"),
+            "--out", str(run), "--iterations", "1", "--samples", "2", "--scenes", "8", "--quiet",
+            "--set", "sim_options.resolution=[32, 64]", "--set", "target_size=8", "--set", "final_repeats=1",
+            "--set", "task_options.steps=2", "--set", "task_options.batch_size=8"]  # fmt: skip
+    assert run_cli(optimize_main, args) == 0
+    capsys.readouterr()
+    assert run_cli(evaluate_main, [str(run), "--target", str(cs), "--scenes", "32", "--steps", "80",
+                                   "--finetune", str(cs), "--finetune-steps", "40", "--quiet"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "real only" in out and "lts+finetune" in out and "miou" in out
+    ev = json.loads((run / "evaluation.json").read_text())
+    assert set(ev["metrics"]) == {"lts", "random", "lts+finetune", "real only"}  # no ψ*: no oracle
+    # Plausible numbers: better than calling every pixel the target's most common class.
+    sem = read_labelled_dir(cs, resolution=(32, 64), split="val").semantic.flatten()
+    counts = np.bincount(sem[sem != 0].numpy())
+    majority = counts.max() / counts.sum()
+    for which in ("lts", "lts+finetune", "real only"):
+        assert ev["metrics"][which]["pixel_acc"] > majority + 0.1, (which, ev["metrics"][which], majority)
