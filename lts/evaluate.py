@@ -55,6 +55,10 @@ def _learned_params(run: RunDir, space: simulators.ParamSpace) -> dict[str, Any]
     return space.validate(psi)
 
 
+def _nothing() -> None:
+    pass
+
+
 def evaluate_run(
     run_dir: str | Path,
     target: str,
@@ -93,67 +97,73 @@ def evaluate_run(
     tgt = load_target(target, sim, task_name=cfg.task, size=cfg.target_size, run_seed=cfg.seed, sim_name=cfg.sim)
     ctx = EvalContext(cfg.sim, cfg.sim_options, cfg.task, task_options, tgt.batch, refiner=refiner, device=cfg.device)
     evaluator = ctx.build(sim=sim)
-    evaluator.task.check_target(tgt.batch)
-    real = None
-    if finetune:
-        from .datasets import read_labelled_dir
-        from .targets import _NEEDS
-
-        ft_root = resolve_path(finetune)
-        if finetune_split is None and (ft_root / "leftImg8bit" / "train").is_dir():
-            finetune_split = "train"  # never fine-tune on the val split that is the target
-        real = read_labelled_dir(ft_root, resolution=getattr(sim, "resolution", None),
-                                 split=finetune_split, need=_NEEDS.get(cfg.task, ("semantic",)))  # fmt: skip
-    chosen: dict[str, dict[str, Any] | None] = {"lts": _learned_params(run, sim.param_space), "random": None}
-    if tgt.params is not None:
-        chosen["oracle"] = tgt.params
-    rows: dict[str, list[dict[str, float]]] = {k: [] for k in chosen}
-    if real is not None:
-        rows["lts+finetune"], rows["real only"] = [], []
-    specs: list[EvalSpec] = []
-    which_of: list[str] = []
-    for r in range(repeats):
-        data_seed = derive_seed(cfg.seed, "evaluate-data", r)
-        train_seed = derive_seed(cfg.seed, "evaluate-train", r)
-        for which, psi in chosen.items():
-            per_scene = random_params(sim.param_space, n, data_seed) if which == "random" else None
-            specs.append(EvalSpec(index=len(specs), params=psi, n=n, data_seed=data_seed, train_seed=train_seed,
-                                  per_scene=per_scene, keep_state=(which == "lts" and real is not None)))  # fmt: skip
-            which_of.append(which)
-    total = len(specs) + (2 * repeats if real is not None else 0)
-    done = 0
-
-    def finished(res: EvalResult) -> None:
-        nonlocal done
-        done += 1
-        if progress:
-            progress(which_of[res.index], done, total)
-
-    task = evaluator.task
-    # The final models are independent (each seeded by its spec): side by side in threads
-    # as in the run (`parallel`), one after another when that is 1.
-    executor = local_executor(evaluator, parallel=cfg.parallel, threads=cfg.threads, samples=len(specs))
+    close = evaluator.close
     try:
-        results = executor.map(specs, on_result=finished)
-    finally:
-        executor.close()
-    for spec, res in zip(specs, results):
-        if res.error:
-            raise RuntimeError(f"the {which_of[spec.index]} model (seed {spec.train_seed}) failed: {res.error}")
-        rows[which_of[spec.index]].append(res.metrics)
-    if real is not None:
-        task_ft = tasks_mod.make(cfg.task, **{"device": cfg.device, **task_options,
-                                              **({"steps": finetune_steps} if finetune_steps else {})})  # fmt: skip
-        for spec, res in zip(specs, results):
-            if which_of[spec.index] != "lts":
-                continue
-            ft = task_ft.fit(real, seed=spec.train_seed, init=res.state)
-            rows["lts+finetune"].append(task_ft.score(ft, tgt.batch))
-            alone = task_ft.fit(real, seed=spec.train_seed)
-            rows["real only"].append(task_ft.score(alone, tgt.batch))
-            done += 2
+        evaluator.task.check_target(tgt.batch)
+        real = None
+        if finetune:
+            from .datasets import read_labelled_dir
+            from .targets import _NEEDS
+
+            ft_root = resolve_path(finetune)
+            if finetune_split is None and (ft_root / "leftImg8bit" / "train").is_dir():
+                finetune_split = "train"  # never fine-tune on the val split that is the target
+            real = read_labelled_dir(ft_root, resolution=getattr(sim, "resolution", None),
+                                     split=finetune_split, need=_NEEDS.get(cfg.task, ("semantic",)))  # fmt: skip
+        chosen: dict[str, dict[str, Any] | None] = {"lts": _learned_params(run, sim.param_space), "random": None}
+        if tgt.params is not None:
+            chosen["oracle"] = tgt.params
+        rows: dict[str, list[dict[str, float]]] = {k: [] for k in chosen}
+        if real is not None:
+            rows["lts+finetune"], rows["real only"] = [], []
+        specs: list[EvalSpec] = []
+        which_of: list[str] = []
+        for r in range(repeats):
+            data_seed = derive_seed(cfg.seed, "evaluate-data", r)
+            train_seed = derive_seed(cfg.seed, "evaluate-train", r)
+            for which, psi in chosen.items():
+                per_scene = random_params(sim.param_space, n, data_seed) if which == "random" else None
+                specs.append(EvalSpec(index=len(specs), params=psi, n=n, data_seed=data_seed, train_seed=train_seed,
+                                      per_scene=per_scene, keep_state=(which == "lts" and real is not None)))  # fmt: skip
+                which_of.append(which)
+        total = len(specs) + (2 * repeats if real is not None else 0)
+        done = 0
+
+        def finished(res: EvalResult) -> None:
+            nonlocal done
+            if res.error:  # stop at once: no new model starts, `close` waits for the running ones
+                raise RuntimeError(f"the {which_of[res.index]} model failed: {res.error}")
+            done += 1
             if progress:
-                progress("finetune", done, total)
+                progress(which_of[res.index], done, total)
+
+        task = evaluator.task
+        # The final models are independent (each seeded by its spec): side by side in threads
+        # as in the run (`parallel`), one after another when that is 1.
+        executor = local_executor(evaluator, parallel=cfg.parallel, threads=cfg.threads, samples=len(specs))
+        close = executor.close  # closes the evaluator too
+        try:
+            results = executor.map(specs, on_result=finished)
+        finally:
+            close()  # the fine-tuning below gets every thread back
+            close = _nothing
+        for spec, res in zip(specs, results):
+            rows[which_of[spec.index]].append(res.metrics)
+        if real is not None:
+            task_ft = tasks_mod.make(cfg.task, **{"device": cfg.device, **task_options,
+                                                  **({"steps": finetune_steps} if finetune_steps else {})})  # fmt: skip
+            for spec, res in zip(specs, results):
+                if which_of[spec.index] != "lts":
+                    continue
+                ft = task_ft.fit(real, seed=spec.train_seed, init=res.state)
+                rows["lts+finetune"].append(task_ft.score(ft, tgt.batch))
+                alone = task_ft.fit(real, seed=spec.train_seed)
+                rows["real only"].append(task_ft.score(alone, tgt.batch))
+                done += 2
+                if progress:
+                    progress("finetune", done, total)
+    finally:
+        close()
     result = {
         "run_dir": str(run.path),
         "target": str(target),

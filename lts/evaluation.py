@@ -265,7 +265,7 @@ def at_once(*, parallel: int, threads: int, samples: int) -> tuple[int, int]:
     ``parallel`` (0: one per core, or per ``threads`` when set, at most ``samples``)
     sharing ``threads`` torch threads (0: one per core)."""
     cores = threads or available_cores()
-    n = parallel or min(samples, cores)
+    n = min(parallel or cores, samples)
     return n, max(1, cores // n)
 
 

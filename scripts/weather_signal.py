@@ -50,6 +50,7 @@ from lts.evaluation import EvalSpec, Evaluator
 from lts.report import tv_distance
 from lts.targets import load_target
 from policies import DESIGNS, Policy, moving_average, reinforce_update
+from policies.distribution import _blocks
 
 TARGET = "configs/targets/default.yaml"
 GROUPS = ("car_type", "weather", "intersection")
@@ -172,9 +173,18 @@ def contrasts(run_dirs: list[str]) -> None:
         return np.sign(d @ d[0])
 
     pooled: dict[str, list[tuple[float, float]]] = {}
+    skipped = 0
     for path in run_dirs:
         run = RunDir.open(path)
-        star = load_target_file(resolve_path(str(run.read_config()["target"]))).params
+        cfg = run.read_config()
+        target = resolve_path(str(cfg["target"]))
+        sampling = cfg.get("policy", {}).get("sampling", "independent")
+        gaussian = sum(1 for el in simulators.resolve(cfg["sim"])().param_space.values() if el.kind != "categorical")
+        if not target.is_file() or sampling != "orthogonal" or _blocks(int(cfg["samples"]), gaussian) != [4]:
+            print(f"{path}: skipped (needs a target parameter file and one sign-balanced block of K = 4 draws)")
+            skipped += 1
+            continue
+        star = load_target_file(target).params
         per: dict[str, list[tuple[float, float]]] = {}
         for row in run.read_metrics():
             ps, rewards = row["params"], row["rewards"]
@@ -201,8 +211,9 @@ def contrasts(run_dirs: list[str]) -> None:
         for name, v in per.items():
             pooled.setdefault(name, []).extend(v)
             _print_contrast(name, v)
-    if len(run_dirs) > 1:
-        print(f"pooled over {len(run_dirs)} runs:")
+    used = len(run_dirs) - skipped
+    if used > 1:
+        print(f"pooled over {used} runs:")
         for name, v in pooled.items():
             _print_contrast(name, v)
 
