@@ -7,10 +7,12 @@ still barely moves").
     python scripts/weather_signal.py simulate  # the loop on a model landscape, seconds
     python scripts/weather_signal.py contrasts RUN_DIR [RUN_DIR ...]  # what finished runs saw
 
-``pairs``: at the policy's starting point (every element uniform), move one element's
-logits by ±0.5 along the direction of ψ*'s (centred, unit length) and train the default
+``pairs``: at the policy's starting point (every element uniform; ``--at-star NAME …``
+puts those elements at ψ*'s values instead), move one element's logits by ±0.5
+(``--shift``) along the direction of ψ*'s (centred, unit length) and train the default
 counting net on both, with the same data and training seeds; print the MAE difference
-(away − toward) per seed.
+(away − toward) per seed, its mean and sd.  A tiny shift (0.05) measures the training's
+own noise: two draws that differ in a few scenes' weather.
 
 ``effects``: train at ψ* and at ψ* with one element's mix set to uniform (the same data
 and training seeds) and print the MAE each element's mix is worth.
@@ -66,12 +68,12 @@ def shifted(base: dict, star: dict, name: str, t: float) -> dict:
     return out
 
 
-def counting_mae(seeds: int) -> tuple[dict, dict, Callable[[dict], np.ndarray]]:
+def counting_mae(seeds: int, **task_options) -> tuple[dict, dict, Callable[[dict], np.ndarray]]:
     """ψ*, the uniform starting point, and ``mae(ψ)``: the default counting net's target MAE
     after training on ψ, one value per seed (data and training seeds shared across ψ)."""
     sim = simulators.make("procedural")
     target = load_target(TARGET, sim, task_name="counting", size=256, run_seed=0)
-    evaluate = Evaluator(sim, tasks.make("counting"), target.batch)
+    evaluate = Evaluator(sim, tasks.make("counting", **task_options), target.batch)
 
     def mae(params: dict) -> np.ndarray:
         specs = [EvalSpec(index=0, params=params, n=256, data_seed=1000 + s, train_seed=2000 + s) for s in range(seeds)]
@@ -80,12 +82,18 @@ def counting_mae(seeds: int) -> tuple[dict, dict, Callable[[dict], np.ndarray]]:
     return target.params, sim.param_space.default(), mae
 
 
-def pairs(seeds: int) -> None:
-    star, base, mae = counting_mae(seeds)
-    for name in GROUPS:
-        diffs = mae(shifted(base, star, name, -0.5)) - mae(shifted(base, star, name, 0.5))
+def pairs(
+    seeds: int, shift: float = 0.5, at_star: tuple[str, ...] = (), names: tuple[str, ...] = GROUPS, **task_options
+) -> None:
+    star, base, mae = counting_mae(seeds, **task_options)
+    base = {**base, **{n: star[n] for n in at_star}}
+    where = f"{', '.join(at_star)} at ψ*, the rest uniform" if at_star else "every element uniform"
+    print(f"pairs ±{shift} logits toward ψ*, {where}, task options {task_options or 'default'}:")
+    for name in names:
+        diffs = mae(shifted(base, star, name, -shift)) - mae(shifted(base, star, name, shift))
         print(
-            f"{name:13s} MAE(away) − MAE(toward): mean {np.mean(diffs):+.4f}, sd {np.std(diffs, ddof=1):.4f} over {seeds} seeds"
+            f"{name:13s} MAE(away) − MAE(toward): mean {np.mean(diffs):+.4f}, sd {np.std(diffs, ddof=1):.4f} "
+            f"over {seeds} seeds ({' '.join(f'{d:+.3f}' for d in diffs)})"
         )
 
 
@@ -233,6 +241,19 @@ def main() -> None:
     ap.add_argument("mode", choices=("pairs", "effects", "simulate", "contrasts"))
     ap.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="contrasts: run directories")
     ap.add_argument("--seeds", type=int, default=4, help="pairs, effects: seeds per measurement")
+    ap.add_argument("--shift", type=float, default=0.5, help="pairs: logit shift toward / away from ψ*")
+    ap.add_argument(
+        "--at-star",
+        nargs="*",
+        default=[],
+        choices=("car_type", "weather", "intersection", "cars_per_scene", "road_length"),
+        metavar="NAME",
+        help="pairs: elements set to ψ*'s values (the rest start uniform)",
+    )
+    ap.add_argument(
+        "--elements", nargs="*", default=list(GROUPS), choices=GROUPS, metavar="NAME", help="pairs: elements to shift"
+    )
+    ap.add_argument("--lr", type=float, default=None, help="pairs: the counting net's learning rate (default: its own)")
     ap.add_argument("--runs", type=int, default=400, help="simulate: simulated runs")
     ap.add_argument(
         "--iterations",
@@ -279,8 +300,11 @@ def main() -> None:
         contrasts(a.run_dirs)
     elif a.mode == "simulate":
         simulate(a.runs, a.iterations, a.sampling, tuple(a.effects), tuple(a.continuous), a.columns, a.stds)
+    elif a.mode == "pairs":
+        options = {} if a.lr is None else {"lr": a.lr}
+        pairs(a.seeds, a.shift, tuple(a.at_star), tuple(a.elements), **options)
     else:
-        (pairs if a.mode == "pairs" else effects)(a.seeds)
+        effects(a.seeds)
 
 
 if __name__ == "__main__":
