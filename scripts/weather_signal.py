@@ -47,12 +47,14 @@ import yaml
 
 import simulators
 from lts import tasks
-from lts.config import Config, PolicyConfig
+from lts.config import Config, PolicyConfig, resolve_path
 from lts.evaluation import EvalSpec, Evaluator
 from lts.report import tv_distance
+from lts.rundir import RunDir
 from lts.targets import load_target
 from policies import DESIGNS, Policy, moving_average, reinforce_update
 from policies.distribution import _blocks
+from simulators.space import load_target_file
 
 TARGET = "configs/targets/default.yaml"
 GROUPS = ("car_type", "weather", "intersection")
@@ -172,10 +174,6 @@ def simulate(
 
 
 def contrasts(run_dirs: list[str]) -> None:
-    from lts.config import resolve_path
-    from lts.rundir import RunDir
-    from simulators.space import load_target_file
-
     def signs(rows: list[np.ndarray]) -> np.ndarray:
         d = np.array(rows) - np.mean(rows, 0)
         return np.sign(d @ d[0])
@@ -215,7 +213,7 @@ def contrasts(run_dirs: list[str]) -> None:
                     continue
                 nearer = np.mean([d for d, x in zip(dist, s) if x > 0]) - np.mean([d for d, x in zip(dist, s) if x < 0])
                 per.setdefault(name, []).append((r[s > 0].mean() - r[s < 0].mean(), nearer))
-        print(f"{path} (target {run.read_config()['target']}):")
+        print(f"{path} (target {cfg['target']}):")
         for name, v in per.items():
             pooled.setdefault(name, []).extend(v)
             _print_contrast(name, v)
