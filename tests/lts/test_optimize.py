@@ -101,6 +101,26 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, gmm_target):
     assert strip(rows_full) == strip(rows_part)
 
 
+def test_warm_start_carries_the_best_model_across_iterations_and_resume(tmp_path, gmm_target):
+    def rewards(out):
+        return [json.loads(x)["rewards"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+    cold, warm, part = tmp_path / "cold", tmp_path / "warm", tmp_path / "part"
+    assert run(tiny_gmm_args(gmm_target, cold)) == 0
+    assert run(tiny_gmm_args(gmm_target, warm, "--warm-start")) == 0
+    # Iteration 0 has no model to start from; later ones continue the previous best, so
+    # the same draws and seeds score differently.
+    assert rewards(warm)[0] == rewards(cold)[0]
+    assert rewards(warm)[1] != rewards(cold)[1] and rewards(warm)[2] != rewards(cold)[2]
+    # the model travels in the checkpoint: a resumed warm run ends where the whole one does
+    args = tiny_gmm_args(gmm_target, part, "--warm-start")
+    args[args.index("--iterations") + 1] = "1"
+    assert run(args) == 0
+    assert run(["--resume", str(part), "--iterations", "3", "--quiet"]) == 0
+    assert rewards(part) == rewards(warm)
+    assert (part / "policy.json").read_text() == (warm / "policy.json").read_text()
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_gives_the_same_policy(tmp_path, gmm_target):
     full, killed = tmp_path / "full", tmp_path / "killed"
