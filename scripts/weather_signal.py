@@ -12,7 +12,9 @@ puts those elements at ψ*'s values instead), move one element's logits by ±0.5
 (``--shift``) along the direction of ψ*'s (centred, unit length) and train the default
 counting net on both, with the same data and training seeds; print the MAE difference
 (away − toward) per seed, its mean and sd.  A tiny shift (0.05) measures the training's
-own noise: two draws that differ in a few scenes' weather.
+own noise: two draws that differ in a few scenes' weather.  ``--warm`` continues both
+trainings from a model trained at the starting point on other seeds (as ``--warm-start``
+runs do); ``--task KEY=VALUE`` sets one of the counting task's options (``batch_size=64``).
 
 ``effects``: train at ψ* and at ψ* with one element's mix set to uniform (the same data
 and training seeds) and print the MAE each element's mix is worth.
@@ -70,29 +72,48 @@ def shifted(base: dict, star: dict, name: str, t: float) -> dict:
     return out
 
 
-def counting_mae(seeds: int, **task_options) -> tuple[dict, dict, Callable[[dict], np.ndarray]]:
-    """ψ*, the uniform starting point, and ``mae(ψ)``: the default counting net's target MAE
-    after training on ψ, one value per seed (data and training seeds shared across ψ)."""
+def counting_mae(
+    seeds: int, **task_options
+) -> tuple[dict, dict, Callable[[dict, list | None], np.ndarray], Callable[[dict], list]]:
+    """ψ*, the uniform starting point, ``mae(ψ, inits)``: the counting net's target MAE after
+    training on ψ, one value per seed (data and training seeds shared across ψ; ``inits``:
+    per seed, a state to continue from), and ``states(ψ)``: per seed, the state of a model
+    trained on ψ with other seeds."""
     sim = simulators.make("procedural")
     target = load_target(TARGET, sim, task_name="counting", size=256, run_seed=0)
     evaluate = Evaluator(sim, tasks.make("counting", **task_options), target.batch)
 
-    def mae(params: dict) -> np.ndarray:
-        specs = [EvalSpec(index=0, params=params, n=256, data_seed=1000 + s, train_seed=2000 + s) for s in range(seeds)]
-        return np.array([evaluate(spec).metrics["mae"] for spec in specs])
+    def run(params: dict, seed: int, init: dict | None = None, keep: bool = False):  # noqa: ANN202
+        return evaluate(EvalSpec(0, params, 256, data_seed=seed, train_seed=seed + 1000, init=init, keep_state=keep))
 
-    return target.params, sim.param_space.default(), mae
+    def mae(params: dict, inits: list | None = None) -> np.ndarray:
+        return np.array([run(params, 1000 + s, inits[s] if inits else None).metrics["mae"] for s in range(seeds)])
+
+    def states(params: dict) -> list:
+        return [run(params, 5000 + s, keep=True).state for s in range(seeds)]
+
+    return target.params, sim.param_space.default(), mae, states
 
 
 def pairs(
-    seeds: int, shift: float = 0.5, at_star: tuple[str, ...] = (), names: tuple[str, ...] = GROUPS, **task_options
+    seeds: int,
+    shift: float = 0.5,
+    at_star: tuple[str, ...] = (),
+    names: tuple[str, ...] = GROUPS,
+    warm: bool = False,
+    **task_options,
 ) -> None:
-    star, base, mae = counting_mae(seeds, **task_options)
+    star, base, mae, states = counting_mae(seeds, **task_options)
     base = {**base, **{n: star[n] for n in at_star}}
     where = f"{', '.join(at_star)} at ψ*, the rest uniform" if at_star else "every element uniform"
-    print(f"pairs ±{shift} logits toward ψ*, {where}, task options {task_options or 'default'}:")
+    print(
+        f"pairs ±{shift} logits toward ψ*, {where}, task options {task_options or 'default'}"
+        + (", warm-started from a model trained there" if warm else "")
+        + ":"
+    )
+    inits = states(base) if warm else None
     for name in names:
-        diffs = mae(shifted(base, star, name, -shift)) - mae(shifted(base, star, name, shift))
+        diffs = mae(shifted(base, star, name, -shift), inits) - mae(shifted(base, star, name, shift), inits)
         print(
             f"{name:13s} MAE(away) − MAE(toward): mean {np.mean(diffs):+.4f}, sd {np.std(diffs, ddof=1):.4f} "
             f"over {seeds} seeds ({' '.join(f'{d:+.3f}' for d in diffs)})"
@@ -100,7 +121,7 @@ def pairs(
 
 
 def effects(seeds: int) -> None:
-    star, uniform, mae = counting_mae(seeds)
+    star, uniform, mae, _ = counting_mae(seeds)
     at_star = mae(star)
     print(f"ψ*                     MAE {at_star.mean():.4f}")
     for name in GROUPS:
@@ -252,6 +273,12 @@ def main() -> None:
         "--elements", nargs="*", default=list(GROUPS), choices=GROUPS, metavar="NAME", help="pairs: elements to shift"
     )
     ap.add_argument("--lr", type=float, default=None, help="pairs: the counting net's learning rate (default: its own)")
+    ap.add_argument(
+        "--task", action="append", default=[], metavar="KEY=VALUE", help="pairs: a counting task option (YAML value)"
+    )
+    ap.add_argument(
+        "--warm", action="store_true", help="pairs: continue from a model trained at the starting point (other seeds)"
+    )
     ap.add_argument("--runs", type=int, default=400, help="simulate: simulated runs")
     ap.add_argument(
         "--iterations",
@@ -300,7 +327,12 @@ def main() -> None:
         simulate(a.runs, a.iterations, a.sampling, tuple(a.effects), tuple(a.continuous), a.columns, a.stds)
     elif a.mode == "pairs":
         options = {} if a.lr is None else {"lr": a.lr}
-        pairs(a.seeds, a.shift, tuple(a.at_star), tuple(a.elements), **options)
+        for item in a.task:
+            key, eq, value = item.partition("=")
+            if not eq or not key:
+                ap.error(f"--task {item!r}: expected KEY=VALUE")
+            options[key] = yaml.safe_load(value)
+        pairs(a.seeds, a.shift, tuple(a.at_star), tuple(a.elements), a.warm, **options)
     else:
         effects(a.seeds)
 
