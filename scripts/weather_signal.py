@@ -6,6 +6,7 @@ still barely moves").
     python scripts/weather_signal.py effects   # real evaluations, about 2 minutes
     python scripts/weather_signal.py simulate  # the loop on a model landscape, seconds
     python scripts/weather_signal.py contrasts RUN_DIR [RUN_DIR ...]  # what finished runs saw
+    python scripts/weather_signal.py product   # real evaluations, about 4 minutes
 
 ``pairs``: at the policy's starting point (every element uniform; ``--at-star NAME …``
 puts those elements at ψ*'s values instead), move one element's logits by ±0.5
@@ -27,6 +28,12 @@ of cars per scene and road length away from ψ*'s (measured: 4 cars too few cost
 and 0.01); print how often each element's TV distance to ψ* halves (and how often
 the number of cars ends within 2 of ψ*'s), with the draws laid out as the loop lays
 them out (``--sampling``, ``--columns``) and the loop's default policy settings.
+
+``product``: a block of four draws as the loop lays it out at the start, with the weather
+held still: car types ±0.5 logits toward ψ* on one column, cars per scene ±1.6 (the
+policy's starting spread) on another; per seed, the contrasts of both columns and of
+their product column, the one the weather holds in the loop's blocks of four (so what
+it picks up from the other two when it does not move at all).
 
 ``contrasts``: from runs of the loop against a target parameter file (their
 metrics.jsonl; sign-balanced draws), per element and iteration, the reward contrast
@@ -194,6 +201,27 @@ def simulate(
     )
 
 
+def product(seeds: int) -> None:
+    star, base, mae, _ = counting_mae(seeds)
+    cars = simulators.make("procedural").param_space["cars_per_scene"]
+    spread = PolicyConfig().init_std * (cars.high - cars.low)
+    r = {
+        (a, b): mae({**shifted(base, star, "car_type", 0.5 * a), "cars_per_scene": base["cars_per_scene"] + spread * b})
+        for a in (-1, 1)
+        for b in (-1, 1)
+    }
+    print(
+        f"a block of four at the start: car types ±0.5 toward ψ*, cars per scene {base['cars_per_scene']} ± {spread}:"
+    )
+    for name, col in (
+        ("car types (away − toward)", lambda a, b: -a),
+        ("cars (fewer − more)", lambda a, b: -b),
+        ("product column (the weather's)", lambda a, b: a * b),
+    ):
+        v = sum(col(a, b) * r[a, b] for a, b in r) / 2
+        print(f"  {name:31s} mean {v.mean():+.4f}, sd {v.std(ddof=1):.4f} ({' '.join(f'{x:+.3f}' for x in v)})")
+
+
 def contrasts(run_dirs: list[str]) -> None:
     def signs(rows: list[np.ndarray]) -> np.ndarray:
         d = np.array(rows) - np.mean(rows, 0)
@@ -257,7 +285,7 @@ def _print_contrast(name: str, v: list[tuple[float, float]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", choices=("pairs", "effects", "simulate", "contrasts"))
+    ap.add_argument("mode", choices=("pairs", "effects", "simulate", "contrasts", "product"))
     ap.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="contrasts: run directories")
     ap.add_argument("--seeds", type=int, default=4, help="pairs, effects: seeds per measurement")
     ap.add_argument("--shift", type=float, default=0.5, help="pairs: logit shift toward / away from ψ*")
@@ -325,6 +353,8 @@ def main() -> None:
         contrasts(a.run_dirs)
     elif a.mode == "simulate":
         simulate(a.runs, a.iterations, a.sampling, tuple(a.effects), tuple(a.continuous), a.columns, a.stds)
+    elif a.mode == "product":
+        product(a.seeds)
     elif a.mode == "pairs":
         options = {} if a.lr is None else {"lr": a.lr}
         for item in a.task:
