@@ -287,7 +287,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("mode", choices=("pairs", "effects", "simulate", "contrasts", "product"))
     ap.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="contrasts: run directories")
-    ap.add_argument("--seeds", type=int, default=4, help="pairs, effects: seeds per measurement")
+    ap.add_argument("--seeds", type=int, default=4, help="pairs, effects, product: seeds per measurement")
     ap.add_argument("--shift", type=float, default=0.5, help="pairs: logit shift toward / away from ψ*")
     ap.add_argument(
         "--at-star",
