@@ -55,10 +55,6 @@ def _learned_params(run: RunDir, space: simulators.ParamSpace) -> dict[str, Any]
     return space.validate(psi)
 
 
-def _nothing() -> None:
-    pass
-
-
 def evaluate_run(
     run_dir: str | Path,
     target: str,
@@ -97,7 +93,6 @@ def evaluate_run(
     tgt = load_target(target, sim, task_name=cfg.task, size=cfg.target_size, run_seed=cfg.seed, sim_name=cfg.sim)
     ctx = EvalContext(cfg.sim, cfg.sim_options, cfg.task, task_options, tgt.batch, refiner=refiner, device=cfg.device)
     evaluator = ctx.build(sim=sim)
-    close = evaluator.close
     try:
         evaluator.task.check_target(tgt.batch)
         real = None
@@ -141,12 +136,10 @@ def evaluate_run(
         # The final models are independent (each seeded by its spec): side by side in threads
         # as in the run (`parallel`), one after another when that is 1.
         executor = local_executor(evaluator, parallel=cfg.parallel, threads=cfg.threads, samples=len(specs))
-        close = executor.close  # closes the evaluator too
         try:
             results = executor.map(specs, on_result=finished)
         finally:
-            close()  # the fine-tuning below gets every thread back
-            close = _nothing
+            executor.close()  # waits for running models; the fine-tuning below gets every thread back
         for spec, res in zip(specs, results):
             rows[which_of[spec.index]].append(res.metrics)
         if real is not None:
@@ -163,7 +156,7 @@ def evaluate_run(
                 if progress:
                     progress("finetune", done, total)
     finally:
-        close()
+        evaluator.close()  # a no-op when the executor closed it already
     result = {
         "run_dir": str(run.path),
         "target": str(target),

@@ -112,6 +112,7 @@ class Evaluator:
         # Held around the simulator and the refiner; `ThreadedExecutor` makes it a lock, so
         # that they serve one evaluation at a time (they need not be thread-safe).
         self.sim_lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        self._closed = False
 
     def __call__(self, spec: EvalSpec) -> EvalResult:
         res = EvalResult(index=spec.index, params=spec.params)
@@ -148,7 +149,10 @@ class Evaluator:
             return EvalResult(index=spec.index, params=spec.params, error=f"{type(e).__name__}: {e}{where}")
 
     def close(self) -> None:
-        self.sim.close()
+        """Close the simulator (once; the executors that own this evaluator close it too)."""
+        if not self._closed:
+            self._closed = True
+            self.sim.close()
 
 
 class Executor(Protocol):

@@ -64,6 +64,7 @@ from lts.targets import load_target
 from policies import DESIGNS, Policy, moving_average, reinforce_update
 from policies.distribution import _blocks
 from simulators.space import load_target_file
+from simulators.street import street_param_space
 
 TARGET = "configs/targets/default.yaml"
 GROUPS = ("car_type", "weather", "intersection")
@@ -203,7 +204,7 @@ def simulate(
 
 def product(seeds: int) -> None:
     star, base, mae, _ = counting_mae(seeds)
-    cars = simulators.make("procedural").param_space["cars_per_scene"]
+    cars = street_param_space()["cars_per_scene"]
     spread = PolicyConfig().init_std * (cars.high - cars.low)
     r = {
         (a, b): mae({**shifted(base, star, "car_type", 0.5 * a), "cars_per_scene": base["cars_per_scene"] + spread * b})
