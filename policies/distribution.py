@@ -28,7 +28,7 @@ from torch.distributions import Normal
 
 from simulators.space import Categorical, Continuous, Integer, ParamSpace, Proportions
 
-__all__ = ["DESIGNS", "Policy", "PolicySample", "orthogonal_signs"]
+__all__ = ["DESIGNS", "Policy", "PolicySample", "column_order", "orthogonal_signs"]
 
 _MEAN_DRAWS = 4096  # Monte Carlo draws for the expected ψ of nonlinear elements
 #: How `Policy.sample` lays out the draws of one iteration.
@@ -44,6 +44,27 @@ def orthogonal_signs(size: int) -> torch.Tensor:
     while h.shape[0] < size:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)])
     return h[:, 1:]
+
+
+def column_order(size: int) -> list[int]:
+    """The columns of ``orthogonal_signs(size)``, as indices, in the order elements get them.
+
+    In Sylvester's order the product of columns ``a`` and ``b`` (counting from 1) is
+    column ``a XOR b``.  The generating columns (1, 2, 4, …) come first, then any column
+    that is not the product of two already handed out (7 in a block of eight), then the
+    rest.  So a block of ``P ≥ 8`` draws lays out up to ``P / 2`` elements with no
+    element's column the product of two others': a reward term in two elements together
+    cannot reach a third element's gradient.  (A block of four has no such room: each of
+    its columns is the product of the other two.)
+    """
+    rest = sorted(range(1, size), key=lambda c: (bin(c).count("1"), c))
+    order: list[int] = []
+    while rest:
+        products = {a ^ b for a in order for b in order}
+        pick = next((c for c in rest if c not in products), rest[0])
+        order.append(pick)
+        rest.remove(pick)
+    return [c - 1 for c in order]
 
 
 def _blocks(k: int, elements: int) -> list[int]:
@@ -151,14 +172,16 @@ class Policy(nn.Module):
         following a column of its own.  Each draw is still distributed exactly as the
         policy, so the REINFORCE estimate stays unbiased; but in the average over a block
         any reward term that depends on one such element alone cancels from every other
-        element's gradient.  (A term in two elements together can reach the element
-        whose column is the product of theirs.)  Blocks hold up to the smallest power of
-        two that gives every Gaussian element a column (8 for five to seven elements);
-        with fewer draws the first ``P − 1`` elements get them, those named in
-        ``columns`` first and then the others in space order, and the rest share the
-        last column (so their gradients see that element's effect alone, amplified, in
-        place of every column element's; with ``P = 2`` every element shares the one
-        column).  Categorical elements are drawn independently.  A block of one draw
+        element's gradient.  A term in two elements together reaches the element whose
+        column is the product of theirs: the columns are handed out in `column_order`,
+        so that in a block of eight or more no element among the first ``P / 2`` holds
+        such a product (in a block of four each column is the product of the other two).
+        Blocks hold up to the smallest power of two that gives every Gaussian element a
+        column (8 for five to seven elements); with fewer draws the first ``P − 1``
+        elements get them, those named in ``columns`` first and then the others in space
+        order, and the rest share the last column handed out (so their gradients see
+        that element's effect alone, amplified, in place of every column element's; with
+        ``P = 2`` every element shares the one column).  Categorical elements are drawn independently.  A block of one draw
         has no column.  A block's draws share ``|ε|``, so
         the log-std gradient sees one value per block; a draw dropped from the update
         (a failed evaluation) unbalances its block.
@@ -192,11 +215,11 @@ class Policy(nn.Module):
         gaussian = first + [n for n in gaussian if n not in first]
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in gaussian}
         for size in _blocks(k, len(gaussian)):
-            signs = orthogonal_signs(size)
+            signs, order = orthogonal_signs(size), column_order(size)
             for i, name in enumerate(gaussian):
                 dim = self.loc[name].numel()
-                c = min(i, signs.shape[1] - 1)  # its own column, or the last one shared (see `sample`)
-                if c >= 0:
+                if order:  # its own column, or the last one shared (see `sample`)
+                    c = order[min(i, len(order) - 1)]
                     eps = torch.randn((1, dim), generator=generator, dtype=torch.float64)
                     parts[name].append(signs[:, c : c + 1] * eps)
                 else:  # a block of one draw has no column

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from policies import Policy, orthogonal_signs
+from policies import Policy, column_order, orthogonal_signs
 from simulators import Categorical, Continuous, Integer, ParamSpace, Proportions
 
 
@@ -104,6 +104,44 @@ def test_orthogonal_signs_are_balanced_and_orthogonal(size):
     assert torch.equal(h.T @ h, size * torch.eye(size - 1, dtype=h.dtype))
     with pytest.raises(ValueError, match="power of two"):
         orthogonal_signs(6)
+
+
+@pytest.mark.parametrize("size", [2, 4, 8, 16, 32, 64])
+def test_column_order_keeps_two_element_terms_off_other_columns(size):
+    """Every column once, the generating ones (Sylvester 1, 2, 4, …) first; in blocks of
+    eight or more no column among the first ``size / 2`` is the product of two others
+    there (checked on the signs themselves).  A block of four has no such room."""
+    h, order = orthogonal_signs(size), column_order(size)
+    assert sorted(order) == list(range(size - 1))
+    gen = [(1 << j) - 1 for j in range(size.bit_length() - 1)]
+    assert order[: len(gen)] == gen
+    first = h[:, order[: max(size // 2, 3 if size == 4 else 1)]]
+    products = {tuple((first[:, a] * first[:, b]).tolist()) for a in range(first.shape[1]) for b in range(a)}
+    clashes = [c for c in range(first.shape[1]) if tuple(first[:, c].tolist()) in products]
+    assert clashes == ([0, 1, 2] if size == 4 else [])
+
+
+def test_two_element_rewards_give_other_elements_no_gradient_in_blocks_of_eight():
+    """With four Gaussian elements and K = 8, a reward of the weather and car mixes
+    together (their interaction included, softmax and all) gives the cars' and road's
+    logits and locations exactly zero gradient: neither holds the product of the
+    weather's and the car's columns."""
+    space = ParamSpace(
+        weather=Proportions(("a", "b", "c", "d")),
+        car=Proportions(("s", "h", "u", "v", "k")),
+        cars=Continuous(0.0, 16.0),
+        road=Continuous(20.0, 120.0),
+    )
+    pol = Policy(space)
+    for seed in range(5):
+        s = pol.sample(8, torch.Generator().manual_seed(seed), design="orthogonal")
+        r = torch.tensor(
+            [10.0 * p["weather"]["a"] * p["car"]["s"] + p["car"]["u"] for p in s.params], dtype=torch.float64
+        )
+        pol.zero_grad()
+        (-((r - r.mean()) * pol.log_prob(s)).mean()).backward()
+        assert pol.loc["cars"].grad.abs().max() < 1e-12 and pol.loc["road"].grad.abs().max() < 1e-12
+        assert pol.loc["weather"].grad.abs().max() > 1e-4 and pol.loc["car"].grad.abs().max() > 1e-4
 
 
 def _street_like() -> ParamSpace:
