@@ -497,8 +497,14 @@ def run_comparison(
     task = tasks_mod.make(config.task, **{"device": config.device, **config.task_options})
     try:
         for seed in seeds:
+            # No distribution-matching warm-up: every method learns from the task's reward alone.
             cfg = dataclasses.replace(
-                config, seed=int(seed), iterations=used // k, workers=workers, ray_address=ray_address
+                config,
+                seed=int(seed),
+                iterations=used // k,
+                match_iterations=0,
+                workers=workers,
+                ray_address=ray_address,
             )
             # The Experiment renders seed S's target; every method is scored on that one.
             exp = Experiment(cfg, RunDir(out / f"lts-seed{seed}"))

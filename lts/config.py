@@ -59,7 +59,17 @@ class Config:
     task_options: dict = _f({}, "keyword options for the task (training budget, lr, …)")
     target: str = _f("configs/targets/default.yaml", "target parameter file (YAML) or a labelled image directory")
     target_size: int = _f(256, "validation samples rendered from ψ* when the target is a parameter file")
-    iterations: int = _f(20, "policy iterations")
+    iterations: int = _f(20, "policy iterations (on the task's reward)")
+    match_iterations: int = _f(
+        20,
+        "distribution-matching warm-up: iterations before the task's, rewarded by how close rendered frames look "
+        "to the target's (−MMD² of coarse colour and edge features; a render each, no training); 0: none",
+    )
+    match_elements: list | None = _f(
+        None,
+        "the elements the warm-up moves (null: the simulator's own, the street simulators' weather; none named, no "
+        "warm-up); the others stay where they start until the task's iterations",
+    )
     samples: int = _f(4, "K: parameter vectors ψ drawn per iteration")
     scenes: int = _f(256, "M: scenes (samples) rendered per ψ")
     seed: int = _f(0, "run seed; every other seed is derived from it")
@@ -92,6 +102,7 @@ class Config:
                 raise UserError(msg)
 
         need(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
+        need(self.match_iterations >= 0, f"match_iterations must be >= 0, got {self.match_iterations}")
         need(self.samples >= 1, f"samples (K) must be >= 1, got {self.samples}")
         need(self.scenes >= 1, f"scenes (M) must be >= 1, got {self.scenes}")
         need(self.target_size >= 1, f"target_size must be >= 1, got {self.target_size}")

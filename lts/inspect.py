@@ -125,12 +125,19 @@ def plot_run(path: str | Path, out_file: str | Path) -> Path:
             ax.legend(fontsize=7)
         ax.set_title(f"{name} ({kind})", fontsize=10)
         ax.set_xlabel("iteration")
+    warm = [r for r in rows if r.get("phase") == "match"]
+    if warm:  # the distribution-matching warm-up: its reward is another quantity
+        for a in list(axes.flat)[: len(names)]:
+            a.axvline(len(warm) + 0.5, color="0.5", lw=0.8, ls=":")
+        axes.flat[0].text(len(warm) + 0.5, 0.97, " task →", fontsize=7, va="top", color="0.4")
+    task_rows = [r for r in rows if r.get("phase") != "match"]
+    task_its = [r["iteration"] + 1 for r in task_rows]
     ax = axes.flat[len(names)]
-    for r in rows:
+    for r in task_rows:
         ys = [v for v in r["rewards"] if v is not None]
         ax.scatter([r["iteration"] + 1] * len(ys), ys, s=6, color="0.6")
-    ax.plot(its, [r["reward_mean"] for r in rows], label="reward (mean of K)")
-    ax.plot(its, [r["baseline"] for r in rows], label="baseline")
+    ax.plot(task_its, [r["reward_mean"] for r in task_rows], label="reward (mean of K)")
+    ax.plot(task_its, [r["baseline"] for r in task_rows], label="baseline")
     if summary:
         for w, style in (("oracle", "--"), ("random", ":"), ("lts", "-.")):
             v = summary["reward"].get(w)

@@ -2,8 +2,12 @@
 
 Each iteration draws K ψ from the policy, evaluates each (render M scenes, train the
 task, score on the target), and moves the policy by REINFORCE with a moving-average
-baseline.  Seeds come from the run seed by (stream, iteration, draw), so a run is
-reproducible and a resumed run ends where an uninterrupted one would.
+baseline.  A warm-up of ``match_iterations`` comes first where there is something to
+match (``match_elements``, or the simulator's `ParamSpace.looks`): its reward is how close
+the rendered frames look to the target's (`lts.matching`), it trains nothing, and it moves
+only those elements, with an optimiser of its own; the baseline starts afresh when the
+task's iterations begin.  Seeds come from the run seed by (stream, iteration, draw), so a
+run is reproducible and a resumed run ends where an uninterrupted one would.
 
 After the last iteration the same data size, training budget and seeds are used to
 score three datasets: from the final policy's mean ψ (``lts``), from ψ drawn afresh
@@ -29,6 +33,7 @@ from policies import Policy, PolicySample, moving_average, reinforce_update
 
 from .config import Config, config_to_dict
 from .evaluation import EvalContext, EvalResult, EvalSpec, Executor, local_executor, random_params
+from .matching import AppearanceMatch
 from .rundir import CHECKPOINT, POLICY, SUMMARY, RunDir
 from .seeding import derive_seed
 from .targets import Target, load_target
@@ -107,6 +112,17 @@ class Experiment:
         self.optimizer = torch.optim.Adam(self.policy.param_groups(pc.lr, pc.logit_lr))
         columns = self.space.priority if pc.columns is None else pc.columns
         self.columns = self.space.column_names(columns, "policy.columns")
+        self.match: AppearanceMatch | None = None
+        self.match_optimizer: torch.optim.Optimizer | None = None
+        self._match_refine: Callable[[simulators.Batch], simulators.Batch] | None = None
+        # The warm-up runs where there is something to match: the named elements, or the
+        # simulator's own (`ParamSpace.looks`); none named, none run.
+        names = self.space.look if config.match_elements is None else config.match_elements
+        names = self.space.element_names(names, "match_elements")
+        self.match_iterations = config.match_iterations if names else 0
+        if self.match_iterations:
+            self.match = AppearanceMatch(self.target.batch.images)
+            self.match_optimizer = torch.optim.Adam(self.policy.param_groups(pc.lr, pc.logit_lr, names))
         self.iteration = 0
         self.baseline: float | None = None
         self.sim_frames = 0
@@ -129,6 +145,7 @@ class Experiment:
             "sim_frames": self.sim_frames,
             "elapsed_s": self.elapsed(),
             "best_state": self.best_state,
+            "match_optimizer": None if self.match_optimizer is None else self.match_optimizer.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -139,6 +156,8 @@ class Experiment:
         self.sim_frames = int(state["sim_frames"])
         self.elapsed_before = float(state["elapsed_s"])
         self.best_state = state.get("best_state")
+        if self.match_optimizer is not None and state.get("match_optimizer") is not None:
+            self.match_optimizer.load_state_dict(state["match_optimizer"])
         self.t_start = time.monotonic()
 
     def save(self) -> None:
@@ -174,23 +193,60 @@ class Experiment:
         cfg = self.config
         if self.cb.on_start:
             self.cb.on_start(self)
-        self.executor = make_executor(cfg, self.context, self.sim, self.run_dir)
         try:
             if cfg.tensorboard:
                 self._tb = _tensorboard_writer(self.run_dir)
-            while self.iteration < cfg.iterations:
+            while self.iteration < self.match_iterations:  # renders here, before Ray may take the simulator
+                self.step()
+            self.executor = make_executor(cfg, self.context, self.sim, self.run_dir)
+            while self.iteration < self.match_iterations + cfg.iterations:
                 self.step()
             summary = self.finish()
         finally:
-            self.executor.close()
+            if self.executor is not None:
+                self.executor.close()
             if self._tb is not None:
                 self._tb.close()
         return summary
 
+    def _match_results(self, specs: list[EvalSpec]) -> list[EvalResult]:
+        """The warm-up's evaluations: render, and score the frames' look against the target's."""
+        assert self.match is not None
+        out = []
+        for spec in specs:
+            res = EvalResult(index=spec.index, params=spec.params)
+            try:
+                t0 = time.perf_counter()
+                batch = self.sim.generate(spec.params, spec.n, seed=spec.data_seed)
+                res.render_s = time.perf_counter() - t0
+                res.frames = len(batch.images)
+                if self.config.refiner:  # the frames' look as the task would see them
+                    if self._match_refine is None:
+                        from .refiner import load_refiner
+
+                        self._match_refine = load_refiner(self.config.refiner, device=self.config.device)
+                    t0 = time.perf_counter()
+                    batch = self._match_refine(batch)
+                    res.refine_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                mmd2 = self.match(batch.images)
+                res.score_s = time.perf_counter() - t0
+                res.metrics, res.reward = {"mmd2": mmd2}, -mmd2
+            except simulators.UserError:
+                raise
+            except Exception as e:  # noqa: BLE001 — a failed draw is dropped, as in the task's iterations
+                res.error = f"{type(e).__name__}: {e}"
+            if self.cb.on_eval:
+                self.cb.on_eval(res)
+            out.append(res)
+        return out
+
     def step(self) -> dict[str, Any]:
         """One policy iteration; returns its metrics.jsonl row."""
         cfg, it = self.config, self.iteration
-        assert self.executor is not None
+        matching = it < self.match_iterations
+        if self.match_iterations and it == self.match_iterations:
+            self.baseline = None  # a new reward: its baseline starts afresh
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "policy", it))
         sample = self.policy.sample(cfg.samples, gen, design=cfg.policy.sampling, columns=self.columns)
         specs = [
@@ -205,7 +261,13 @@ class Experiment:
             )
             for k in range(cfg.samples)
         ]
-        results = self.executor.map(specs, on_result=self.cb.on_eval)
+        if matching:
+            results = self._match_results(specs)
+        else:
+            assert self.executor is not None
+            results = self.executor.map(specs, on_result=self.cb.on_eval)
+        optimizer = self.match_optimizer if matching else self.optimizer
+        assert optimizer is not None
         t0 = time.perf_counter()
         ok = [r for r in results if r.ok]
         for r in results:
@@ -223,7 +285,7 @@ class Experiment:
             pc = cfg.policy
             stats = reinforce_update(
                 self.policy,
-                self.optimizer,
+                optimizer,
                 sub,
                 rewards,
                 b,
@@ -231,13 +293,14 @@ class Experiment:
                 max_grad_norm=pc.max_grad_norm or None,
             )
             self.baseline = moving_average(self.baseline, rewards, pc.baseline_decay)
-            if cfg.warm_start:
+            if cfg.warm_start and not matching:
                 self.best_state = max(ok, key=lambda r: r.reward).state
         update_s = time.perf_counter() - t0
         self.sim_frames += sum(r.frames for r in results)
         self.iteration = it + 1
         row = {
             "iteration": it,
+            "phase": "match" if matching else "task",
             "rewards": [_finite_or_none(r.reward) for r in results],
             "reward_mean": _finite_or_none(float(np.mean([r.reward for r in ok]))) if ok else None,
             "baseline": self.baseline,
@@ -319,6 +382,7 @@ class Experiment:
             "higher_is_better": task_cls.higher_is_better,
             "metrics": metrics,
             "iterations": self.iteration,
+            "match_iterations": min(self.match_iterations, self.iteration),
             "sim_frames": self.sim_frames,
             "elapsed_s": self.elapsed(),
             "learned": chosen["lts"],

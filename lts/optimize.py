@@ -159,7 +159,7 @@ class _Progress:
         from tqdm.auto import tqdm
 
         cfg = exp.config
-        total = cfg.iterations * cfg.samples
+        total = (exp.match_iterations + cfg.iterations) * cfg.samples
         self.bar = tqdm(
             total=total,
             initial=exp.iteration * cfg.samples,
@@ -168,7 +168,7 @@ class _Progress:
             desc="optimize",
             file=sys.stderr,
         )
-        self.iters = cfg.iterations
+        self.iters = exp.match_iterations + cfg.iterations
 
     def on_eval(self, res: Any) -> None:
         if self.bar is not None:
@@ -177,8 +177,9 @@ class _Progress:
     def on_iteration(self, row: dict[str, Any]) -> None:
         if self.bar is not None:
             rm, b = row["reward_mean"], row["baseline"]
+            what = "look (−MMD²)" if row.get("phase") == "match" else "reward"
             self.bar.set_postfix_str(
-                f"it {row['iteration'] + 1}/{self.iters} reward {rm if rm is None else f'{rm:.4f}'} "
+                f"it {row['iteration'] + 1}/{self.iters} {what} {rm if rm is None else f'{rm:.4f}'} "
                 f"baseline {b if b is None else f'{b:.4f}'}"
             )
 

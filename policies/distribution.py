@@ -307,11 +307,13 @@ class Policy(nn.Module):
                 }
         return {"params": params}
 
-    def param_groups(self, lr: float, logit_lr: float) -> list[dict[str, Any]]:
-        """Optimizer groups: range-scaled Gaussians at ``lr``, logits at ``logit_lr``."""
-        cont = [p for n, p in self.loc.items() if isinstance(self.space[n], (Continuous, Integer))]
-        cont += [p for n, p in self.log_std.items() if isinstance(self.space[n], (Continuous, Integer))]
-        logit = [p for n, p in self.loc.items() if isinstance(self.space[n], Proportions)]
-        logit += [p for n, p in self.log_std.items() if isinstance(self.space[n], Proportions)]
-        logit += list(self.logits.values())
+    def param_groups(self, lr: float, logit_lr: float, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Optimizer groups: range-scaled Gaussians at ``lr``, logits at ``logit_lr``; only
+        the elements in ``names`` when given (the others stay where they are)."""
+        keep = set(self.space) if names is None else set(names)
+        numeric = [n for n in self.loc if n in keep and isinstance(self.space[n], (Continuous, Integer))]
+        mixes = [n for n in self.loc if n in keep and isinstance(self.space[n], Proportions)]
+        cont = [self.loc[n] for n in numeric] + [self.log_std[n] for n in numeric]
+        logit = [self.loc[n] for n in mixes] + [self.log_std[n] for n in mixes]
+        logit += [p for n, p in self.logits.items() if n in keep]
         return [g for g in ({"params": cont, "lr": lr}, {"params": logit, "lr": logit_lr}) if g["params"]]

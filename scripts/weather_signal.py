@@ -244,7 +244,7 @@ def contrasts(run_dirs: list[str]) -> None:
         per: dict[str, list[tuple[float, float]]] = {}
         for row in run.read_metrics():
             ps, rewards = row["params"], row["rewards"]
-            if len(ps) != 4 or any(r is None for r in rewards):
+            if row.get("phase") == "match" or len(ps) != 4 or any(r is None for r in rewards):  # the task's reward only
                 continue
             r = np.array(rewards)
             for name, want in star.items():

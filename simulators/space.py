@@ -282,6 +282,7 @@ class ParamSpace(Mapping[str, Element]):
                 el = type(el)(**{**el.__dict__, "name": name})
             self._elements[name] = el
         self.priority: tuple[str, ...] = ()
+        self.look: tuple[str, ...] = ()
 
     def prioritise(self, *names: str) -> ParamSpace:
         """Name the elements to serve first when draws are laid out (returns the space).
@@ -297,9 +298,14 @@ class ParamSpace(Mapping[str, Element]):
         self.priority = self.column_names(names, "priority")
         return self
 
-    def column_names(self, names: Sequence[str], what: str) -> tuple[str, ...]:
-        """``names`` checked as elements to give orthogonal columns first: known, each
-        once, none categorical (one choice per dataset has no direction to move in)."""
+    def looks(self, *names: str) -> ParamSpace:
+        """Name the elements that change how whole frames look (returns the space): the
+        loop's distribution-matching warm-up (``match_iterations``) moves these by default."""
+        self.look = self.element_names(names, "look")
+        return self
+
+    def element_names(self, names: Sequence[str], what: str) -> tuple[str, ...]:
+        """``names`` checked as elements of this space: known, each once."""
         for i, name in enumerate(names):
             if name not in self._elements:
                 raise UnknownNameError(
@@ -308,6 +314,12 @@ class ParamSpace(Mapping[str, Element]):
                 )
             if name in names[:i]:
                 raise ParamError(f"{what} names {name!r} twice: {list(names)}")
+        return tuple(names)
+
+    def column_names(self, names: Sequence[str], what: str) -> tuple[str, ...]:
+        """``names`` checked as elements to give orthogonal columns first: known, each
+        once, none categorical (one choice per dataset has no direction to move in)."""
+        for name in self.element_names(names, what):
             if isinstance(self._elements[name], Categorical):
                 raise ParamError(
                     f"{what}: {name!r} is categorical (one choice per dataset) and takes no column; "

@@ -16,10 +16,16 @@ def street_param_space() -> ParamSpace:
     # Columns of orthogonal draws go first to the elements whose draws move the counting
     # reward most at the policy's start (README, "How the draws are laid out"): car types,
     # weather and the number of cars; junction shape and road length barely move it.
-    return ParamSpace(
-        weather=Proportions(WEATHERS, doc="weather preset of each scene (CARLA's names)"),
-        intersection=Proportions(INTERSECTIONS, doc="shape of the junction ahead"),
-        car_type=Proportions(CAR_TYPES, doc="type of each car placed"),
-        cars_per_scene=Continuous(0.0, 16.0, doc="mean number of cars placed in a scene"),
-        road_length=Continuous(20.0, 120.0, doc="metres of road before the junction"),
-    ).prioritise("car_type", "weather", "cars_per_scene")
+    # The weather is what changes how whole frames look: the loop's distribution-matching
+    # warm-up moves it toward the target's look before the task's reward takes over.
+    return (
+        ParamSpace(
+            weather=Proportions(WEATHERS, doc="weather preset of each scene (CARLA's names)"),
+            intersection=Proportions(INTERSECTIONS, doc="shape of the junction ahead"),
+            car_type=Proportions(CAR_TYPES, doc="type of each car placed"),
+            cars_per_scene=Continuous(0.0, 16.0, doc="mean number of cars placed in a scene"),
+            road_length=Continuous(20.0, 120.0, doc="metres of road before the junction"),
+        )
+        .prioritise("car_type", "weather", "cars_per_scene")
+        .looks("weather")
+    )

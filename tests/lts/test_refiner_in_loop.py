@@ -25,9 +25,11 @@ def test_optimize_and_evaluate_refine_every_batch(tmp_path, repo):
     args = ["--target", str(repo / "configs/targets/default.yaml"), "--out", str(run), "--iterations", "1",
             "--samples", "2", "--scenes", "8", "--quiet", "--refiner", str(ck),
             "--set", "sim_options.resolution=[32, 64]", "--set", "target_size=8", "--set", "final_repeats=1",
-            "--set", "task_options.steps=2", "--set", "task_options.batch_size=4"]  # fmt: skip
+            "--set", "task_options.steps=2", "--set", "task_options.batch_size=4",
+            "--set", "match_iterations=1"]  # fmt: skip
     assert run_cli(optimize_main, args) == 0
-    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    match, row = (json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines())
+    assert match["phase"] == "match" and match["timing_s"]["refine"] > 0  # the warm-up matches refined frames
     assert row["timing_s"]["refine"] > 0 and len(row["rewards"]) == 2
     assert all(r is not None for r in row["rewards"])
     assert run_cli(evaluate_main, [str(run), "--target", str(repo / "configs/targets/default.yaml"),

@@ -1,0 +1,94 @@
+"""The distribution-matching warm-up: the appearance distance, and the loop's match phase."""
+
+import json
+
+import pytest
+import torch
+from conftest import REPO
+
+import simulators
+from lts.cli import run_cli
+from lts.matching import AppearanceMatch, appearance_features
+from lts.optimize import main as optimize_main
+from lts.rundir import RunDir
+from simulators.errors import UserError
+
+WEATHERS = ("clear_noon", "cloudy_noon", "hard_rain_noon", "clear_sunset")
+
+
+def _only(weather: str) -> dict[str, float]:
+    return {w: float(w == weather) for w in WEATHERS}
+
+
+@pytest.fixture(scope="module")
+def street():
+    sim = simulators.make("procedural", resolution=[32, 64])
+    base = sim.param_space.default()
+    rainy = sim.generate({**base, "weather": _only("hard_rain_noon")}, 48, seed=1)
+    return sim, base, rainy
+
+
+def test_frames_of_the_targets_weather_look_closest(street):
+    sim, base, rainy = street
+    match = AppearanceMatch(rainy.images)
+    assert appearance_features(rainy.images).shape == (48, 160)
+    d = {w: match(sim.generate({**base, "weather": _only(w)}, 48, seed=2).images) for w in WEATHERS}
+    assert min(d, key=d.get) == "hard_rain_noon"
+    assert d["hard_rain_noon"] < 0.25 * min(v for w, v in d.items() if w != "hard_rain_noon")
+    half = match(
+        sim.generate(
+            {**base, "weather": {**_only("hard_rain_noon"), "hard_rain_noon": 0.5, "clear_noon": 0.5}}, 48, seed=2
+        ).images
+    )
+    assert d["hard_rain_noon"] < half < d["clear_noon"]  # a mix lies between its parts
+    assert match(rainy.images) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_target_without_frames_is_refused():
+    with pytest.raises(UserError, match="RGB frames"):
+        AppearanceMatch(torch.zeros(10, 2))
+
+
+def _args(out, *extra):
+    return [
+        "--config", str(REPO / "configs" / "counting.yaml"), "--out", str(out), "--quiet", "--seed", "3",
+        "--iterations", "1", "--samples", "4", "--scenes", "24",
+        "--set", "target_size=24", "--set", "final_repeats=1", "--set", "task_options.steps=4",
+        "--set", "sim_options.resolution=[32, 64]", "--set", "match_iterations=3", "--set", "match_elements=[weather]",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_the_match_phase_moves_only_its_elements_then_the_task_takes_over(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(optimize_main, _args(out)) == 0
+    rows = RunDir(out).read_metrics()
+    assert [r["phase"] for r in rows] == ["match", "match", "match", "task"]
+    for r in rows[:3]:
+        assert all(m["mmd2"] > 0 and rw == -m["mmd2"] for m, rw in zip(r["metrics"], r["rewards"]))
+        assert r["timing_s"]["train"] == 0 and r["sim_frames"] == 24 * 4 * (r["iteration"] + 1)
+    assert "mae" in rows[3]["metrics"][0] and rows[3]["baseline"] == pytest.approx(rows[3]["reward_mean"])
+    first, last = rows[0]["policy"]["params"], rows[2]["policy"]["params"]
+    assert first["weather"]["mean"] != last["weather"]["mean"]
+    for name in ("car_type", "intersection", "cars_per_scene", "road_length"):
+        assert first[name] == last[name], name
+    assert rows[3]["policy"]["params"]["car_type"] != last["car_type"]  # the task moves the rest
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["iterations"], summary["match_iterations"]) == (4, 3)
+
+
+def test_a_run_resumed_after_the_match_phase_ends_where_the_whole_one_does(tmp_path):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run_cli(optimize_main, _args(whole)) == 0
+    args = _args(part)
+    args[args.index("--iterations") + 1] = "0"
+    assert run_cli(optimize_main, args) == 0
+    assert run_cli(optimize_main, ["--resume", str(part), "--iterations", "1", "--quiet"]) == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("elapsed_s", "timing_s")} for r in rows]  # noqa: E731
+    assert strip(RunDir(part).read_metrics()) == strip(RunDir(whole).read_metrics())
+
+
+def test_unknown_match_element_is_one_line_exit_2(tmp_path, capsys):
+    assert run_cli(optimize_main, _args(tmp_path / "run", "--set", "match_elements=[wether]")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: match_elements: unknown parameter 'wether'") and "\n" not in err
