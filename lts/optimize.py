@@ -135,6 +135,7 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
             saved["policy"].setdefault("sampling", "independent")
             saved["policy"].setdefault("columns", [])
         saved.setdefault("parallel", 1)  # written before evaluations ran side by side: one after another, as then
+        saved.setdefault("match_iterations", 0)  # written before the warm-up existed: none, as then
         return load_config(None, saved, layer, overrides=overrides), run_dir, True
     config_path = None
     if args.config:

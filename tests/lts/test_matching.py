@@ -92,3 +92,22 @@ def test_unknown_match_element_is_one_line_exit_2(tmp_path, capsys):
     assert run_cli(optimize_main, _args(tmp_path / "run", "--set", "match_elements=[wether]")) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: match_elements: unknown parameter 'wether'") and "\n" not in err
+
+
+def test_runs_written_before_the_warm_up_resume_without_one(tmp_path):
+    out = tmp_path / "run"
+    args = _args(out, "--set", "match_iterations=0", "--set", "final_repeats=0")
+    assert run_cli(optimize_main, args) == 0
+    config = (out / "config.yaml").read_text()
+    assert "match_iterations: 0\n" in config
+    (out / "config.yaml").write_text(config.replace("match_iterations: 0\n", ""))
+    assert run_cli(optimize_main, ["--resume", str(out), "--iterations", "2", "--quiet"]) == 0
+    assert [r["phase"] for r in RunDir(out).read_metrics()] == ["task", "task"]
+
+
+def test_the_street_space_names_the_weather_as_its_look():
+    space = simulators.make("procedural").param_space
+    assert space.look == ("weather",)
+    with pytest.raises(KeyError, match="did you mean 'weather'"):
+        space.looks("wether")
+    assert simulators.make("gmm").param_space.look == ()  # no frames: no warm-up
