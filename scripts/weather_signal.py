@@ -7,6 +7,7 @@ still barely moves").
     python scripts/weather_signal.py simulate  # the loop on a model landscape, seconds
     python scripts/weather_signal.py contrasts RUN_DIR [RUN_DIR ...]  # what finished runs saw
     python scripts/weather_signal.py product   # real evaluations, about 4 minutes
+    python scripts/weather_signal.py look      # renders only, about 30 seconds
 
 ``pairs``: at the policy's starting point (every element uniform; ``--at-star NAME …``
 puts those elements at ψ*'s values instead), move one element's logits by ±0.5
@@ -34,6 +35,10 @@ held still: car types ±0.5 logits toward ψ* on one column, cars per scene ±1.
 policy's starting spread) on another; per seed, the contrasts of both columns and of
 their product column, the one the weather holds in the loop's blocks of four (so what
 it picks up from the other two when it does not move at all).
+
+``look``: what the loop's distribution-matching warm-up sees (`lts.matching`): MMD²
+between the appearance of 256 frames rendered from ψ* (or ψ* with one element changed)
+and the 256 target frames, mean and sd over ``--seeds`` render seeds.
 
 ``contrasts``: from runs of the loop against a target parameter file (their
 metrics.jsonl; sign-balanced draws), per element and iteration, the reward contrast
@@ -223,6 +228,22 @@ def product(seeds: int) -> None:
         print(f"  {name:31s} mean {v.mean():+.4f}, sd {v.std(ddof=1):.4f} ({' '.join(f'{x:+.3f}' for x in v)})")
 
 
+def look(seeds: int) -> None:
+    from lts.matching import AppearanceMatch
+
+    sim = simulators.make("procedural")
+    target = load_target(TARGET, sim, task_name="counting", size=256, run_seed=0)
+    star, uniform = target.params, sim.param_space.default()
+    match = AppearanceMatch(target.batch.images)
+    rows = {"ψ*": star, **{f"{n} uniform": {**star, n: uniform[n]} for n in ("weather", "car_type", "intersection")}}
+    rows["cars per scene 12"] = {**star, "cars_per_scene": 12.0}
+    rows["road 90 m"] = {**star, "road_length": 90.0}
+    print(f"MMD² to the target frames ({TARGET}; {seeds} render seeds of 256 frames):")
+    for name, params in rows.items():
+        v = np.array([match(sim.generate(params, 256, seed=100 + s).images) for s in range(seeds)])
+        print(f"  {name:22s} {v.mean():.4f} (sd {v.std(ddof=1):.4f})")
+
+
 def contrasts(run_dirs: list[str]) -> None:
     def signs(rows: list[np.ndarray]) -> np.ndarray:
         d = np.array(rows) - np.mean(rows, 0)
@@ -286,9 +307,9 @@ def _print_contrast(name: str, v: list[tuple[float, float]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", choices=("pairs", "effects", "simulate", "contrasts", "product"))
+    ap.add_argument("mode", choices=("pairs", "effects", "simulate", "contrasts", "product", "look"))
     ap.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="contrasts: run directories")
-    ap.add_argument("--seeds", type=int, default=4, help="pairs, effects, product: seeds per measurement")
+    ap.add_argument("--seeds", type=int, default=4, help="pairs, effects, product, look: seeds per measurement")
     ap.add_argument("--shift", type=float, default=0.5, help="pairs: logit shift toward / away from ψ*")
     ap.add_argument(
         "--at-star",
@@ -356,6 +377,8 @@ def main() -> None:
         simulate(a.runs, a.iterations, a.sampling, tuple(a.effects), tuple(a.continuous), a.columns, a.stds)
     elif a.mode == "product":
         product(a.seeds)
+    elif a.mode == "look":
+        look(a.seeds)
     elif a.mode == "pairs":
         options = {} if a.lr is None else {"lr": a.lr}
         for item in a.task:
