@@ -9,6 +9,7 @@ from conftest import REPO
 import simulators
 from lts.cli import run_cli
 from lts.matching import AppearanceMatch, appearance_features
+from lts.inspect import main as inspect_main
 from lts.optimize import main as optimize_main
 from lts.rundir import RunDir
 from simulators.errors import UserError
@@ -75,6 +76,8 @@ def test_the_match_phase_moves_only_its_elements_then_the_task_takes_over(tmp_pa
     assert rows[3]["policy"]["params"]["car_type"] != last["car_type"]  # the task moves the rest
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["iterations"], summary["match_iterations"]) == (4, 3)
+    assert run_cli(inspect_main, [str(out), "--plot", str(tmp_path / "plot.png")]) == 0
+    assert (tmp_path / "plot.png").stat().st_size > 10_000
 
 
 def test_a_run_resumed_after_the_match_phase_ends_where_the_whole_one_does(tmp_path):
