@@ -70,6 +70,9 @@ class Config:
         "the elements the warm-up moves (null: the simulator's own, the street simulators' weather; none named, no "
         "warm-up); the others stay where they start until the task's iterations",
     )
+    match_hold: bool = _f(
+        False, "the task's iterations leave the warm-up's elements where it left them (false: the task moves them too)"
+    )
     samples: int = _f(4, "K: parameter vectors ψ drawn per iteration")
     scenes: int = _f(256, "M: scenes (samples) rendered per ψ")
     seed: int = _f(0, "run seed; every other seed is derived from it")

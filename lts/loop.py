@@ -109,7 +109,6 @@ class Experiment:
         tasks_mod.make(config.task, **{"device": config.device, **config.task_options}).check_target(self.target.batch)
         pc = config.policy
         self.policy = Policy(self.space, init_std=pc.init_std, init_logit_std=pc.init_logit_std, min_std=pc.min_std)
-        self.optimizer = torch.optim.Adam(self.policy.param_groups(pc.lr, pc.logit_lr))
         columns = self.space.priority if pc.columns is None else pc.columns
         self.columns = self.space.column_names(columns, "policy.columns")
         self.match: AppearanceMatch | None = None
@@ -123,6 +122,14 @@ class Experiment:
         if self.match_iterations:
             self.match = AppearanceMatch(self.target.batch.images)
             self.match_optimizer = torch.optim.Adam(self.policy.param_groups(pc.lr, pc.logit_lr, names))
+        # With match_hold the task's iterations leave the warm-up's elements where it left them.
+        held = names if self.match_iterations and config.match_hold else ()
+        groups = self.policy.param_groups(pc.lr, pc.logit_lr, [n for n in self.space if n not in held])
+        if not groups:
+            raise simulators.UserError(
+                "match_hold with every element in match_elements leaves the task's iterations nothing to move"
+            )
+        self.optimizer = torch.optim.Adam(groups)
         self.iteration = 0
         self.baseline: float | None = None
         self.sim_frames = 0

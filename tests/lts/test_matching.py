@@ -8,8 +8,8 @@ from conftest import REPO
 
 import simulators
 from lts.cli import run_cli
-from lts.matching import AppearanceMatch, appearance_features
 from lts.inspect import main as inspect_main
+from lts.matching import AppearanceMatch, appearance_features
 from lts.optimize import main as optimize_main
 from lts.rundir import RunDir
 from simulators.errors import UserError
@@ -114,3 +114,16 @@ def test_the_street_space_names_the_weather_as_its_look():
     with pytest.raises(KeyError, match="did you mean 'weather'"):
         space.looks("wether")
     assert simulators.make("gmm").param_space.look == ()  # no frames: no warm-up
+
+
+def test_match_hold_leaves_the_warm_ups_elements_to_the_look(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli(optimize_main, _args(out, "--iterations", "2", "--set", "match_hold=true")) == 0
+    rows = RunDir(out).read_metrics()
+    assert [r["phase"] for r in rows] == ["match"] * 3 + ["task"] * 2
+    weather = [r["policy"]["params"]["weather"] for r in rows]
+    assert weather[2] == weather[3] == weather[4] and weather[1] != weather[2]
+    assert rows[4]["policy"]["params"]["car_type"] != rows[2]["policy"]["params"]["car_type"]
+    everything = "match_elements=[weather, intersection, car_type, cars_per_scene, road_length]"
+    assert run_cli(optimize_main, _args(tmp_path / "all", "--set", "match_hold=true", "--set", everything)) == 2
+    assert "leaves the task's iterations nothing to move" in capsys.readouterr().err
