@@ -71,7 +71,7 @@ class Config:
         "warm-up); the others stay where they start until the task's iterations",
     )
     match_hold: bool = _f(
-        False, "the task's iterations leave the warm-up's elements where it left them (false: the task moves them too)"
+        True, "the task's iterations leave the warm-up's elements where it left them (false: the task moves them too)"
     )
     samples: int = _f(4, "K: parameter vectors ψ drawn per iteration")
     scenes: int = _f(256, "M: scenes (samples) rendered per ψ")

@@ -136,6 +136,7 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
             saved["policy"].setdefault("columns", [])
         saved.setdefault("parallel", 1)  # written before evaluations ran side by side: one after another, as then
         saved.setdefault("match_iterations", 0)  # written before the warm-up existed: none, as then
+        saved.setdefault("match_hold", False)  # written before the task left the warm-up's elements alone
         return load_config(None, saved, layer, overrides=overrides), run_dir, True
     config_path = None
     if args.config:

@@ -124,6 +124,10 @@ def test_match_hold_leaves_the_warm_ups_elements_to_the_look(tmp_path, capsys):
     weather = [r["policy"]["params"]["weather"] for r in rows]
     assert weather[2] == weather[3] == weather[4] and weather[1] != weather[2]
     assert rows[4]["policy"]["params"]["car_type"] != rows[2]["policy"]["params"]["car_type"]
+    free = tmp_path / "free"
+    assert run_cli(optimize_main, _args(free, "--set", "match_hold=false")) == 0
+    rows = RunDir(free).read_metrics()
+    assert rows[3]["policy"]["params"]["weather"] != rows[2]["policy"]["params"]["weather"]  # the task moves it too
     everything = "match_elements=[weather, intersection, car_type, cars_per_scene, road_length]"
     assert run_cli(optimize_main, _args(tmp_path / "all", "--set", "match_hold=true", "--set", everything)) == 2
     assert "leaves the task's iterations nothing to move" in capsys.readouterr().err
