@@ -413,10 +413,11 @@ def _tensorboard_writer(run_dir: RunDir) -> Any:
 
 def _tensorboard_log(writer: Any, row: dict[str, Any]) -> None:
     it = row["iteration"]
+    group = "look" if row.get("phase") == "match" else "reward"  # the warm-up's reward is −MMD²
     if row["reward_mean"] is not None:
-        writer.add_scalar("reward/mean", row["reward_mean"], it)
+        writer.add_scalar(f"{group}/mean", row["reward_mean"], it)
     if row["baseline"] is not None:
-        writer.add_scalar("reward/baseline", row["baseline"], it)
+        writer.add_scalar(f"{group}/baseline", row["baseline"], it)
     for name, spec in row["policy"]["params"].items():
         if spec["kind"] == "proportions":
             for c, p in zip(spec["choices"], spec["mean"]):

@@ -131,3 +131,15 @@ def test_match_hold_leaves_the_warm_ups_elements_to_the_look(tmp_path, capsys):
     everything = "match_elements=[weather, intersection, car_type, cars_per_scene, road_length]"
     assert run_cli(optimize_main, _args(tmp_path / "all", "--set", "match_hold=true", "--set", everything)) == 2
     assert "leaves the task's iterations nothing to move" in capsys.readouterr().err
+
+
+def test_tensorboard_keeps_the_warm_ups_reward_apart(tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert run_cli(optimize_main, _args(out, "--set", "final_repeats=0", "--set", "tensorboard=true")) == 0
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    steps = {tag: [e.step for e in acc.Scalars(tag)] for tag in ("look/mean", "reward/mean")}
+    assert steps == {"look/mean": [0, 1, 2], "reward/mean": [3]}
