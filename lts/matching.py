@@ -54,5 +54,5 @@ class AppearanceMatch:
         return torch.exp(-torch.cdist(a, b).square() / (2.0 * self.bandwidth**2))
 
     def __call__(self, images: torch.Tensor) -> float:
-        f = appearance_features(images)
+        f = appearance_features(images).to(self.target.device)  # rendered on a GPU, a target read from disk
         return float(self._kernel(f, f).mean() + self._k_tt - 2.0 * self._kernel(f, self.target).mean())
