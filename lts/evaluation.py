@@ -114,8 +114,8 @@ class Evaluator:
         self.sim_lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         self._closed = False
 
-    def __call__(self, spec: EvalSpec) -> EvalResult:
-        res = EvalResult(index=spec.index, params=spec.params)
+    def _frames(self, spec: EvalSpec, res: EvalResult) -> Batch:
+        """Render (and refine) the spec's scenes, timing both into ``res``."""
         with self.sim_lock:
             t0 = time.perf_counter()
             if spec.per_scene is not None:
@@ -126,21 +126,38 @@ class Evaluator:
             if self.refine is not None:
                 batch = self.refine(batch)
             t2 = time.perf_counter()
+        res.render_s, res.refine_s, res.frames = t1 - t0, t2 - t1, len(batch)
+        return batch
+
+    def __call__(self, spec: EvalSpec) -> EvalResult:
+        res = EvalResult(index=spec.index, params=spec.params)
+        batch = self._frames(spec, res)
+        t2 = time.perf_counter()
         model = self.task.fit(batch, seed=spec.train_seed, init=spec.init)
         t3 = time.perf_counter()
         res.metrics = {k: float(v) for k, v in self.task.score(model, self.target).items()}
         t4 = time.perf_counter()
         res.reward = reward_of(self.task, res.metrics)
-        res.render_s, res.refine_s, res.train_s, res.score_s = t1 - t0, t2 - t1, t3 - t2, t4 - t3
-        res.frames = len(batch)
+        res.train_s, res.score_s = t3 - t2, t4 - t3
         if spec.keep_state:
             res.state = self.task.state_of(model)
         return res
 
-    def safe(self, spec: EvalSpec) -> EvalResult:
-        """Like calling it, but an exception becomes a failed result (the run goes on)."""
+    def look(self, spec: EvalSpec, match: Callable[[torch.Tensor], float]) -> EvalResult:
+        """The loop's warm-up: render (and refine) only, rewarded by −``match(frames)``
+        (MMD² to the target's look, `lts.matching`); nothing is trained."""
+        res = EvalResult(index=spec.index, params=spec.params)
+        batch = self._frames(spec, res)
+        t0 = time.perf_counter()
+        mmd2 = match(batch.images)
+        res.score_s = time.perf_counter() - t0
+        res.metrics, res.reward = {"mmd2": mmd2}, -mmd2
+        return res
+
+    def safe(self, spec: EvalSpec, run: Callable[[EvalSpec], EvalResult] | None = None) -> EvalResult:
+        """Like calling it (or ``run``), but an exception becomes a failed result (the run goes on)."""
         try:
-            return self(spec)
+            return (run or self)(spec)
         except (KeyboardInterrupt, simulators.UserError):
             raise
         except Exception as e:  # noqa: BLE001 - reported with its ψ, the update uses the rest

@@ -17,6 +17,7 @@ per scene (``random``, domain randomization) and, for a simulated target, from Ï
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -32,7 +33,7 @@ import simulators
 from policies import Policy, PolicySample, moving_average, reinforce_update
 
 from .config import Config, config_to_dict
-from .evaluation import EvalContext, EvalResult, EvalSpec, Executor, local_executor, random_params
+from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, local_executor, random_params
 from .matching import AppearanceMatch
 from .rundir import CHECKPOINT, POLICY, SUMMARY, RunDir
 from .seeding import derive_seed
@@ -113,7 +114,7 @@ class Experiment:
         self.columns = self.space.column_names(columns, "policy.columns")
         self.match: AppearanceMatch | None = None
         self.match_optimizer: torch.optim.Optimizer | None = None
-        self._match_refine: Callable[[simulators.Batch], simulators.Batch] | None = None
+        self._match_eval: Evaluator | None = None
         # The warm-up runs where there is something to match: the named elements, or the
         # simulator's own (`ParamSpace.looks`); none named, none run.
         names = self.space.look if config.match_elements is None else config.match_elements
@@ -217,35 +218,16 @@ class Experiment:
         return summary
 
     def _match_results(self, specs: list[EvalSpec]) -> list[EvalResult]:
-        """The warm-up's evaluations: render, and score the frames' look against the target's."""
+        """The warm-up's evaluations, one after another in this process (a render each)."""
         assert self.match is not None
+        if self._match_eval is None:  # shares the simulator; the executor's evaluator closes it
+            self._match_eval = self.context.build(sim=self.sim)
+        look = functools.partial(self._match_eval.look, match=self.match)
         out = []
         for spec in specs:
-            res = EvalResult(index=spec.index, params=spec.params)
-            try:
-                t0 = time.perf_counter()
-                batch = self.sim.generate(spec.params, spec.n, seed=spec.data_seed)
-                res.render_s = time.perf_counter() - t0
-                res.frames = len(batch.images)
-                if self.config.refiner:  # the frames' look as the task would see them
-                    if self._match_refine is None:
-                        from .refiner import load_refiner
-
-                        self._match_refine = load_refiner(self.config.refiner, device=self.config.device)
-                    t0 = time.perf_counter()
-                    batch = self._match_refine(batch)
-                    res.refine_s = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                mmd2 = self.match(batch.images)
-                res.score_s = time.perf_counter() - t0
-                res.metrics, res.reward = {"mmd2": mmd2}, -mmd2
-            except simulators.UserError:
-                raise
-            except Exception as e:  # noqa: BLE001 â€” a failed draw is dropped, as in the task's iterations
-                res.error = f"{type(e).__name__}: {e}"
+            out.append(self._match_eval.safe(spec, look))
             if self.cb.on_eval:
-                self.cb.on_eval(res)
-            out.append(res)
+                self.cb.on_eval(out[-1])
         return out
 
     def step(self) -> dict[str, Any]:

@@ -181,8 +181,8 @@ class Policy(nn.Module):
         elements get them, those named in ``columns`` first and then the others in space
         order, and the rest share the last column handed out (so their gradients see
         that element's effect alone, amplified, in place of every column element's; with
-        ``P = 2`` every element shares the one column).  Categorical elements are drawn independently.  A block of one draw
-        has no column.  A block's draws share ``|ε|``, so
+        ``P = 2`` every element shares the one column).  Categorical elements are drawn
+        independently.  A block of one draw has no column.  A block's draws share ``|ε|``, so
         the log-std gradient sees one value per block; a draw dropped from the update
         (a failed evaluation) unbalances its block.
         """
