@@ -61,9 +61,13 @@ class Config:
     target_size: int = _f(256, "validation samples rendered from ψ* when the target is a parameter file")
     iterations: int = _f(20, "policy iterations (on the task's reward)")
     match_iterations: int = _f(
-        20,
+        80,
         "distribution-matching warm-up: iterations before the task's, rewarded by how close rendered frames look "
-        "to the target's (−MMD² of coarse colour and edge features; a render each, no training); 0: none",
+        "to the target's (−MMD² of banded colour histograms; a render each, no training); 0: none",
+    )
+    match_scenes: int = _f(
+        64,
+        "scenes rendered per ψ in the warm-up (many iterations of few scenes learn the look better than a few of many)",
     )
     match_elements: list | None = _f(
         None,
@@ -106,6 +110,7 @@ class Config:
 
         need(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
         need(self.match_iterations >= 0, f"match_iterations must be >= 0, got {self.match_iterations}")
+        need(self.match_scenes >= 2, f"match_scenes must be >= 2, got {self.match_scenes}")
         need(self.samples >= 1, f"samples (K) must be >= 1, got {self.samples}")
         need(self.scenes >= 1, f"scenes (M) must be >= 1, got {self.scenes}")
         need(self.target_size >= 1, f"target_size must be >= 1, got {self.target_size}")

@@ -242,7 +242,7 @@ class Experiment:
             EvalSpec(
                 index=k,
                 params=sample.params[k],
-                n=cfg.scenes,
+                n=cfg.match_scenes if matching else cfg.scenes,
                 data_seed=derive_seed(cfg.seed, "data", it, 0 if cfg.common_seeds else k),
                 train_seed=derive_seed(cfg.seed, "train", it, 0 if cfg.common_seeds else k),
                 init=self.best_state if cfg.warm_start else None,

@@ -6,33 +6,41 @@ frames, before the task reward takes over.  It needs no training, so an iteratio
 a render; it sees what changes the look of whole frames (the weather above all), which a
 task net may barely care about.
 
-Features are the frames' coarse colour layout (RGB averaged over a 4 × 8 grid) and
-edge energy (mean absolute horizontal and vertical differences over the same grid);
-MMD² is the biased (V-statistic) estimate with a Gaussian kernel whose width is the
-median distance between target features.
+Features are colour histograms of horizontal bands: each frame cut into four bands of
+rows (sky, skyline, street, foreground in a street scene), each band's red, green and
+blue values counted in eight bins, 96 fractions per frame.  Histograms tell a grey
+overcast frame from a mix of bright and dark ones, which averaged colours do not (with
+4 × 8 averages and edge energy, the first version, a 50/50 clear/rain mix looked closer
+to an overcast target than overcast did).  MMD² is the biased (V-statistic) estimate with
+a Gaussian kernel as wide as the median distance between target features.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from simulators.errors import UserError
 
 __all__ = ["AppearanceMatch", "appearance_features"]
 
-_GRID = (4, 8)
+_BANDS = 4  # horizontal bands of rows
+_BINS = 8  # bins per colour channel
 
 
 def appearance_features(images: torch.Tensor) -> torch.Tensor:
-    """N × 160 features of N × 3 × H × W frames (uint8 0..255 or float 0..1)."""
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    colour = F.adaptive_avg_pool2d(x, _GRID).flatten(1)
-    gx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean(1, keepdim=True)
-    gy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean(1, keepdim=True)
-    # edges are a few times fainter than colours; scaled so both count in the kernel
-    edges = torch.cat([F.adaptive_avg_pool2d(gx, _GRID).flatten(1), F.adaptive_avg_pool2d(gy, _GRID).flatten(1)], 1)
-    return torch.cat([colour, 4.0 * edges], 1).double()
+    """N × 96 features of N × 3 × H × W frames (uint8 0..255 or float 0..1): per band of
+    rows and colour channel, the fraction of pixels in each of eight intensity bins."""
+    n, c, h, w = images.shape
+    if images.dtype == torch.uint8:
+        q = images.long() // (256 // _BINS)
+    else:
+        q = (images.float() * _BINS).long().clamp(0, _BINS - 1)
+    band = torch.arange(h, device=images.device) * _BANDS // h
+    index = (band.view(1, 1, h, 1) * c + torch.arange(c, device=images.device).view(1, c, 1, 1)) * _BINS + q
+    counts = torch.zeros(n, _BANDS * c * _BINS, device=images.device, dtype=torch.float64)
+    counts.scatter_add_(1, index.flatten(1), torch.ones_like(index, dtype=torch.float64).flatten(1))
+    rows = torch.bincount(band, minlength=_BANDS).to(torch.float64)  # rows per band (H need not divide by 4)
+    return counts / (rows.repeat_interleave(c * _BINS) * w)
 
 
 class AppearanceMatch:

@@ -137,6 +137,7 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
         saved.setdefault("parallel", 1)  # written before evaluations ran side by side: one after another, as then
         saved.setdefault("match_iterations", 0)  # written before the warm-up existed: none, as then
         saved.setdefault("match_hold", False)  # written before the task left the warm-up's elements alone
+        saved.setdefault("match_scenes", saved.get("scenes", 256))  # written when the warm-up rendered M scenes
         return load_config(None, saved, layer, overrides=overrides), run_dir, True
     config_path = None
     if args.config:
@@ -149,7 +150,8 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
 
 
 class _Progress:
-    """A tqdm bar over evaluations with the latest reward and baseline."""
+    """A tqdm bar over evaluations with the latest reward and baseline; the warm-up's
+    renders get a bar of their own (they take a fraction of a training's time each)."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -158,19 +160,25 @@ class _Progress:
     def start(self, exp: Any) -> None:
         if not self.enabled:
             return
+        self.samples, self.match_iterations = exp.config.samples, exp.match_iterations
+        self.iters = exp.match_iterations + exp.config.iterations
+        if exp.iteration < self.match_iterations:
+            self._open("look", self.match_iterations, exp.iteration)
+        else:
+            self._open("optimize", exp.config.iterations, exp.iteration - self.match_iterations)
+
+    def _open(self, desc: str, iterations: int, done: int) -> None:
         from tqdm.auto import tqdm
 
-        cfg = exp.config
-        total = (exp.match_iterations + cfg.iterations) * cfg.samples
+        self.close()
         self.bar = tqdm(
-            total=total,
-            initial=exp.iteration * cfg.samples,
+            total=iterations * self.samples,
+            initial=done * self.samples,
             unit="eval",
             dynamic_ncols=True,
-            desc="optimize",
+            desc=desc,
             file=sys.stderr,
         )
-        self.iters = exp.match_iterations + cfg.iterations
 
     def on_eval(self, res: Any) -> None:
         if self.bar is not None:
@@ -184,6 +192,8 @@ class _Progress:
                 f"it {row['iteration'] + 1}/{self.iters} {what} {rm if rm is None else f'{rm:.4f}'} "
                 f"baseline {b if b is None else f'{b:.4f}'}"
             )
+            if row["iteration"] + 1 == self.match_iterations:  # the warm-up's last: the task's bar next
+                self._open("optimize", self.iters - self.match_iterations, 0)
 
     def on_final(self, which: str, done: int, total: int) -> None:
         if self.bar is not None:

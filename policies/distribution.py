@@ -17,7 +17,7 @@ from them on every call, so there is no hidden state to set first.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,9 +271,11 @@ class Policy(nn.Module):
         return out
 
     @torch.no_grad()
-    def project_(self) -> None:
-        """Keep parameters where they mean something (called after each update)."""
-        for name in self.loc:
+    def project_(self, names: Iterable[str] | None = None) -> None:
+        """Keep parameters where they mean something (called after each update); only
+        the elements in ``names`` when given (re-centring logits that did not move would
+        still shift them in the last bit)."""
+        for name in self.loc if names is None else [n for n in self.loc if n in set(names)]:
             if isinstance(self.space[name], (Continuous, Integer)):
                 self.loc[name].clamp_(0.0, 1.0)
             else:

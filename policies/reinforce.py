@@ -59,7 +59,8 @@ def reinforce_update(
     else:
         norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
     optimizer.step()
-    policy.project_()
+    moved = {id(p) for p in params}
+    policy.project_([n for n in policy.loc if id(policy.loc[n]) in moved or id(policy.log_std[n]) in moved])
     return UpdateStats(
         loss=loss.item(),
         grad_norm=float(norm),

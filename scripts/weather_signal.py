@@ -8,6 +8,7 @@ still barely moves").
     python scripts/weather_signal.py contrasts RUN_DIR [RUN_DIR ...]  # what finished runs saw
     python scripts/weather_signal.py product   # real evaluations, about 4 minutes
     python scripts/weather_signal.py look      # renders only, about 30 seconds
+    python scripts/weather_signal.py warmup    # the loop's warm-up alone on six runs, about 4 minutes
 
 ``pairs``: at the policy's starting point (every element uniform; ``--at-star NAME …``
 puts those elements at ψ*'s values instead), move one element's logits by ±0.5
@@ -39,6 +40,13 @@ it picks up from the other two when it does not move at all).
 ``look``: what the loop's distribution-matching warm-up sees (`lts.matching`): MMD²
 between the appearance of 256 frames rendered from ψ* (or ψ* with one element changed)
 and the 256 target frames, mean and sd over ``--seeds`` render seeds.
+
+``warmup``: the loop's warm-up alone (``lts.optimize --iterations 0``, no final
+evaluations) against the three counting targets with the run seeds of the README's table
+(default 0, 1, 3; clear_sedans 0; dusk_hatchbacks 0, 1), the weather's TV distance to ψ*
+where it ends (from 0.35 uniform) and its mix; ``--set KEY=VALUE`` passes loop settings
+(``match_iterations=20``, ``match_scenes=256``).  With ``match_hold`` (the default) the
+task's iterations leave the weather there, so this is the full run's weather.
 
 ``contrasts``: from runs of the loop against a target parameter file (their
 metrics.jsonl; sign-balanced draws), per element and iteration, the reward contrast
@@ -244,6 +252,48 @@ def look(seeds: int) -> None:
         print(f"  {name:22s} {v.mean():.4f} (sd {v.std(ddof=1):.4f})")
 
 
+WARMUP_RUNS = (
+    ("default", 0),
+    ("default", 1),
+    ("default", 3),
+    ("clear_sedans", 0),
+    ("dusk_hatchbacks", 0),
+    ("dusk_hatchbacks", 1),
+)
+
+
+def warmup(settings: list[str]) -> None:
+    import contextlib
+    import io
+    import tempfile
+
+    from lts.cli import run_cli
+    from lts.optimize import main as optimize_main
+
+    extra = [x for kv in settings for x in ("--set", kv)]
+    tvs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, seed in WARMUP_RUNS:
+            target = f"configs/targets/{name}.yaml"
+            out = f"{tmp}/{name}_{seed}"
+            args = ["--target", target, "--seed", str(seed), "--out", out, "--quiet", "--iterations", "0"]
+            with contextlib.redirect_stdout(io.StringIO()):  # the run's own table
+                if run_cli(optimize_main, [*args, "--set", "final_repeats=0", *extra]) != 0:
+                    raise SystemExit(2)
+            rows = RunDir(out).read_metrics()
+            mix = dict(zip(*(rows[-1]["policy"]["params"]["weather"][k] for k in ("choices", "mean"))))
+            want = load_target_file(resolve_path(target)).params["weather"]
+            tv = tv_distance([mix[c] for c in want], [want[c] for c in want])
+            tvs.append((tv, tv_distance([1 / len(want)] * len(want), [want[c] for c in want])))
+            print(
+                f"{name} seed {seed}: weather TV {tv:.3f} after {len(rows)} iterations, {rows[-1]['elapsed_s']:.0f} s; "
+                + ", ".join(f"{c} {mix[c]:.2f} ({want[c]:.2f})" for c in want),
+                flush=True,
+            )
+    halved = sum(tv <= start / 2 for tv, start in tvs)
+    print(f"halved on {halved} of {len(tvs)}; mean TV {np.mean([tv for tv, _ in tvs]):.3f}")
+
+
 def contrasts(run_dirs: list[str]) -> None:
     def signs(rows: list[np.ndarray]) -> np.ndarray:
         d = np.array(rows) - np.mean(rows, 0)
@@ -307,7 +357,7 @@ def _print_contrast(name: str, v: list[tuple[float, float]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", choices=("pairs", "effects", "simulate", "contrasts", "product", "look"))
+    ap.add_argument("mode", choices=("pairs", "effects", "simulate", "contrasts", "product", "look", "warmup"))
     ap.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="contrasts: run directories")
     ap.add_argument("--seeds", type=int, default=4, help="pairs, effects, product, look: seeds per measurement")
     ap.add_argument("--shift", type=float, default=0.5, help="pairs: logit shift toward / away from ψ*")
@@ -328,6 +378,9 @@ def main() -> None:
     )
     ap.add_argument(
         "--warm", action="store_true", help="pairs: continue from a model trained at the starting point (other seeds)"
+    )
+    ap.add_argument(
+        "--set", action="append", default=[], dest="settings", metavar="KEY=VALUE", help="warmup: a loop setting"
     )
     ap.add_argument("--runs", type=int, default=400, help="simulate: simulated runs")
     ap.add_argument(
@@ -379,6 +432,8 @@ def main() -> None:
         product(a.seeds)
     elif a.mode == "look":
         look(a.seeds)
+    elif a.mode == "warmup":
+        warmup(a.settings)
     elif a.mode == "pairs":
         options = {} if a.lr is None else {"lr": a.lr}
         for item in a.task:

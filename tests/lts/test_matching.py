@@ -32,7 +32,7 @@ def street():
 def test_frames_of_the_targets_weather_look_closest(street):
     sim, base, rainy = street
     match = AppearanceMatch(rainy.images)
-    assert appearance_features(rainy.images).shape == (48, 160)
+    assert appearance_features(rainy.images).shape == (48, 96)
     d = {w: match(sim.generate({**base, "weather": _only(w)}, 48, seed=2).images) for w in WEATHERS}
     assert min(d, key=d.get) == "hard_rain_noon"
     assert d["hard_rain_noon"] < 0.25 * min(v for w, v in d.items() if w != "hard_rain_noon")
@@ -43,6 +43,38 @@ def test_frames_of_the_targets_weather_look_closest(street):
     )
     assert d["hard_rain_noon"] < half < d["clear_noon"]  # a mix lies between its parts
     assert match(rainy.images) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_features_are_per_band_colour_histograms():
+    frame = torch.zeros(1, 3, 6, 5, dtype=torch.uint8)  # six rows: bands of rows 0-1, 2, 3-4, 5
+    frame[0, 0] = 255  # red everywhere
+    frame[0, 1, 4:] = 100  # green 100 in the last two rows (bin 3)
+    f = appearance_features(frame).view(4, 3, 8)  # band, channel, bin
+    assert torch.equal(f.sum(-1), torch.ones(4, 3, dtype=torch.float64))  # fractions of each band's pixels
+    assert torch.equal(f[:, 0, 7], torch.ones(4, dtype=torch.float64))
+    assert f[1, 1, 0] == 1 and f[2, 1, 0] == 0.5 and f[2, 1, 3] == 0.5 and f[3, 1, 3] == 1
+    assert torch.equal(appearance_features(frame.float() / 255.0), appearance_features(frame))
+
+
+def test_the_closest_weather_mix_is_the_targets(street):
+    # MMD² of a mix of weathers is quadratic in the mix, so it can be scanned over a grid of
+    # mixes from frames of each weather alone: its minimum must sit at the target's mix,
+    # overcast included (averaged colours took a bright/dark mix for grey).
+    sim, base, _ = street
+    want = torch.tensor([0.10, 0.35, 0.05, 0.50], dtype=torch.float64)
+    target = sim.generate({**base, "weather": dict(zip(WEATHERS, want.tolist()))}, 256, seed=1).images
+    match = AppearanceMatch(target)
+    pure = [appearance_features(sim.generate({**base, "weather": _only(w)}, 192, seed=2 + i).images)
+            for i, w in enumerate(WEATHERS)]  # fmt: skip
+    a = torch.tensor([[float(match._kernel(x, y).mean()) for y in pure] for x in pure], dtype=torch.float64)
+    b = torch.tensor([float(match._kernel(x, match.target).mean()) for x in pure], dtype=torch.float64)
+    steps = torch.arange(21, dtype=torch.float64) / 20
+    grid = torch.cartesian_prod(steps, steps, steps)
+    grid = torch.cat([grid, 1 - grid.sum(1, keepdim=True)], 1)
+    grid = grid[grid[:, 3] >= -1e-9]
+    loss = ((grid @ a) * grid).sum(1) - 2 * grid @ b
+    best = grid[loss.argmin()]
+    assert 0.5 * float((best - want).abs().sum()) <= 0.05, best.tolist()
 
 
 def test_a_target_without_frames_is_refused():
@@ -56,7 +88,7 @@ def _args(out, *extra):
         "--iterations", "1", "--samples", "4", "--scenes", "24",
         "--set", "target_size=24", "--set", "final_repeats=1", "--set", "task_options.steps=4",
         "--set", "sim_options.resolution=[32, 64]", "--set", "match_iterations=3", "--set", "match_elements=[weather]",
-        *extra,
+        "--set", "match_scenes=16", *extra,
     ]  # fmt: skip
 
 
@@ -67,7 +99,7 @@ def test_the_match_phase_moves_only_its_elements_then_the_task_takes_over(tmp_pa
     assert [r["phase"] for r in rows] == ["match", "match", "match", "task"]
     for r in rows[:3]:
         assert all(m["mmd2"] > 0 and rw == -m["mmd2"] for m, rw in zip(r["metrics"], r["rewards"]))
-        assert r["timing_s"]["train"] == 0 and r["sim_frames"] == 24 * 4 * (r["iteration"] + 1)
+        assert r["timing_s"]["train"] == 0 and r["sim_frames"] == 16 * 4 * (r["iteration"] + 1)  # match_scenes each
     assert "mae" in rows[3]["metrics"][0] and rows[3]["baseline"] == pytest.approx(rows[3]["reward_mean"])
     first, last = rows[0]["policy"]["params"], rows[2]["policy"]["params"]
     assert first["weather"]["mean"] != last["weather"]["mean"]
