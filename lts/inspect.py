@@ -79,6 +79,7 @@ def plot_run(path: str | Path, out_file: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     info = load_run(path)
     rows = RunDir(path).read_metrics()
@@ -149,6 +150,7 @@ def plot_run(path: str | Path, out_file: str | Path) -> Path:
         f"reward ({metric}{'' if not summary or summary.get('higher_is_better', True) else ', negated'})", fontsize=10
     )
     ax.set_xlabel("iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a warm-up leaves few task iterations: no 82.5
     ax.legend(fontsize=7)
     for extra in list(axes.flat)[n:]:
         extra.axis("off")

@@ -175,3 +175,11 @@ def test_tensorboard_keeps_the_warm_ups_reward_apart(tmp_path):
     acc.Reload()
     steps = {tag: [e.step for e in acc.Scalars(tag)] for tag in ("look/mean", "reward/mean")}
     assert steps == {"look/mean": [0, 1, 2], "reward/mean": [3]}
+
+
+def test_the_warm_up_and_the_task_get_a_progress_bar_each(tmp_path, capsys):
+    args = [a for a in _args(tmp_path / "run", "--set", "final_repeats=0") if a != "--quiet"]
+    assert run_cli(optimize_main, args) == 0
+    err = capsys.readouterr().err
+    assert "look: 100%" in err and "12/12" in err  # 3 warm-up iterations × 4 draws
+    assert "optimize: 100%" in err and "4/4" in err  # then 1 task iteration
