@@ -110,7 +110,7 @@ class Config:
 
         need(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
         need(self.match_iterations >= 0, f"match_iterations must be >= 0, got {self.match_iterations}")
-        need(self.match_scenes >= 2, f"match_scenes must be >= 2, got {self.match_scenes}")
+        need(self.match_scenes >= 1, f"match_scenes must be >= 1, got {self.match_scenes}")
         need(self.samples >= 1, f"samples (K) must be >= 1, got {self.samples}")
         need(self.scenes >= 1, f"scenes (M) must be >= 1, got {self.scenes}")
         need(self.target_size >= 1, f"target_size must be >= 1, got {self.target_size}")

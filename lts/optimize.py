@@ -192,7 +192,7 @@ class _Progress:
                 f"it {row['iteration'] + 1}/{self.iters} {what} {rm if rm is None else f'{rm:.4f}'} "
                 f"baseline {b if b is None else f'{b:.4f}'}"
             )
-            if row["iteration"] + 1 == self.match_iterations:  # the warm-up's last: the task's bar next
+            if row["iteration"] + 1 == self.match_iterations < self.iters:  # the warm-up's last: the task's bar next
                 self._open("optimize", self.iters - self.match_iterations, 0)
 
     def on_final(self, which: str, done: int, total: int) -> None:

@@ -183,3 +183,10 @@ def test_the_warm_up_and_the_task_get_a_progress_bar_each(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "look: 100%" in err and "12/12" in err  # 3 warm-up iterations × 4 draws
     assert "optimize: 100%" in err and "4/4" in err  # then 1 task iteration
+
+
+def test_match_scenes_below_one_is_one_line_exit_2(tmp_path, capsys):
+    assert run_cli(optimize_main, _args(tmp_path / "run", "--set", "match_scenes=0")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: match_scenes must be >= 1, got 0"
+    assert not (tmp_path / "run").exists()  # refused before anything was written
