@@ -275,7 +275,8 @@ class Policy(nn.Module):
         """Keep parameters where they mean something (called after each update); only
         the elements in ``names`` when given (re-centring logits that did not move would
         still shift them in the last bit)."""
-        for name in self.loc if names is None else [n for n in self.loc if n in set(names)]:
+        keep = set(self.loc) if names is None else set(names)
+        for name in (n for n in self.loc if n in keep):
             if isinstance(self.space[name], (Continuous, Integer)):
                 self.loc[name].clamp_(0.0, 1.0)
             else:
