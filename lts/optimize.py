@@ -137,7 +137,8 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
         saved.setdefault("parallel", 1)  # written before evaluations ran side by side: one after another, as then
         saved.setdefault("match_iterations", 0)  # written before the warm-up existed: none, as then
         saved.setdefault("match_hold", False)  # written before the task left the warm-up's elements alone
-        saved.setdefault("match_scenes", saved.get("scenes", 256))  # written when the warm-up rendered M scenes
+        # written when the warm-up rendered the task's M scenes a draw
+        saved.setdefault("match_scenes", saved.get("scenes", Config.scenes))
         return load_config(None, saved, layer, overrides=overrides), run_dir, True
     config_path = None
     if args.config:
