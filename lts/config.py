@@ -66,16 +66,27 @@ class Config:
         "to the target's (−MMD² of banded colour histograms; a render each, no training); 0: none",
     )
     match_scenes: int = _f(
-        64,
+        32,
         "scenes rendered per ψ in the warm-up (many iterations of few scenes learn the look better than a few of many)",
+    )
+    match_samples: int = _f(
+        8, "parameter vectors ψ drawn per warm-up iteration (more draws: each element its own sign column)"
     )
     match_elements: list | None = _f(
         None,
         "the elements the warm-up moves (null: the simulator's own, the street simulators' weather; none named, no "
         "warm-up); the others stay where they start until the task's iterations",
     )
+    match_labels: list | None = _f(
+        None,
+        "the elements the warm-up moves by how close the rendered labels are to the target's (−MMD² of the task's "
+        "labels: car counts per type, class fractions; null: the simulator's own, the street simulators' car types, "
+        "cars per scene and road length; []: none)",
+    )
     match_hold: bool = _f(
-        True, "the task's iterations leave the warm-up's elements where it left them (false: the task moves them too)"
+        True,
+        "the task's iterations leave the warm-up's look elements (match_elements) where it left them "
+        "(false: the task moves them too)",
     )
     samples: int = _f(4, "K: parameter vectors ψ drawn per iteration")
     scenes: int = _f(256, "M: scenes (samples) rendered per ψ")
@@ -110,6 +121,7 @@ class Config:
 
         need(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
         need(self.match_iterations >= 0, f"match_iterations must be >= 0, got {self.match_iterations}")
+        need(self.match_samples >= 1, f"match_samples must be >= 1, got {self.match_samples}")
         need(self.match_scenes >= 1, f"match_scenes must be >= 1, got {self.match_scenes}")
         need(self.samples >= 1, f"samples (K) must be >= 1, got {self.samples}")
         need(self.scenes >= 1, f"scenes (M) must be >= 1, got {self.scenes}")

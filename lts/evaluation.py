@@ -143,15 +143,17 @@ class Evaluator:
             res.state = self.task.state_of(model)
         return res
 
-    def look(self, spec: EvalSpec, match: Callable[[torch.Tensor], float]) -> EvalResult:
-        """The loop's warm-up: render (and refine) only, rewarded by −``match(frames)``
-        (MMD² to the target's look, `lts.matching`); nothing is trained."""
+    def look(self, spec: EvalSpec, match: Callable[[Batch], dict[str, float]]) -> EvalResult:
+        """The loop's warm-up: render (and refine) only, rewarded by −the MMD²s that ``match``
+        gives (of the frames' look and of their labels to the target's, `lts.matching`);
+        nothing is trained."""
         res = EvalResult(index=spec.index, params=spec.params)
         batch = self._frames(spec, res)
         t0 = time.perf_counter()
-        mmd2 = match(batch.images)
+        mmd2 = match(batch)
         res.score_s = time.perf_counter() - t0
-        res.metrics, res.reward = {"mmd2": mmd2}, -mmd2
+        res.metrics = {key: mmd2[k] for k, key in (("look", "mmd2"), ("labels", "mmd2_labels")) if k in mmd2}
+        res.reward = -sum(res.metrics.values())
         return res
 
     def safe(self, spec: EvalSpec, run: Callable[[EvalSpec], EvalResult] | None = None) -> EvalResult:

@@ -130,7 +130,7 @@ def plot_run(path: str | Path, out_file: str | Path) -> Path:
     if warm:  # the distribution-matching warm-up: its reward is another quantity
         for a in list(axes.flat)[: len(names)]:
             a.axvline(len(warm) + 0.5, color="0.5", lw=0.8, ls=":")
-            a.text(len(warm) + 0.5, 0.02, "look ← | → task ", transform=a.get_xaxis_transform(), fontsize=7,
+            a.text(len(warm) + 0.5, 0.02, "match ← | → task ", transform=a.get_xaxis_transform(), fontsize=7,
                    ha="center", va="bottom", color="0.4")  # fmt: skip
     task_rows = [r for r in rows if r.get("phase") != "match"]
     task_its = [r["iteration"] + 1 for r in task_rows]

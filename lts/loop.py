@@ -32,9 +32,10 @@ import torch
 import simulators
 from policies import Policy, PolicySample, moving_average, reinforce_update
 
+from . import tasks as tasks_mod
 from .config import Config, config_to_dict
 from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, local_executor, random_params
-from .matching import AppearanceMatch
+from .matching import TargetMatch
 from .rundir import CHECKPOINT, POLICY, SUMMARY, RunDir
 from .seeding import derive_seed
 from .targets import Target, load_target
@@ -42,6 +43,9 @@ from .targets import Target, load_target
 __all__ = ["Experiment", "Callbacks", "make_executor", "BASELINES"]
 
 BASELINES = ("lts", "oracle", "random")
+
+
+_MMD_KEYS = {"look": "mmd2", "labels": "mmd2_labels"}  # warm-up signal → its metric
 
 
 @dataclass
@@ -105,26 +109,42 @@ class Experiment:
         if config.refiner and not Path(config.refiner).is_file():
             raise simulators.UserError(f"refiner checkpoint {config.refiner!r} does not exist")
         # Fails early (a task the target cannot serve) before any iteration runs.
-        from . import tasks as tasks_mod
-
-        tasks_mod.make(config.task, **{"device": config.device, **config.task_options}).check_target(self.target.batch)
+        task = tasks_mod.make(config.task, **{"device": config.device, **config.task_options})
+        task.check_target(self.target.batch)
         pc = config.policy
         self.policy = Policy(self.space, init_std=pc.init_std, init_logit_std=pc.init_logit_std, min_std=pc.min_std)
         columns = self.space.priority if pc.columns is None else pc.columns
         self.columns = self.space.column_names(columns, "policy.columns")
-        self.match: AppearanceMatch | None = None
-        self.match_optimizer: torch.optim.Optimizer | None = None
+        self.match: TargetMatch | None = None
         self._match_eval: Evaluator | None = None
-        # The warm-up runs where there is something to match: the named elements, or the
-        # simulator's own (`ParamSpace.looks`); none named, none run.
-        names = self.space.look if config.match_elements is None else config.match_elements
-        names = self.space.element_names(names, "match_elements")
-        self.match_iterations = config.match_iterations if names else 0
+        # The warm-up runs where there is something to match, with a reward per signal: how
+        # the frames look moves the named elements (or the simulator's `ParamSpace.looks`),
+        # what they contain (the task's labels) moves `ParamSpace.contents` (or the named).
+        looks = self.space.element_names(
+            self.space.look if config.match_elements is None else config.match_elements, "match_elements"
+        )
+        contents = self.space.element_names(
+            self.space.content if config.match_labels is None else config.match_labels, "match_labels"
+        )
+        label_field = getattr(task, "label_field", None)
+        if label_field is None or getattr(self.target.batch, label_field, None) is None:
+            contents = ()  # nothing to compare them by
+        if both := sorted(set(looks) & set(contents)):
+            raise simulators.UserError(f"match_elements and match_labels both name {both}; an element has one reward")
+        signals = {"look": looks, "labels": contents}
+        self.match_signals = {k: v for k, v in signals.items() if v}
+        self.match_iterations = config.match_iterations if self.match_signals else 0
+        self.match_optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.match_baselines: dict[str, float | None] = {}
         if self.match_iterations:
-            self.match = AppearanceMatch(self.target.batch.images)
-            self.match_optimizer = torch.optim.Adam(self.policy.param_groups(pc.lr, pc.logit_lr, names))
-        # With match_hold the task's iterations leave the warm-up's elements where it left them.
-        held = names if self.match_iterations and config.match_hold else ()
+            self.match = TargetMatch(
+                self.target.batch, label_field if contents else None, look="look" in self.match_signals
+            )
+            for k, names in self.match_signals.items():
+                self.match_optimizers[k] = torch.optim.Adam(self.policy.param_groups(pc.lr, pc.logit_lr, names))
+                self.match_baselines[k] = None
+        # With match_hold the task's iterations leave the warm-up's look elements where it left them.
+        held = looks if self.match_iterations and config.match_hold else ()
         groups = self.policy.param_groups(pc.lr, pc.logit_lr, [n for n in self.space if n not in held])
         if not groups:
             raise simulators.UserError(
@@ -153,7 +173,8 @@ class Experiment:
             "sim_frames": self.sim_frames,
             "elapsed_s": self.elapsed(),
             "best_state": self.best_state,
-            "match_optimizer": None if self.match_optimizer is None else self.match_optimizer.state_dict(),
+            "match_optimizers": {k: o.state_dict() for k, o in self.match_optimizers.items()},
+            "match_baselines": dict(self.match_baselines),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -164,8 +185,18 @@ class Experiment:
         self.sim_frames = int(state["sim_frames"])
         self.elapsed_before = float(state["elapsed_s"])
         self.best_state = state.get("best_state")
-        if self.match_optimizer is not None and state.get("match_optimizer") is not None:
-            self.match_optimizer.load_state_dict(state["match_optimizer"])
+        saved = state.get("match_optimizers")
+        if saved is None and state.get("match_optimizer") is not None:
+            # written before the label signal: one optimiser; mid-warm-up, `baseline` was the warm-up's
+            saved = {"look": state["match_optimizer"]}
+            if self.iteration < self.match_iterations and "look" in self.match_baselines:
+                self.match_baselines["look"], self.baseline = self.baseline, None
+        for k, o in self.match_optimizers.items():
+            if k in (saved or {}):
+                o.load_state_dict(saved[k])
+        self.match_baselines.update(
+            {k: v for k, v in state.get("match_baselines", {}).items() if k in self.match_baselines}
+        )
         self.t_start = time.monotonic()
 
     def save(self) -> None:
@@ -237,7 +268,8 @@ class Experiment:
         if self.match_iterations and it == self.match_iterations:
             self.baseline = None  # a new reward: its baseline starts afresh
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "policy", it))
-        sample = self.policy.sample(cfg.samples, gen, design=cfg.policy.sampling, columns=self.columns)
+        k_draws = cfg.match_samples if matching else cfg.samples
+        sample = self.policy.sample(k_draws, gen, design=cfg.policy.sampling, columns=self.columns)
         specs = [
             EvalSpec(
                 index=k,
@@ -248,15 +280,13 @@ class Experiment:
                 init=self.best_state if cfg.warm_start else None,
                 keep_state=cfg.warm_start,
             )
-            for k in range(cfg.samples)
+            for k in range(k_draws)
         ]
         if matching:
             results = self._match_results(specs)
         else:
             assert self.executor is not None
             results = self.executor.map(specs, on_result=self.cb.on_eval)
-        optimizer = self.match_optimizer if matching else self.optimizer
-        assert optimizer is not None
         t0 = time.perf_counter()
         ok = [r for r in results if r.ok]
         for r in results:
@@ -266,24 +296,18 @@ class Experiment:
                 warnings.warn(f"iteration {it}, draw {r.index}: non-finite reward dropped; ψ = {r.params}")
         stats = None
         if ok:
-            rewards = torch.tensor([r.reward for r in ok], dtype=torch.float64)
             sub = PolicySample(
                 raw={n: v[[r.index for r in ok]] for n, v in sample.raw.items()}, params=[r.params for r in ok]
             )
-            b = float(rewards.mean()) if self.baseline is None else self.baseline
-            pc = cfg.policy
-            stats = reinforce_update(
-                self.policy,
-                optimizer,
-                sub,
-                rewards,
-                b,
-                entropy_coef=pc.entropy_coef,
-                max_grad_norm=pc.max_grad_norm or None,
-            )
-            self.baseline = moving_average(self.baseline, rewards, pc.baseline_decay)
-            if cfg.warm_start and not matching:
-                self.best_state = max(ok, key=lambda r: r.reward).state
+            if matching:  # one update per signal, each on its own elements with its own baseline
+                for k, opt in self.match_optimizers.items():
+                    rewards = torch.tensor([-r.metrics[_MMD_KEYS[k]] for r in ok], dtype=torch.float64)
+                    stats, self.match_baselines[k] = self._update(opt, sub, rewards, self.match_baselines[k])
+            else:
+                rewards = torch.tensor([r.reward for r in ok], dtype=torch.float64)
+                stats, self.baseline = self._update(self.optimizer, sub, rewards, self.baseline)
+                if cfg.warm_start:
+                    self.best_state = max(ok, key=lambda r: r.reward).state
         update_s = time.perf_counter() - t0
         self.sim_frames += sum(r.frames for r in results)
         self.iteration = it + 1
@@ -292,7 +316,7 @@ class Experiment:
             "phase": "match" if matching else "task",
             "rewards": [_finite_or_none(r.reward) for r in results],
             "reward_mean": _finite_or_none(float(np.mean([r.reward for r in ok]))) if ok else None,
-            "baseline": self.baseline,
+            "baseline": self._row_baseline(matching),
             "policy": self.policy.to_json(),
             "sim_frames": self.sim_frames,
             "elapsed_s": self.elapsed(),
@@ -317,6 +341,29 @@ class Experiment:
         if self.cb.on_iteration:
             self.cb.on_iteration(row)
         return row
+
+    def _update(
+        self, optimizer: torch.optim.Optimizer, sub: PolicySample, rewards: torch.Tensor, baseline: float | None
+    ) -> tuple[Any, float]:
+        """One REINFORCE step; returns its stats and the moved baseline."""
+        pc = self.config.policy
+        stats = reinforce_update(
+            self.policy,
+            optimizer,
+            sub,
+            rewards,
+            float(rewards.mean()) if baseline is None else baseline,
+            entropy_coef=pc.entropy_coef,
+            max_grad_norm=pc.max_grad_norm or None,
+        )
+        return stats, moving_average(baseline, rewards, pc.baseline_decay)
+
+    def _row_baseline(self, matching: bool) -> float | None:
+        """The baseline of the row's reward (in the warm-up, −the sum of the MMD²s)."""
+        if not matching:
+            return self.baseline
+        values = list(self.match_baselines.values())
+        return None if any(b is None for b in values) else float(sum(values))
 
     # -- final baselines ----------------------------------------------------------------
     def final_params(self) -> dict[str, dict[str, Any] | None]:
@@ -395,7 +442,7 @@ def _tensorboard_writer(run_dir: RunDir) -> Any:
 
 def _tensorboard_log(writer: Any, row: dict[str, Any]) -> None:
     it = row["iteration"]
-    group = "look" if row.get("phase") == "match" else "reward"  # the warm-up's reward is −MMD²
+    group = "match" if row.get("phase") == "match" else "reward"  # the warm-up's reward is −MMD²
     if row["reward_mean"] is not None:
         writer.add_scalar(f"{group}/mean", row["reward_mean"], it)
     if row["baseline"] is not None:

@@ -1,66 +1,128 @@
-"""Distribution matching: how far rendered frames look from the target's.
+"""Distribution matching: how far rendered frames, and their labels, are from the target's.
 
 The loop's optional warm-up (``match_iterations``, Meta-Sim's advice) moves the policy by
-REINFORCE on −MMD² between the appearance of frames rendered from ψ and the target's
-frames, before the task reward takes over.  It needs no training, so an iteration costs
-a render; it sees what changes the look of whole frames (the weather above all), which a
-task net may barely care about.
+REINFORCE on −MMD² between frames rendered from ψ and the target's, before the task
+reward takes over.  It needs no training, so an iteration costs a render.  It has two
+signals, each moving its own elements with its own baseline:
 
-Features are colour histograms of horizontal bands: each frame cut into four bands of
-rows (sky, skyline, street, foreground in a street scene), each band's red, green and
-blue values counted in eight bins, 96 fractions per frame.  Histograms tell a grey
-overcast frame from a mix of bright and dark ones, which averaged colours do not (with
-4 × 8 averages and edge energy, the first version, a 50/50 clear/rain mix looked closer
-to an overcast target than overcast did).  MMD² is the biased (V-statistic) estimate with
-a Gaussian kernel as wide as the median distance between target features.
+- **look**: the frames' appearance.  It sees what changes the look of whole frames (the
+  weather above all), which a task net may barely care about.  Features are colour
+  histograms of horizontal bands: each frame cut into four bands of rows (sky, skyline,
+  street, foreground in a street scene), each band's red, green and blue values counted
+  in eight bins, 96 fractions per frame.  Histograms tell a grey overcast frame from a
+  mix of bright and dark ones, which averaged colours do not.
+- **labels**: the task's labels of the same frames (`label_features`): per-type car
+  counts for counting, per band of rows the fraction of each class for segmentation.
+  The target's labels are what the task is scored on; their statistics say how many cars
+  of which type a scene holds, which the look cannot.
+
+MMD² is the biased (V-statistic) estimate with a Gaussian kernel as wide as the median
+distance between target features.
 """
 
 from __future__ import annotations
 
 import torch
 
+from simulators import Batch
 from simulators.errors import UserError
+from simulators.labels import NUM_LABELS
 
-__all__ = ["AppearanceMatch", "appearance_features"]
+__all__ = ["AppearanceMatch", "TargetMatch", "appearance_features", "label_features"]
 
 _BANDS = 4  # horizontal bands of rows
 _BINS = 8  # bins per colour channel
 
 
+def _band_fractions(values: torch.Tensor, bins: int) -> torch.Tensor:
+    """N × (4·C·bins): per band of rows and channel of N × C × H × W bin indices, the
+    fraction of the band's pixels in each bin (H need not divide by 4)."""
+    n, c, h, w = values.shape
+    band = torch.arange(h, device=values.device) * _BANDS // h
+    index = (band.view(1, 1, h, 1) * c + torch.arange(c, device=values.device).view(1, c, 1, 1)) * bins + values
+    counts = torch.zeros(n, _BANDS * c * bins, device=values.device, dtype=torch.float64)
+    counts.scatter_add_(1, index.flatten(1), torch.ones_like(index, dtype=torch.float64).flatten(1))
+    rows = torch.bincount(band, minlength=_BANDS).to(torch.float64)  # rows per band
+    return counts / (rows.repeat_interleave(c * bins) * w)
+
+
 def appearance_features(images: torch.Tensor) -> torch.Tensor:
     """N × 96 features of N × 3 × H × W frames (uint8 0..255 or float 0..1): per band of
     rows and colour channel, the fraction of pixels in each of eight intensity bins."""
-    n, c, h, w = images.shape
     if images.dtype == torch.uint8:
         q = images.long() // (256 // _BINS)
     else:
         q = (images.float() * _BINS).long().clamp(0, _BINS - 1)
-    band = torch.arange(h, device=images.device) * _BANDS // h
-    index = (band.view(1, 1, h, 1) * c + torch.arange(c, device=images.device).view(1, c, 1, 1)) * _BINS + q
-    counts = torch.zeros(n, _BANDS * c * _BINS, device=images.device, dtype=torch.float64)
-    counts.scatter_add_(1, index.flatten(1), torch.ones_like(index, dtype=torch.float64).flatten(1))
-    rows = torch.bincount(band, minlength=_BANDS).to(torch.float64)  # rows per band (H need not divide by 4)
-    return counts / (rows.repeat_interleave(c * _BINS) * w)
+    return _band_fractions(q, _BINS)
 
 
-class AppearanceMatch:
-    """``match(images)``: MMD² between the frames' appearance and the target frames'."""
+def _check_frames(images: torch.Tensor | None) -> torch.Tensor:
+    if images is None or images.dim() != 4 or images.shape[1] != 3 or len(images) < 2:
+        raise UserError(
+            "match_iterations needs a target of at least two RGB frames (N×3×H×W); "
+            f"this target's images have shape {None if images is None else tuple(images.shape)}"
+        )
+    return images
 
-    def __init__(self, target_images: torch.Tensor) -> None:
-        if target_images.dim() != 4 or target_images.shape[1] != 3 or len(target_images) < 2:
-            raise UserError(
-                "match_iterations needs a target of at least two RGB frames (N×3×H×W); "
-                f"this target's images have shape {tuple(target_images.shape)}"
-            )
-        self.target = appearance_features(target_images)
-        d = torch.cdist(self.target, self.target)
+
+def label_features(batch: Batch, field: str, like: Batch) -> torch.Tensor:
+    """N × D features of the labels in ``batch.<field>``, comparable with ``like``'s:
+    per-type car counts folded into ``like``'s types (``counts``), or per band of rows
+    the fraction of pixels of each class (``semantic``; ids outside the label space count
+    as the last class)."""
+    labels = getattr(batch, field, None)
+    if labels is None:
+        raise UserError(f"the warm-up compares {field!r} labels, but the simulator's frames have none")
+    if field == "counts":
+        from .tasks.counting import fold_columns
+
+        return fold_columns(labels.double(), batch.count_names, like.count_names)
+    if field == "semantic":
+        return _band_fractions(labels.clamp(0, NUM_LABELS - 1).unsqueeze(1), NUM_LABELS)
+    raise ValueError(f"no label features for the field {field!r} (counts or semantic)")
+
+
+class _MMD:
+    """MMD² (V-statistic) to fixed target features, Gaussian kernel of median width."""
+
+    def __init__(self, target: torch.Tensor) -> None:
+        self.target = target
+        d = torch.cdist(target, target)
         positive = d[d > 0]
         self.bandwidth = float(positive.median()) if positive.numel() else 1.0
-        self._k_tt = float(self._kernel(self.target, self.target).mean())
+        self._k_tt = float(self._kernel(target, target).mean())
 
     def _kernel(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.exp(-torch.cdist(a, b).square() / (2.0 * self.bandwidth**2))
 
-    def __call__(self, images: torch.Tensor) -> float:
-        f = appearance_features(images).to(self.target.device)  # rendered on a GPU, a target read from disk
+    def __call__(self, f: torch.Tensor) -> float:
+        f = f.to(self.target.device)
         return float(self._kernel(f, f).mean() + self._k_tt - 2.0 * self._kernel(f, self.target).mean())
+
+
+class AppearanceMatch(_MMD):
+    """``match(images)``: MMD² between the frames' appearance and the target frames'."""
+
+    def __init__(self, target_images: torch.Tensor) -> None:
+        _check_frames(target_images)
+        super().__init__(appearance_features(target_images))
+
+    def __call__(self, images: torch.Tensor) -> float:  # type: ignore[override]
+        return super().__call__(appearance_features(images))
+
+
+class TargetMatch:
+    """``match(batch)``: {``"look"``: MMD² of the frames' appearance to the target
+    frames', ``"labels"``: MMD² of their labels to the target's (with ``label_field``)}."""
+
+    def __init__(self, target: Batch, label_field: str | None = None, *, look: bool = True) -> None:
+        self.look = AppearanceMatch(target.images) if look else None
+        self.target = target
+        self.label_field = label_field if label_field and getattr(target, label_field, None) is not None else None
+        self.labels = None if self.label_field is None else _MMD(label_features(target, self.label_field, target))
+
+    def __call__(self, batch: Batch) -> dict[str, float]:
+        out = {} if self.look is None else {"look": self.look(batch.images)}
+        if self.labels is not None:
+            out["labels"] = self.labels(label_features(batch, self.label_field, self.target))
+        return out

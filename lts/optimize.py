@@ -137,6 +137,8 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
         saved.setdefault("parallel", 1)  # written before evaluations ran side by side: one after another, as then
         saved.setdefault("match_iterations", 0)  # written before the warm-up existed: none, as then
         saved.setdefault("match_hold", False)  # written before the task left the warm-up's elements alone
+        saved.setdefault("match_samples", saved.get("samples", Config.samples))
+        saved.setdefault("match_labels", [])  # written before the warm-up compared labels: none, as then
         # written when the warm-up rendered the task's M scenes a draw
         saved.setdefault("match_scenes", saved.get("scenes", Config.scenes))
         return load_config(None, saved, layer, overrides=overrides), run_dir, True
@@ -161,20 +163,21 @@ class _Progress:
     def start(self, exp: Any) -> None:
         if not self.enabled:
             return
-        self.samples, self.match_iterations = exp.config.samples, exp.match_iterations
+        self.samples, self.match_samples = exp.config.samples, exp.config.match_samples
+        self.match_iterations = exp.match_iterations
         self.iters = exp.match_iterations + exp.config.iterations
         if exp.iteration < self.match_iterations:
-            self._open("look", self.match_iterations, exp.iteration)
+            self._open("match", self.match_iterations, exp.iteration, self.match_samples)
         else:
-            self._open("optimize", exp.config.iterations, exp.iteration - self.match_iterations)
+            self._open("optimize", exp.config.iterations, exp.iteration - self.match_iterations, self.samples)
 
-    def _open(self, desc: str, iterations: int, done: int) -> None:
+    def _open(self, desc: str, iterations: int, done: int, samples: int) -> None:
         from tqdm.auto import tqdm
 
         self.close()
         self.bar = tqdm(
-            total=iterations * self.samples,
-            initial=done * self.samples,
+            total=iterations * samples,
+            initial=done * samples,
             unit="eval",
             dynamic_ncols=True,
             desc=desc,
@@ -188,13 +191,13 @@ class _Progress:
     def on_iteration(self, row: dict[str, Any]) -> None:
         if self.bar is not None:
             rm, b = row["reward_mean"], row["baseline"]
-            what = "look (−MMD²)" if row.get("phase") == "match" else "reward"
+            what = "−MMD²" if row.get("phase") == "match" else "reward"
             self.bar.set_postfix_str(
                 f"it {row['iteration'] + 1}/{self.iters} {what} {rm if rm is None else f'{rm:.4f}'} "
                 f"baseline {b if b is None else f'{b:.4f}'}"
             )
             if row["iteration"] + 1 == self.match_iterations < self.iters:  # the warm-up's last: the task's bar next
-                self._open("optimize", self.iters - self.match_iterations, 0)
+                self._open("optimize", self.iters - self.match_iterations, 0, self.samples)
 
     def on_final(self, which: str, done: int, total: int) -> None:
         if self.bar is not None:

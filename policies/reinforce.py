@@ -49,7 +49,7 @@ def reinforce_update(
     if rewards.numel() != len(sample):
         raise ValueError(f"{rewards.numel()} rewards for {len(sample)} draws")
     advantage = rewards.to(torch.float64) - baseline
-    optimizer.zero_grad(set_to_none=True)
+    policy.zero_grad(set_to_none=True)  # elements outside ``optimizer`` too: a later update starts clean
     entropy = policy.entropy()
     loss = -(advantage * policy.log_prob(sample)).mean() - entropy_coef * entropy
     loss.backward()

@@ -271,7 +271,7 @@ def warmup(settings: list[str]) -> None:
     from lts.optimize import main as optimize_main
 
     extra = [x for kv in settings for x in ("--set", kv)]
-    tvs = []
+    tvs: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, seed in WARMUP_RUNS:
             target = f"configs/targets/{name}.yaml"
@@ -281,17 +281,25 @@ def warmup(settings: list[str]) -> None:
                 if run_cli(optimize_main, [*args, "--set", "final_repeats=0", *extra]) != 0:
                     raise SystemExit(2)
             rows = RunDir(out).read_metrics()
-            mix = dict(zip(*(rows[-1]["policy"]["params"]["weather"][k] for k in ("choices", "mean"))))
-            want = load_target_file(resolve_path(target)).params["weather"]
-            tv = tv_distance([mix[c] for c in want], [want[c] for c in want])
-            tvs.append((tv, tv_distance([1 / len(want)] * len(want), [want[c] for c in want])))
+            params = rows[-1]["policy"]["params"]
+            target_params = load_target_file(resolve_path(target)).params
+            line = []
+            for el in ("weather", "car_type"):
+                mix = dict(zip(*(params[el][k] for k in ("choices", "mean"))))
+                want = target_params[el]
+                tv = tv_distance([mix[c] for c in want], [want[c] for c in want])
+                tvs.setdefault(el, []).append((tv, tv_distance([1 / len(want)] * len(want), [want[c] for c in want])))
+                line.append(f"{el} TV {tv:.3f}")
+            line += [
+                f"{el} {params[el]['mean']:.1f} ({target_params[el]:.0f})" for el in ("cars_per_scene", "road_length")
+            ]
             print(
-                f"{name} seed {seed}: weather TV {tv:.3f} after {len(rows)} iterations, {rows[-1]['elapsed_s']:.0f} s; "
-                + ", ".join(f"{c} {mix[c]:.2f} ({want[c]:.2f})" for c in want),
+                f"{name} seed {seed}: " + ", ".join(line) + f"; {len(rows)} iterations, {rows[-1]['elapsed_s']:.0f} s",
                 flush=True,
             )
-    halved = sum(tv <= start / 2 for tv, start in tvs)
-    print(f"halved on {halved} of {len(tvs)}; mean TV {np.mean([tv for tv, _ in tvs]):.3f}")
+    for el, pairs in tvs.items():
+        halved = sum(tv <= start / 2 for tv, start in pairs)
+        print(f"{el}: halved on {halved} of {len(pairs)}; mean TV {np.mean([tv for tv, _ in pairs]):.3f}")
 
 
 def contrasts(run_dirs: list[str]) -> None:

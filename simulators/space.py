@@ -283,6 +283,7 @@ class ParamSpace(Mapping[str, Element]):
             self._elements[name] = el
         self.priority: tuple[str, ...] = ()
         self.look: tuple[str, ...] = ()
+        self.content: tuple[str, ...] = ()
 
     def prioritise(self, *names: str) -> ParamSpace:
         """Name the elements to serve first when draws are laid out (returns the space).
@@ -302,6 +303,12 @@ class ParamSpace(Mapping[str, Element]):
         """Name the elements that change how whole frames look (returns the space): the
         loop's distribution-matching warm-up (``match_iterations``) moves these by default."""
         self.look = self.element_names(names, "look")
+        return self
+
+    def contents(self, *names: str) -> ParamSpace:
+        """Name the elements that change what frames contain, so their labels (returns the
+        space): the warm-up moves these by how close the rendered labels are to the target's."""
+        self.content = self.element_names(names, "contents")
         return self
 
     def element_names(self, names: Sequence[str], what: str) -> tuple[str, ...]:

@@ -28,4 +28,5 @@ def street_param_space() -> ParamSpace:
         )
         .prioritise("car_type", "weather", "cars_per_scene")
         .looks("weather")
+        .contents("car_type", "cars_per_scene", "road_length")
     )

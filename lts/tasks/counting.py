@@ -305,6 +305,7 @@ class CountingTask(ImageTaskOptions):
     name: ClassVar[str] = "counting"
     metric: ClassVar[str] = "mae"
     higher_is_better: ClassVar[bool] = False
+    label_field: ClassVar[str] = "counts"  # the `Batch` field of its labels (the warm-up compares them)
 
     def __init__(
         self,

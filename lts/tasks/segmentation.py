@@ -99,6 +99,7 @@ class SegmentationTask(ImageTaskOptions):
     name: ClassVar[str] = "segmentation"
     metric: ClassVar[str] = "miou"
     higher_is_better: ClassVar[bool] = True
+    label_field: ClassVar[str] = "semantic"  # the `Batch` field of its labels (the warm-up compares them)
 
     def __init__(
         self,

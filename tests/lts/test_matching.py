@@ -9,7 +9,7 @@ from conftest import REPO
 import simulators
 from lts.cli import run_cli
 from lts.inspect import main as inspect_main
-from lts.matching import AppearanceMatch, appearance_features
+from lts.matching import AppearanceMatch, TargetMatch, appearance_features, label_features
 from lts.optimize import main as optimize_main
 from lts.rundir import RunDir
 from simulators.errors import UserError
@@ -88,7 +88,7 @@ def _args(out, *extra):
         "--iterations", "1", "--samples", "4", "--scenes", "24",
         "--set", "target_size=24", "--set", "final_repeats=1", "--set", "task_options.steps=4",
         "--set", "sim_options.resolution=[32, 64]", "--set", "match_iterations=3", "--set", "match_elements=[weather]",
-        "--set", "match_scenes=16", *extra,
+        "--set", "match_scenes=16", "--set", "match_samples=4", "--set", "match_labels=[]", *extra,
     ]  # fmt: skip
 
 
@@ -123,6 +123,33 @@ def test_a_run_resumed_after_the_match_phase_ends_where_the_whole_one_does(tmp_p
     assert strip(RunDir(part).read_metrics()) == strip(RunDir(whole).read_metrics())
 
 
+def test_a_checkpoint_from_before_the_label_signal_resumes_mid_warm_up(tmp_path):
+    from lts.config import load_config
+    from lts.loop import Experiment
+
+    overrides = {
+        "task_options.steps": 4, "sim_options.resolution": [32, 64], "target_size": 24, "match_iterations": 3,
+        "match_scenes": 16, "match_samples": 4, "match_labels": [],
+    }  # fmt: skip
+    config = load_config(REPO / "configs" / "counting.yaml", overrides=overrides)
+
+    def experiment(name):
+        run = RunDir(tmp_path / name)
+        run.make()
+        return Experiment(config, run)
+
+    whole, part = experiment("whole"), experiment("part")
+    rows = [whole.step() for _ in range(3)]
+    for _ in range(2):
+        part.step()
+    state = part.state_dict()  # as the loop wrote it then: one optimiser, the warm-up's baseline as the baseline
+    state["match_optimizer"] = state.pop("match_optimizers")["look"]
+    state["baseline"] = state.pop("match_baselines")["look"]
+    resumed = experiment("resumed")
+    resumed.load_state_dict(state)
+    assert resumed.step()["policy"] == rows[2]["policy"]
+
+
 def test_unknown_match_element_is_one_line_exit_2(tmp_path, capsys):
     assert run_cli(optimize_main, _args(tmp_path / "run", "--set", "match_elements=[wether]")) == 2
     err = capsys.readouterr().err.strip()
@@ -143,6 +170,7 @@ def test_runs_written_before_the_warm_up_resume_without_one(tmp_path):
 def test_the_street_space_names_the_weather_as_its_look():
     space = simulators.make("procedural").param_space
     assert space.look == ("weather",)
+    assert space.content == ("car_type", "cars_per_scene", "road_length")
     with pytest.raises(KeyError, match="did you mean 'weather'"):
         space.looks("wether")
     assert simulators.make("gmm").param_space.look == ()  # no frames: no warm-up
@@ -173,15 +201,15 @@ def test_tensorboard_keeps_the_warm_ups_reward_apart(tmp_path):
     assert run_cli(optimize_main, _args(out, "--set", "final_repeats=0", "--set", "tensorboard=true")) == 0
     acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
-    steps = {tag: [e.step for e in acc.Scalars(tag)] for tag in ("look/mean", "reward/mean")}
-    assert steps == {"look/mean": [0, 1, 2], "reward/mean": [3]}
+    steps = {tag: [e.step for e in acc.Scalars(tag)] for tag in ("match/mean", "reward/mean")}
+    assert steps == {"match/mean": [0, 1, 2], "reward/mean": [3]}
 
 
 def test_the_warm_up_and_the_task_get_a_progress_bar_each(tmp_path, capsys):
     args = [a for a in _args(tmp_path / "run", "--set", "final_repeats=0") if a != "--quiet"]
     assert run_cli(optimize_main, args) == 0
     err = capsys.readouterr().err
-    assert "look: 100%" in err and "12/12" in err  # 3 warm-up iterations × 4 draws
+    assert "match: 100%" in err and "12/12" in err  # 3 warm-up iterations × 4 draws
     assert "optimize: 100%" in err and "4/4" in err  # then 1 task iteration
 
 
@@ -190,3 +218,52 @@ def test_match_scenes_below_one_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == "error: match_scenes must be >= 1, got 0"
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_label_features_count_per_type_and_class_fractions_per_band():
+    from simulators import Batch
+
+    counts = torch.tensor([[1, 0, 2], [0, 3, 0]])
+    batch = Batch(counts=counts, count_names=("sedan", "suv", "truck"))
+    like = Batch(counts=torch.zeros(1, 2, dtype=torch.long), count_names=("car", "truck"))
+    assert label_features(batch, "counts", like).tolist() == [[1.0, 2.0], [3.0, 0.0]]  # sedans, SUVs → car
+    sem = torch.zeros(1, 4, 2, dtype=torch.long)
+    sem[0, 1:] = 7  # the first band class 0, the others class 7
+    sem[0, 3, 1] = 999  # outside the label space: the last class
+    f = label_features(Batch(semantic=sem), "semantic", Batch()).view(4, -1)
+    assert torch.equal(f.sum(1), torch.ones(4, dtype=torch.float64))
+    assert f[0, 0] == 1 and f[1, 7] == 1 and f[3, 7] == 0.5 and f[3, -1] == 0.5
+
+
+def test_the_labels_distance_sees_the_car_types_the_look_does_not(street):
+    sim, base, _ = street
+    star = {**base, "car_type": {"sedan": 0.05, "hatchback": 0.05, "suv": 0.45, "van": 0.35, "truck": 0.10}}
+    match = TargetMatch(sim.generate(star, 256, seed=1), "counts")
+    at_star = [match(sim.generate(star, 128, seed=s)) for s in (2, 3)]
+    uniform = [match(sim.generate(base, 128, seed=s)) for s in (2, 3)]
+    assert max(d["labels"] for d in at_star) < 0.5 * min(d["labels"] for d in uniform)
+    assert all(abs(a["look"] - b["look"]) < 0.01 for a, b in zip(at_star, uniform))  # same frames' look
+    assert "labels" not in TargetMatch(sim.generate(star, 8, seed=1))(sim.generate(star, 8, seed=2))
+
+
+def test_the_warm_up_moves_the_contents_by_the_labels_and_the_task_goes_on_with_them(tmp_path):
+    out = tmp_path / "run"
+    args = _args(out, "--set", "match_labels=null", "--set", "match_samples=8")
+    assert run_cli(optimize_main, args) == 0
+    rows = RunDir(out).read_metrics()
+    assert [r["phase"] for r in rows] == ["match"] * 3 + ["task"] and len(rows[0]["rewards"]) == 8
+    for r in rows[:3]:
+        for m, rw in zip(r["metrics"], r["rewards"]):
+            assert m["mmd2"] > 0 and m["mmd2_labels"] > 0 and rw == pytest.approx(-m["mmd2"] - m["mmd2_labels"])
+    first, last, task = (rows[i]["policy"]["params"] for i in (0, 2, 3))
+    for name in ("weather", "car_type", "cars_per_scene", "road_length"):
+        assert first[name] != last[name], name
+    assert first["intersection"] == last["intersection"]  # in neither signal
+    assert task["weather"] == last["weather"] and task["car_type"] != last["car_type"]  # match_hold: the look only
+
+
+def test_an_element_in_both_signals_is_one_line_exit_2(tmp_path, capsys):
+    args = _args(tmp_path / "run", "--set", "match_labels=[car_type, weather]")
+    assert run_cli(optimize_main, args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: match_elements and match_labels both name ['weather']") and "\n" not in err
