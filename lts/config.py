@@ -46,6 +46,11 @@ class PolicyConfig:
         "default: the simulator's own priority; []: space order); a block of P draws has P - 1 columns, "
         "elements past them share the last one",
     )
+    lr_floor: float = _f(
+        0.1,
+        "each phase's learning rates fall along a cosine to lr_floor × their value at its last iteration, so the "
+        "policy settles where its reward points instead of jittering around it (1: constant)",
+    )
     entropy_coef: float = _f(0.0, "entropy bonus β added to the REINFORCE objective")
     baseline_decay: float = _f(0.7, "moving-average baseline: b ← decay·b + (1−decay)·mean(R)")
     max_grad_norm: float = _f(1.0, "gradient clipping of the policy update (0 disables it)")
@@ -59,7 +64,7 @@ class Config:
     task_options: dict = _f({}, "keyword options for the task (training budget, lr, …)")
     target: str = _f("configs/targets/default.yaml", "target parameter file (YAML) or a labelled image directory")
     target_size: int = _f(256, "validation samples rendered from ψ* when the target is a parameter file")
-    iterations: int = _f(20, "policy iterations (on the task's reward)")
+    iterations: int = _f(16, "policy iterations (on the task's reward)")
     match_iterations: int = _f(
         80,
         "distribution-matching warm-up: iterations before the task's, rewarded by how close rendered frames look "
@@ -85,8 +90,8 @@ class Config:
     )
     match_hold: bool = _f(
         True,
-        "the task's iterations leave the warm-up's look elements (match_elements) where it left them "
-        "(false: the task moves them too)",
+        "the task's iterations leave the mixes (proportions, categorical elements) the warm-up moved where it left "
+        "them, the street simulators' weather and car types; continuous elements go on (false: the task moves all)",
     )
     samples: int = _f(4, "K: parameter vectors ψ drawn per iteration")
     scenes: int = _f(256, "M: scenes (samples) rendered per ψ")
@@ -137,6 +142,7 @@ class Config:
         p = self.policy
         need(0.0 <= p.baseline_decay < 1.0, f"policy.baseline_decay must be in [0, 1), got {p.baseline_decay}")
         need(p.lr > 0 and p.logit_lr > 0, "policy.lr and policy.logit_lr must be > 0")
+        need(0 < p.lr_floor <= 1, f"policy.lr_floor must be in (0, 1], got {p.lr_floor}")
         need(0 < p.min_std <= 1 and p.init_std > 0 and p.init_logit_std > 0, "policy stds must be > 0")
         need(
             p.sampling in DESIGNS,

@@ -143,12 +143,16 @@ class Experiment:
             for k, names in self.match_signals.items():
                 self.match_optimizers[k] = torch.optim.Adam(self.policy.param_groups(pc.lr, pc.logit_lr, names))
                 self.match_baselines[k] = None
-        # With match_hold the task's iterations leave the warm-up's look elements where it left them.
-        held = looks if self.match_iterations and config.match_hold else ()
+        # With match_hold the task's iterations leave the mixes the warm-up moved where it left
+        # them: those its features measure frame by frame (which weather, which car type).
+        # Continuous elements go on: the counts place them only on a ridge (more cars on
+        # longer roads count the same), and the task's reward tells the points on it apart.
+        moved = looks + contents if self.match_iterations and config.match_hold else ()
+        held = [n for n in moved if isinstance(self.space[n], (simulators.Proportions, simulators.Categorical))]
         groups = self.policy.param_groups(pc.lr, pc.logit_lr, [n for n in self.space if n not in held])
         if not groups:
             raise simulators.UserError(
-                "match_hold with every element in match_elements leaves the task's iterations nothing to move"
+                f"match_hold holds {held}, every element there is: the task's iterations would have nothing to move"
             )
         self.optimizer = torch.optim.Adam(groups)
         self.iteration = 0
@@ -301,9 +305,11 @@ class Experiment:
             )
             if matching:  # one update per signal, each on its own elements with its own baseline
                 for k, opt in self.match_optimizers.items():
+                    _anneal(opt, it, self.match_iterations, cfg.policy.lr_floor)
                     rewards = torch.tensor([-r.metrics[_MMD_KEYS[k]] for r in ok], dtype=torch.float64)
                     stats, self.match_baselines[k] = self._update(opt, sub, rewards, self.match_baselines[k])
             else:
+                _anneal(self.optimizer, it - self.match_iterations, cfg.iterations, cfg.policy.lr_floor)
                 rewards = torch.tensor([r.reward for r in ok], dtype=torch.float64)
                 stats, self.baseline = self._update(self.optimizer, sub, rewards, self.baseline)
                 if cfg.warm_start:
@@ -428,6 +434,14 @@ class Experiment:
         }
         self.run_dir.write_json(SUMMARY, summary)
         return summary
+
+
+def _anneal(optimizer: torch.optim.Optimizer, it: int, iterations: int, floor: float) -> None:
+    """Iteration ``it`` of a phase of ``iterations``: each group's learning rate on a cosine
+    from its initial value (first iteration) to ``floor`` times it (last iteration)."""
+    for g in optimizer.param_groups:
+        g.setdefault("initial_lr", g["lr"])
+        g["lr"] = g["initial_lr"] * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * it / max(iterations - 1, 1))))
 
 
 def _tensorboard_writer(run_dir: RunDir) -> Any:

@@ -134,6 +134,7 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
         if isinstance(saved.get("policy"), dict):  # written before these keys existed: keep drawing as it did
             saved["policy"].setdefault("sampling", "independent")
             saved["policy"].setdefault("columns", [])
+            saved["policy"].setdefault("lr_floor", 1.0)  # written when the learning rates stayed constant
         saved.setdefault("parallel", 1)  # written before evaluations ran side by side: one after another, as then
         saved.setdefault("match_iterations", 0)  # written before the warm-up existed: none, as then
         saved.setdefault("match_hold", False)  # written before the task left the warm-up's elements alone

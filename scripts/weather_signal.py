@@ -39,14 +39,16 @@ it picks up from the other two when it does not move at all).
 
 ``look``: what the loop's distribution-matching warm-up sees (`lts.matching`): MMD²
 between the appearance of 256 frames rendered from ψ* (or ψ* with one element changed)
-and the 256 target frames, mean and sd over ``--seeds`` render seeds.
+and the 256 target frames, and between their car counts per type, mean and sd over
+``--seeds`` render seeds.
 
 ``warmup``: the loop's warm-up alone (``lts.optimize --iterations 0``, no final
 evaluations) against the three counting targets with the run seeds of the README's table
-(default 0, 1, 3; clear_sedans 0; dusk_hatchbacks 0, 1), the weather's TV distance to ψ*
-where it ends (from 0.35 uniform) and its mix; ``--set KEY=VALUE`` passes loop settings
-(``match_iterations=20``, ``match_scenes=256``).  With ``match_hold`` (the default) the
-task's iterations leave the weather there, so this is the full run's weather.
+(default 0, 1, 3; clear_sedans 0; dusk_hatchbacks 0, 1): the weather's and the car types'
+TV distance to ψ* where it ends (from 0.35–0.40 uniform), cars per scene and road length;
+``--set KEY=VALUE`` passes loop settings (``match_iterations=20``, ``match_scenes=256``,
+``match_labels=[]``).  With ``match_hold`` (the default) the task's iterations leave the
+weather there, so this is the full run's weather.
 
 ``contrasts``: from runs of the loop against a target parameter file (their
 metrics.jsonl; sign-balanced draws), per element and iteration, the reward contrast
@@ -237,19 +239,23 @@ def product(seeds: int) -> None:
 
 
 def look(seeds: int) -> None:
-    from lts.matching import AppearanceMatch
+    from lts.matching import TargetMatch
 
     sim = simulators.make("procedural")
     target = load_target(TARGET, sim, task_name="counting", size=256, run_seed=0)
     star, uniform = target.params, sim.param_space.default()
-    match = AppearanceMatch(target.batch.images)
+    match = TargetMatch(target.batch, "counts")
     rows = {"ψ*": star, **{f"{n} uniform": {**star, n: uniform[n]} for n in ("weather", "car_type", "intersection")}}
     rows["cars per scene 12"] = {**star, "cars_per_scene": 12.0}
     rows["road 90 m"] = {**star, "road_length": 90.0}
-    print(f"MMD² to the target frames ({TARGET}; {seeds} render seeds of 256 frames):")
+    print(f"MMD² to the target ({TARGET}; {seeds} render seeds of 256 frames), of the look and of the car counts:")
     for name, params in rows.items():
-        v = np.array([match(sim.generate(params, 256, seed=100 + s).images) for s in range(seeds)])
-        print(f"  {name:22s} {v.mean():.4f} (sd {v.std(ddof=1):.4f})")
+        d = [match(sim.generate(params, 256, seed=100 + s)) for s in range(seeds)]
+        cells = [np.array([x[k] for x in d]) for k in ("look", "labels")]
+        print(
+            f"  {name:22s} "
+            + "  ".join(f"{k} {v.mean():.4f} (sd {v.std(ddof=1):.4f})" for k, v in zip(("look", "labels"), cells))
+        )
 
 
 WARMUP_RUNS = (

@@ -176,7 +176,7 @@ def test_the_street_space_names_the_weather_as_its_look():
     assert simulators.make("gmm").param_space.look == ()  # no frames: no warm-up
 
 
-def test_match_hold_leaves_the_warm_ups_elements_to_the_look(tmp_path, capsys):
+def test_match_hold_keeps_the_mixes_the_warm_up_moved(tmp_path):
     out = tmp_path / "run"
     assert run_cli(optimize_main, _args(out, "--iterations", "2", "--set", "match_hold=true")) == 0
     rows = RunDir(out).read_metrics()
@@ -188,9 +188,12 @@ def test_match_hold_leaves_the_warm_ups_elements_to_the_look(tmp_path, capsys):
     assert run_cli(optimize_main, _args(free, "--set", "match_hold=false")) == 0
     rows = RunDir(free).read_metrics()
     assert rows[3]["policy"]["params"]["weather"] != rows[2]["policy"]["params"]["weather"]  # the task moves it too
+    # every element matched: the mixes are held, the continuous elements go on
     everything = "match_elements=[weather, intersection, car_type, cars_per_scene, road_length]"
-    assert run_cli(optimize_main, _args(tmp_path / "all", "--set", "match_hold=true", "--set", everything)) == 2
-    assert "leaves the task's iterations nothing to move" in capsys.readouterr().err
+    assert run_cli(optimize_main, _args(tmp_path / "all", "--set", "match_hold=true", "--set", everything)) == 0
+    last, task = (r["policy"]["params"] for r in RunDir(tmp_path / "all").read_metrics()[2:])
+    assert all(task[n] == last[n] for n in ("weather", "intersection", "car_type"))
+    assert task["cars_per_scene"] != last["cars_per_scene"] and task["road_length"] != last["road_length"]
 
 
 def test_tensorboard_keeps_the_warm_ups_reward_apart(tmp_path):
@@ -259,7 +262,8 @@ def test_the_warm_up_moves_the_contents_by_the_labels_and_the_task_goes_on_with_
     for name in ("weather", "car_type", "cars_per_scene", "road_length"):
         assert first[name] != last[name], name
     assert first["intersection"] == last["intersection"]  # in neither signal
-    assert task["weather"] == last["weather"] and task["car_type"] != last["car_type"]  # match_hold: the look only
+    assert task["weather"] == last["weather"] and task["car_type"] == last["car_type"]  # match_hold: the mixes
+    assert task["cars_per_scene"] != last["cars_per_scene"]  # the continuous elements go on
 
 
 def test_an_element_in_both_signals_is_one_line_exit_2(tmp_path, capsys):

@@ -67,16 +67,31 @@ def test_draws_follow_the_sampling_design(tmp_path, gmm_target, sampling):
 def test_runs_written_before_the_design_resume_with_independent_draws(tmp_path, gmm_target):
     # ... and with evaluations one after another, as before they ran side by side
     out = tmp_path / "run"
-    args = tiny_gmm_args(gmm_target, out)
+    args = tiny_gmm_args(gmm_target, out, "--set", "policy.lr_floor=0.1")
     args[args.index("--iterations") + 1] = "1"
     assert run(args) == 0
     config = (out / "config.yaml").read_text()
     assert "sampling: orthogonal" in config and "parallel: 0" in config and "columns: null" in config
+    assert "  lr_floor: 0.1\n" in config
     old = config.replace("  sampling: orthogonal\n", "").replace("parallel: 0\n", "").replace("  columns: null\n", "")
+    old = old.replace("  lr_floor: 0.1\n", "")
     (out / "config.yaml").write_text(old)
     assert run(["--resume", str(out), "--iterations", "2", "--quiet"]) == 0
     config = (out / "config.yaml").read_text()
     assert "sampling: independent" in config and "parallel: 1" in config and "columns: []" in config
+    assert "  lr_floor: 1.0\n" in config  # the learning rates stayed constant then
+
+
+def test_learning_rates_fall_on_a_cosine_to_lr_floor(tmp_path, gmm_target):
+    from lts.rundir import RunDir
+
+    out = tmp_path / "run"
+    args = tiny_gmm_args(gmm_target, out)
+    args[args.index("--iterations") + 1] = "3"
+    assert run([*args, "--set", "policy.lr_floor=0.25", "--set", "policy.lr=0.2", "--set", "policy.logit_lr=0.4"]) == 0
+    groups = RunDir(out).load_checkpoint()["optimizer"]["param_groups"]
+    assert [g["lr"] for g in groups] == [pytest.approx(0.05), pytest.approx(0.1)]  # the last of 3: a quarter
+    assert [g["initial_lr"] for g in groups] == [0.2, 0.4]
 
 
 def test_same_seed_same_policy(tmp_path, gmm_target):
@@ -173,6 +188,7 @@ def test_interrupt_writes_checkpoint_and_exits_130(tmp_path, gmm_target):
         (["--set", "policy.lrr=1"], "unknown config key 'policy.lrr' (did you mean 'policy.lr'?)"),
         (["--set", "scenes=many"], "config key 'scenes': expected int, got 'many'"),
         (["--samples", "0"], "samples (K) must be >= 1, got 0"),
+        (["--set", "policy.lr_floor=0"], "policy.lr_floor must be in (0, 1], got 0"),
         (["--scenes", "0"], "scenes (M) must be >= 1, got 0"),
         (["--target", "/nonexistent/t.yaml"], "does not exist"),
         (["--iterations", "x"], "invalid int value: 'x'"),
