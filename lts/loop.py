@@ -3,10 +3,13 @@
 Each iteration draws K ψ from the policy, evaluates each (render M scenes, train the
 task, score on the target), and moves the policy by REINFORCE with a moving-average
 baseline.  A warm-up of ``match_iterations`` comes first where there is something to
-match (``match_elements``, or the simulator's `ParamSpace.looks`): its reward is how close
-the rendered frames look to the target's (`lts.matching`), it trains nothing, and it moves
-only those elements, with an optimiser of its own; the baseline starts afresh when the
-task's iterations begin.  Seeds come from the run seed by (stream, iteration, draw), so a
+match (`lts.matching`); it trains nothing and has two rewards, each moving its own
+elements with an optimiser and baseline of its own: how close the rendered frames look
+to the target's (``match_elements``, or the simulator's `ParamSpace.looks`), and how close
+their labels are to the target's (``match_labels``, or `ParamSpace.contents`).  With
+``match_hold`` the task's iterations then leave the mixes it moved alone; their baseline
+starts afresh.  Each phase's learning rates fall on a cosine to ``policy.lr_floor`` of
+their value.  Seeds come from the run seed by (stream, iteration, draw), so a
 run is reproducible and a resumed run ends where an uninterrupted one would.
 
 After the last iteration the same data size, training budget and seeds are used to
