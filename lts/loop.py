@@ -132,7 +132,9 @@ class Experiment:
         label_field = getattr(task, "label_field", None)
         if label_field is None or getattr(self.target.batch, label_field, None) is None:
             contents = ()  # nothing to compare them by
-        if both := sorted(set(looks) & set(contents)):
+        if config.match_labels is None:  # elements named for the look keep it as their reward
+            contents = tuple(n for n in contents if n not in looks)
+        elif config.match_iterations and (both := sorted(set(looks) & set(contents))):
             raise simulators.UserError(f"match_elements and match_labels both name {both}; an element has one reward")
         signals = {"look": looks, "labels": contents}
         self.match_signals = {k: v for k, v in signals.items() if v}
@@ -307,10 +309,11 @@ class Experiment:
                 raw={n: v[[r.index for r in ok]] for n, v in sample.raw.items()}, params=[r.params for r in ok]
             )
             if matching:  # one update per signal, each on its own elements with its own baseline
+                stats = {}
                 for k, opt in self.match_optimizers.items():
                     _anneal(opt, it, self.match_iterations, cfg.policy.lr_floor)
                     rewards = torch.tensor([-r.metrics[_MMD_KEYS[k]] for r in ok], dtype=torch.float64)
-                    stats, self.match_baselines[k] = self._update(opt, sub, rewards, self.match_baselines[k])
+                    stats[k], self.match_baselines[k] = self._update(opt, sub, rewards, self.match_baselines[k])
             else:
                 _anneal(self.optimizer, it - self.match_iterations, cfg.iterations, cfg.policy.lr_floor)
                 rewards = torch.tensor([r.reward for r in ok], dtype=torch.float64)
@@ -340,7 +343,8 @@ class Experiment:
                 "score": sum(r.score_s for r in results),
                 "update": update_s,
             },
-            "update": None if stats is None else stats.__dict__,
+            # the warm-up's: one per signal ({"look": …, "labels": …})
+            "update": None if stats is None else _stats_json(stats),
         }
         # metrics first, then the checkpoint: a kill in between re-runs this iteration.
         self.run_dir.append_metrics(row)
@@ -437,6 +441,10 @@ class Experiment:
         }
         self.run_dir.write_json(SUMMARY, summary)
         return summary
+
+
+def _stats_json(stats: Any) -> dict[str, Any]:
+    return {k: v.__dict__ for k, v in stats.items()} if isinstance(stats, dict) else stats.__dict__
 
 
 def _anneal(optimizer: torch.optim.Optimizer, it: int, iterations: int, floor: float) -> None:

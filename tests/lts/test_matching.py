@@ -258,6 +258,7 @@ def test_the_warm_up_moves_the_contents_by_the_labels_and_the_task_goes_on_with_
     for r in rows[:3]:
         for m, rw in zip(r["metrics"], r["rewards"]):
             assert m["mmd2"] > 0 and m["mmd2_labels"] > 0 and rw == pytest.approx(-m["mmd2"] - m["mmd2_labels"])
+    assert set(rows[0]["update"]) == {"look", "labels"} and rows[0]["update"]["look"] != rows[0]["update"]["labels"]
     first, last, task = (rows[i]["policy"]["params"] for i in (0, 2, 3))
     for name in ("weather", "car_type", "cars_per_scene", "road_length"):
         assert first[name] != last[name], name
@@ -271,3 +272,14 @@ def test_an_element_in_both_signals_is_one_line_exit_2(tmp_path, capsys):
     assert run_cli(optimize_main, args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: match_elements and match_labels both name ['weather']") and "\n" not in err
+    # an element named for the look leaves the simulator's default label elements
+    out = tmp_path / "look"
+    assert (
+        run_cli(optimize_main, _args(out, "--set", "match_elements=[weather, car_type]", "--set", "match_labels=null"))
+        == 0
+    )
+    rows = RunDir(out).read_metrics()
+    assert (
+        "mmd2_labels" in rows[0]["metrics"][0]
+        and rows[3]["policy"]["params"]["car_type"] == rows[2]["policy"]["params"]["car_type"]
+    )
