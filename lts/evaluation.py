@@ -28,6 +28,7 @@ import simulators
 from simulators import Batch, Simulator
 
 from . import tasks as tasks_mod
+from .matching import MMD_METRICS
 from .tasks import Task, reward_of
 
 __all__ = [
@@ -152,7 +153,7 @@ class Evaluator:
         t0 = time.perf_counter()
         mmd2 = match(batch)
         res.score_s = time.perf_counter() - t0
-        res.metrics = {key: mmd2[k] for k, key in (("look", "mmd2"), ("labels", "mmd2_labels")) if k in mmd2}
+        res.metrics = {MMD_METRICS[k]: v for k, v in mmd2.items()}
         res.reward = -sum(res.metrics.values())
         return res
 

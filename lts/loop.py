@@ -38,7 +38,7 @@ from policies import Policy, PolicySample, moving_average, reinforce_update
 from . import tasks as tasks_mod
 from .config import Config, config_to_dict
 from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, local_executor, random_params
-from .matching import TargetMatch
+from .matching import MMD_METRICS, TargetMatch
 from .rundir import CHECKPOINT, POLICY, SUMMARY, RunDir
 from .seeding import derive_seed
 from .targets import Target, load_target
@@ -46,9 +46,6 @@ from .targets import Target, load_target
 __all__ = ["Experiment", "Callbacks", "make_executor", "BASELINES"]
 
 BASELINES = ("lts", "oracle", "random")
-
-
-_MMD_KEYS = {"look": "mmd2", "labels": "mmd2_labels"}  # warm-up signal → its metric
 
 
 @dataclass
@@ -136,16 +133,13 @@ class Experiment:
             contents = tuple(n for n in contents if n not in looks)
         elif config.match_iterations and (both := sorted(set(looks) & set(contents))):
             raise simulators.UserError(f"match_elements and match_labels both name {both}; an element has one reward")
-        signals = {"look": looks, "labels": contents}
-        self.match_signals = {k: v for k, v in signals.items() if v}
-        self.match_iterations = config.match_iterations if self.match_signals else 0
+        signals = {k: v for k, v in (("look", looks), ("labels", contents)) if v}
+        self.match_iterations = config.match_iterations if signals else 0
         self.match_optimizers: dict[str, torch.optim.Optimizer] = {}
         self.match_baselines: dict[str, float | None] = {}
         if self.match_iterations:
-            self.match = TargetMatch(
-                self.target.batch, label_field if contents else None, look="look" in self.match_signals
-            )
-            for k, names in self.match_signals.items():
+            self.match = TargetMatch(self.target.batch, label_field if contents else None, look=bool(looks))
+            for k, names in signals.items():
                 self.match_optimizers[k] = torch.optim.Adam(self.policy.param_groups(pc.lr, pc.logit_lr, names))
                 self.match_baselines[k] = None
         # With match_hold the task's iterations leave the mixes the warm-up moved where it left
@@ -312,7 +306,7 @@ class Experiment:
                 stats = {}
                 for k, opt in self.match_optimizers.items():
                     _anneal(opt, it, self.match_iterations, cfg.policy.lr_floor)
-                    rewards = torch.tensor([-r.metrics[_MMD_KEYS[k]] for r in ok], dtype=torch.float64)
+                    rewards = torch.tensor([-r.metrics[MMD_METRICS[k]] for r in ok], dtype=torch.float64)
                     stats[k], self.match_baselines[k] = self._update(opt, sub, rewards, self.match_baselines[k])
             else:
                 _anneal(self.optimizer, it - self.match_iterations, cfg.iterations, cfg.policy.lr_floor)

@@ -28,7 +28,9 @@ from simulators import Batch
 from simulators.errors import UserError
 from simulators.labels import NUM_LABELS
 
-__all__ = ["AppearanceMatch", "TargetMatch", "appearance_features", "label_features"]
+__all__ = ["MMD_METRICS", "AppearanceMatch", "TargetMatch", "appearance_features", "label_features"]
+
+MMD_METRICS = {"look": "mmd2", "labels": "mmd2_labels"}  # signal → the metric a warm-up draw reports it as
 
 _BANDS = 4  # horizontal bands of rows
 _BINS = 8  # bins per colour channel
@@ -56,13 +58,12 @@ def appearance_features(images: torch.Tensor) -> torch.Tensor:
     return _band_fractions(q, _BINS)
 
 
-def _check_frames(images: torch.Tensor | None) -> torch.Tensor:
+def _check_frames(images: torch.Tensor | None) -> None:
     if images is None or images.dim() != 4 or images.shape[1] != 3 or len(images) < 2:
         raise UserError(
             "match_iterations needs a target of at least two RGB frames (N×3×H×W); "
             f"this target's images have shape {None if images is None else tuple(images.shape)}"
         )
-    return images
 
 
 def label_features(batch: Batch, field: str, like: Batch) -> torch.Tensor:
@@ -117,12 +118,11 @@ class TargetMatch:
 
     def __init__(self, target: Batch, label_field: str | None = None, *, look: bool = True) -> None:
         self.look = AppearanceMatch(target.images) if look else None
-        self.target = target
-        self.label_field = label_field if label_field and getattr(target, label_field, None) is not None else None
-        self.labels = None if self.label_field is None else _MMD(label_features(target, self.label_field, target))
+        self.target, self.label_field = target, label_field
+        self.labels = None if label_field is None else _MMD(label_features(target, label_field, target))
 
     def __call__(self, batch: Batch) -> dict[str, float]:
         out = {} if self.look is None else {"look": self.look(batch.images)}
         if self.labels is not None:
-            out["labels"] = self.labels(label_features(batch, self.label_field, self.target))
+            out["labels"] = self.labels(label_features(batch, self.label_field, self.target))  # type: ignore[arg-type]
         return out
