@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policies import DESIGNS
+from policies import STRATEGIES, strategy_options
 from simulators.errors import UserError, did_you_mean
 from simulators.space import read_yaml as read_yaml_file
 
-__all__ = ["Config", "PolicyConfig", "load_config", "config_to_dict", "describe_config", "resolve_path", "REPO_ROOT"]
+__all__ = ["Config", "load_config", "config_to_dict", "describe_config", "resolve_path", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,34 +29,6 @@ def _f(default: Any, doc: str) -> Any:
 
 
 @dataclass
-class PolicyConfig:
-    lr: float = _f(0.05, "Adam learning rate of the range-scaled Gaussians (continuous and integer elements)")
-    logit_lr: float = _f(0.15, "Adam learning rate of the proportions' logit Gaussians and categorical logits")
-    init_std: float = _f(0.1, "initial std of continuous elements, as a fraction of their range")
-    init_logit_std: float = _f(1.0, "initial std of the proportions' logits")
-    min_std: float = _f(0.02, "smallest std the policy may shrink to (range fraction / logits)")
-    sampling: str = _f(
-        "orthogonal",
-        "how the K draws of an iteration are laid out: orthogonal (sign-balanced blocks, so one element's effect "
-        "on the reward does not blur another's gradient) or independent",
-    )
-    columns: list | None = _f(
-        None,
-        "orthogonal sampling: the elements given sign columns first, the rest in space order (null, the "
-        "default: the simulator's own priority; []: space order); a block of P draws has P - 1 columns, "
-        "elements past them share the last one",
-    )
-    lr_floor: float = _f(
-        0.1,
-        "each phase's learning rates fall along a cosine to lr_floor × their value at its last iteration, so the "
-        "policy settles where its reward points instead of jittering around it (1: constant)",
-    )
-    entropy_coef: float = _f(0.0, "entropy bonus β added to the REINFORCE objective")
-    baseline_decay: float = _f(0.7, "moving-average baseline: b ← decay·b + (1−decay)·mean(R)")
-    max_grad_norm: float = _f(1.0, "gradient clipping of the policy update (0 disables it)")
-
-
-@dataclass
 class Config:
     sim: str = _f("procedural", "simulator: a registered name or package.module:Class")
     sim_options: dict = _f({}, "keyword options for the simulator (e.g. resolution: [64, 128])")
@@ -64,7 +36,15 @@ class Config:
     task_options: dict = _f({}, "keyword options for the task (training budget, lr, …)")
     target: str = _f("configs/targets/default.yaml", "target parameter file (YAML) or a labelled image directory")
     target_size: int = _f(256, "validation samples rendered from ψ* when the target is a parameter file")
-    iterations: int = _f(16, "policy iterations (on the task's reward)")
+    search: str = _f(
+        "reinforce", "search strategy: " + ", ".join(STRATEGIES) + " (python -m lts.optimize --help lists them)"
+    )
+    search_options: dict = _f(
+        {},
+        "options of the search strategy (python -m lts.optimize --help lists each one's); a key that names a strategy "
+        "holds that strategy's options, used when it is the search",
+    )
+    iterations: int = _f(16, "iterations of the search (K evaluations each, on the task's reward)")
     match_iterations: int = _f(
         80,
         "distribution-matching warm-up: iterations before the task's, rewarded by how close rendered frames look "
@@ -117,7 +97,6 @@ class Config:
     )
     final_repeats: int = _f(2, "seeds averaged for the final lts / oracle / random rewards")
     tensorboard: bool = _f(False, "also write TensorBoard logs under RUN_DIR/tensorboard")
-    policy: PolicyConfig = field(default_factory=PolicyConfig, metadata={"doc": "policy and update settings"})
 
     def validate(self) -> Config:
         def need(cond: bool, msg: str) -> None:
@@ -139,16 +118,30 @@ class Config:
             self.device in ("cpu", "cuda") or self.device.startswith("cuda:"),
             f"device must be cpu or cuda, got {self.device!r}",
         )
-        p = self.policy
-        need(0.0 <= p.baseline_decay < 1.0, f"policy.baseline_decay must be in [0, 1), got {p.baseline_decay}")
-        need(p.lr > 0 and p.logit_lr > 0, "policy.lr and policy.logit_lr must be > 0")
-        need(0 < p.lr_floor <= 1, f"policy.lr_floor must be in (0, 1], got {p.lr_floor}")
-        need(0 < p.min_std <= 1 and p.init_std > 0 and p.init_logit_std > 0, "policy stds must be > 0")
         need(
-            p.sampling in DESIGNS,
-            f"policy.sampling must be one of {', '.join(DESIGNS)}; got {p.sampling!r}{did_you_mean(p.sampling, DESIGNS)}",
+            self.search in STRATEGIES,
+            f"search must be one of {', '.join(STRATEGIES)}; got {self.search!r}{did_you_mean(self.search, STRATEGIES)}",
         )
+        for name, opts in self.search_options.items():
+            need(
+                name not in STRATEGIES or isinstance(opts, dict),
+                f"search_options.{name}: expected a mapping of {name}'s options, got {opts!r}",
+            )
+        for name in {self.search, *(k for k in self.search_options if k in STRATEGIES)}:
+            known = strategy_options(name)
+            for key in self.options_of(name):
+                need(
+                    key in known,
+                    f"search {name}: unknown option {key!r} (options: {', '.join(known) or 'none'})"
+                    + did_you_mean(key, known),
+                )
         return self
+
+    def options_of(self, search: str) -> dict[str, Any]:
+        """The options ``search`` takes from ``search_options``: the flat keys when it is the
+        search, and those under its own name."""
+        flat = {k: v for k, v in self.search_options.items() if k not in STRATEGIES} if search == self.search else {}
+        return {**flat, **self.search_options.get(search, {})}
 
 
 def _check_type(key: str, value: Any, tp: Any) -> Any:
@@ -187,6 +180,10 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in data.items():
         full = f"{prefix}{key}"
+        if key == "policy" and prefix == "" and "search" in names:
+            raise UserError(
+                "config key 'policy' is now 'search_options' (the options of search: reinforce; policy.columns is gone)"
+            )
         if key not in names:
             known = [f"{prefix}{n}" for n in names]
             raise UserError(f"unknown config key {full!r}" + did_you_mean(full, known))
@@ -196,9 +193,18 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
                 raise UserError(f"config key {full!r}: expected a mapping, got {value!r}")
             _apply(current, value, prefix=f"{full}.")
         elif hints[key] is dict and isinstance(current, dict) and isinstance(value, dict) and prefix == "":
-            setattr(obj, key, {**current, **value})
+            setattr(obj, key, _merge(current, value))
         else:
             setattr(obj, key, _check_type(full, value, hints[key]))
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, mapping into mapping (``--set search_options.reinforce.lr=…``
+    keeps the file's other reinforce options)."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:

@@ -1,21 +1,19 @@
-"""The outer loop: ask → render → train → score → tell, with checkpoints and baselines.
+"""The outer loop: ask → evaluate → tell, with checkpoints and the final baselines.
 
-Each iteration draws K ψ from the policy, evaluates each (render M scenes, train the
-task, score on the target), and moves the policy by REINFORCE with a moving-average
-baseline.  A warm-up of ``match_iterations`` comes first where there is something to
-match (`lts.matching`); it trains nothing and has two rewards, each moving its own
-elements with an optimiser and baseline of its own: how close the rendered frames look
-to the target's (``match_elements``, or the simulator's `ParamSpace.looks`), and how close
-their labels are to the target's (``match_labels``, or `ParamSpace.contents`).  With
-``match_hold`` the task's iterations then leave the mixes it moved alone; their baseline
-starts afresh.  Each phase's learning rates fall on a cosine to ``policy.lr_floor`` of
-their value.  Seeds come from the run seed by (stream, iteration, draw), so a
-run is reproducible and a resumed run ends where an uninterrupted one would.
+Each iteration asks the search strategy (`policies`, ``search``) for K ψ, evaluates each
+(render M scenes, train the task, score it on the target's validation split) and tells
+the strategy their rewards.  Where there is something to match, a cheap stage comes
+first (`lts.matching`, ``match_iterations``): it renders ``match_scenes`` per ψ, trains
+nothing, and moves the elements it matches by how close the frames look, and their
+labels are, to the target's; the strategy then starts from the matched ψ, with the
+mixes it matched held (``match_hold``).  Each evaluation is charged by what it renders:
+one of M scenes counts 1, one of m scenes m / M (``evaluations`` in the metrics rows).
+Seeds come from the run seed by (stream, iteration, draw), so a run is reproducible and
+a resumed run ends where an uninterrupted one would.
 
-After the last iteration the same data size, training budget and seeds are used to
-score three datasets: from the final policy's mean ψ (``lts``), from ψ drawn afresh
-per scene (``random``, domain randomization) and, for a simulated target, from ψ*
-(``oracle``).
+After the last iteration the same data size, training budget and seeds score three
+datasets: from the ψ the strategy hands over (``lts``), from ψ drawn afresh per scene
+(``random``, domain randomization) and, for a simulated target, from ψ* (``oracle``).
 """
 
 from __future__ import annotations
@@ -24,16 +22,15 @@ import functools
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 import simulators
-from policies import Policy, PolicySample, moving_average, reinforce_update
+from policies import ReinforceStrategy, Strategy, make_strategy
 
 from . import tasks as tasks_mod
 from .config import Config, config_to_dict
@@ -43,9 +40,10 @@ from .rundir import CHECKPOINT, POLICY, SUMMARY, RunDir
 from .seeding import derive_seed
 from .targets import Target, load_target
 
-__all__ = ["Experiment", "Callbacks", "make_executor", "BASELINES"]
+__all__ = ["Experiment", "Callbacks", "MatchStage", "make_executor", "BASELINES", "CHECKPOINT_VERSION"]
 
 BASELINES = ("lts", "oracle", "random")
+CHECKPOINT_VERSION = 2  # 1: before search strategies (REINFORCE wired into the loop)
 
 
 @dataclass
@@ -80,6 +78,61 @@ def make_executor(config: Config, context: EvalContext, sim: simulators.Simulato
     )
 
 
+class MatchStage:
+    """The cheap stage: REINFORCE on −MMD² of the frames' look (``match_elements``, or the
+    simulator's `ParamSpace.looks`) and of their labels (``match_labels``, or
+    `ParamSpace.contents`), each signal moving its own elements; the rest stay at their
+    defaults.  Its result is where a strategy starts: the matched ψ, with the matched
+    mixes held when ``match_hold`` (they are what its features measure frame by frame;
+    continuous elements go on, the counts place them only on a ridge)."""
+
+    def __init__(self, config: Config, space: simulators.ParamSpace, signals: Mapping[str, Sequence[str]]) -> None:
+        self.config, self.space = config, space
+        moved = [n for names in signals.values() for n in names]
+        self.strategy = ReinforceStrategy(
+            space,
+            seed=derive_seed(config.seed, "match"),
+            budget=config.match_iterations * config.match_samples,
+            batch=config.match_samples,
+            fixed=[n for n in space if n not in moved],
+            signals=signals,
+        )
+        held = [n for n in moved if isinstance(space[n], (simulators.Proportions, simulators.Categorical))]
+        self.held = tuple(held) if config.match_hold else ()
+        self.match: TargetMatch | None = None
+
+    @classmethod
+    def build(cls, config: Config, space: simulators.ParamSpace, task: Any, target: Target) -> MatchStage | None:
+        """The stage the configuration asks for, or None when there is nothing to match."""
+        looks = space.element_names(
+            space.look if config.match_elements is None else config.match_elements, "match_elements"
+        )
+        contents = space.element_names(
+            space.content if config.match_labels is None else config.match_labels, "match_labels"
+        )
+        label_field = getattr(task, "label_field", None)
+        if label_field is None or getattr(target.batch, label_field, None) is None:
+            contents = ()  # nothing to compare them by
+        if config.match_labels is None:  # elements named for the look keep it as their reward
+            contents = tuple(n for n in contents if n not in looks)
+        elif config.match_iterations and (both := sorted(set(looks) & set(contents))):
+            raise simulators.UserError(f"match_elements and match_labels both name {both}; an element has one reward")
+        signals = {k: v for k, v in (("look", looks), ("labels", contents)) if v}
+        if not config.match_iterations or not config.iterations or not signals:
+            return None  # nothing to match, or no search to start (--iterations 0 evaluates nothing)
+        stage = cls(config, space, signals)
+        stage.match = TargetMatch(target.batch, label_field if contents else None, look=bool(looks))
+        if len(stage.held) == len(space):
+            raise simulators.UserError(
+                f"match_hold holds {list(stage.held)}, every element there is: the search would have nothing to move"
+            )
+        return stage
+
+    def result(self) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """(the ψ a strategy starts from, the elements it holds)."""
+        return self.strategy.recommend(), self.held
+
+
 class Experiment:
     """One learning-to-simulate run in a run directory."""
 
@@ -108,103 +161,100 @@ class Experiment:
         )
         if config.refiner and not Path(config.refiner).is_file():
             raise simulators.UserError(f"refiner checkpoint {config.refiner!r} does not exist")
+        _check_optional_packages(config)
         # Fails early (a task the target cannot serve) before any iteration runs.
-        task = tasks_mod.make(config.task, **{"device": config.device, **config.task_options})
-        task.check_target(self.target.batch)
-        pc = config.policy
-        self.policy = Policy(self.space, init_std=pc.init_std, init_logit_std=pc.init_logit_std, min_std=pc.min_std)
-        columns = self.space.priority if pc.columns is None else pc.columns
-        self.columns = self.space.column_names(columns, "policy.columns")
-        self.match: TargetMatch | None = None
-        self._match_eval: Evaluator | None = None
-        # The warm-up runs where there is something to match, with a reward per signal: how
-        # the frames look moves the named elements (or the simulator's `ParamSpace.looks`),
-        # what they contain (the task's labels) moves `ParamSpace.contents` (or the named).
-        looks = self.space.element_names(
-            self.space.look if config.match_elements is None else config.match_elements, "match_elements"
-        )
-        contents = self.space.element_names(
-            self.space.content if config.match_labels is None else config.match_labels, "match_labels"
-        )
-        label_field = getattr(task, "label_field", None)
-        if label_field is None or getattr(self.target.batch, label_field, None) is None:
-            contents = ()  # nothing to compare them by
-        if config.match_labels is None:  # elements named for the look keep it as their reward
-            contents = tuple(n for n in contents if n not in looks)
-        elif config.match_iterations and (both := sorted(set(looks) & set(contents))):
-            raise simulators.UserError(f"match_elements and match_labels both name {both}; an element has one reward")
-        signals = {k: v for k, v in (("look", looks), ("labels", contents)) if v}
-        self.match_iterations = config.match_iterations if signals else 0
-        self.match_optimizers: dict[str, torch.optim.Optimizer] = {}
-        self.match_baselines: dict[str, float | None] = {}
-        if self.match_iterations:
-            self.match = TargetMatch(self.target.batch, label_field if contents else None, look=bool(looks))
-            for k, names in signals.items():
-                self.match_optimizers[k] = torch.optim.Adam(self.policy.param_groups(pc.lr, pc.logit_lr, names))
-                self.match_baselines[k] = None
-        # With match_hold the task's iterations leave the mixes the warm-up moved where it left
-        # them: those its features measure frame by frame (which weather, which car type).
-        # Continuous elements go on: the counts place them only on a ridge (more cars on
-        # longer roads count the same), and the task's reward tells the points on it apart.
-        moved = looks + contents if self.match_iterations and config.match_hold else ()
-        held = [n for n in moved if isinstance(self.space[n], (simulators.Proportions, simulators.Categorical))]
-        groups = self.policy.param_groups(pc.lr, pc.logit_lr, [n for n in self.space if n not in held])
-        if not groups:
-            raise simulators.UserError(
-                f"match_hold holds {held}, every element there is: the task's iterations would have nothing to move"
-            )
-        self.optimizer = torch.optim.Adam(groups)
+        self.task = tasks_mod.make(config.task, **{"device": config.device, **config.task_options})
+        self.task.check_target(self.target.batch)
+        self.stage = MatchStage.build(config, self.space, self.task, self.target)
+        self.match_iterations = config.match_iterations if self.stage is not None else 0
+        # The strategy is built where the stage ends (it starts from the stage's ψ); built
+        # once now as well, so that a bad search or option fails before anything is written.
+        self.strategy: Strategy | None = self._make_strategy()
+        if self.stage is not None:
+            self.strategy = None
         self.iteration = 0
-        self.baseline: float | None = None
         self.sim_frames = 0
+        self.evaluations = 0.0
         self.elapsed_before = 0.0
+        self.cpu_before = 0.0
         self.best_state: dict[str, Any] | None = None
-        self.t_start = time.monotonic()
+        self.t_start, self.cpu_start = time.monotonic(), time.process_time()
         self.executor: Executor | None = None
+        self._match_eval: Evaluator | None = None
         self._tb: Any = None
+
+    def _make_strategy(self) -> Strategy:
+        cfg = self.config
+        init, fixed = self.stage.result() if self.stage is not None else (None, ())
+        return make_strategy(
+            cfg.search,
+            self.space,
+            seed=derive_seed(cfg.seed, "search"),
+            budget=cfg.iterations * cfg.samples,
+            batch=cfg.samples,
+            init=init,
+            fixed=fixed,
+            options=cfg.options_of(cfg.search),
+        )
+
+    @property
+    def searcher(self) -> Strategy:
+        """The strategy asked now: the stage's during the stage, else the search's."""
+        if self.stage is not None and self.iteration < self.match_iterations:
+            return self.stage.strategy
+        if self.strategy is None:
+            self.strategy = self._make_strategy()
+        return self.strategy
 
     # -- state ---------------------------------------------------------------------
     def elapsed(self) -> float:
         return self.elapsed_before + (time.monotonic() - self.t_start)
 
+    def cpu_s(self) -> float:
+        """CPU seconds of this process (its threads included; not Ray workers')."""
+        return self.cpu_before + (time.process_time() - self.cpu_start)
+
     def state_dict(self) -> dict[str, Any]:
         return {
+            "version": CHECKPOINT_VERSION,
             "iteration": self.iteration,
-            "policy": self.policy.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "baseline": self.baseline,
+            "match": None if self.stage is None else self.stage.strategy.state_dict(),
+            "strategy": None if self.strategy is None else self.strategy.state_dict(),
             "sim_frames": self.sim_frames,
+            "evaluations": self.evaluations,
             "elapsed_s": self.elapsed(),
+            "cpu_s": self.cpu_s(),
             "best_state": self.best_state,
-            "match_optimizers": {k: o.state_dict() for k, o in self.match_optimizers.items()},
-            "match_baselines": dict(self.match_baselines),
+            "config": config_to_dict(self.config),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise simulators.UserError(
+                f"checkpoint in {str(self.run_dir.path)!r} was written by an older lts (before search strategies); "
+                "start a new run"
+            )
+        edited = _edited_keys(state.get("config", {}), config_to_dict(self.config))
+        if edited:
+            raise simulators.UserError(
+                f"config.yaml in {str(self.run_dir.path)!r} was edited since the checkpoint ({', '.join(edited)}); "
+                "put it back, or start a new run (resume may change only --iterations and how evaluations run)"
+            )
         self.iteration = int(state["iteration"])
-        self.baseline = None if state["baseline"] is None else float(state["baseline"])
+        if self.stage is not None and state["match"] is not None:
+            self.stage.strategy.load_state_dict(state["match"])
+        if state["strategy"] is not None:
+            self.strategy = self._make_strategy()
+            self.strategy.load_state_dict(state["strategy"])
         self.sim_frames = int(state["sim_frames"])
-        self.elapsed_before = float(state["elapsed_s"])
+        self.evaluations = float(state["evaluations"])
+        self.elapsed_before, self.cpu_before = float(state["elapsed_s"]), float(state["cpu_s"])
         self.best_state = state.get("best_state")
-        saved = state.get("match_optimizers")
-        if saved is None and state.get("match_optimizer") is not None:
-            # written before the label signal: one optimiser; mid-warm-up, `baseline` was the warm-up's
-            saved = {"look": state["match_optimizer"]}
-            if self.iteration < self.match_iterations and "look" in self.match_baselines:
-                self.match_baselines["look"], self.baseline = self.baseline, None
-        for k, o in self.match_optimizers.items():
-            if k in (saved or {}):
-                o.load_state_dict(saved[k])
-        self.match_baselines.update(
-            {k: v for k, v in state.get("match_baselines", {}).items() if k in self.match_baselines}
-        )
-        self.t_start = time.monotonic()
+        self.t_start, self.cpu_start = time.monotonic(), time.process_time()
 
     def save(self) -> None:
         self.run_dir.save_checkpoint(self.state_dict())
-        self.run_dir.write_json(POLICY, self.policy.to_json())
+        self.run_dir.write_json(POLICY, self.searcher.describe())
 
     def start_fresh(self) -> None:
         self.run_dir.write_config(config_to_dict(self.config))
@@ -218,6 +268,8 @@ class Experiment:
         try:
             self.load_state_dict(state)
         except (KeyError, RuntimeError, ValueError) as e:
+            if isinstance(e, simulators.UserError):
+                raise
             raise simulators.UserError(
                 f"checkpoint in {str(self.run_dir.path)!r} does not match this configuration: {e}"
             ) from None
@@ -231,7 +283,9 @@ class Experiment:
             self.run_dir.file(SUMMARY).unlink()
 
     # -- the loop --------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self, *, final: bool = True) -> dict[str, Any] | None:
+        """The stage, the search's iterations and (``final``) the final evaluations; returns
+        the summary (None without the final evaluations)."""
         cfg = self.config
         if self.cb.on_start:
             self.cb.on_start(self)
@@ -243,7 +297,7 @@ class Experiment:
             self.executor = make_executor(cfg, self.context, self.sim, self.run_dir)
             while self.iteration < self.match_iterations + cfg.iterations:
                 self.step()
-            summary = self.finish()
+            summary = self.finish() if final else None
         finally:
             if self.executor is not None:
                 self.executor.close()
@@ -251,95 +305,17 @@ class Experiment:
                 self._tb.close()
         return summary
 
-    def _match_results(self, specs: list[EvalSpec]) -> list[EvalResult]:
-        """The warm-up's evaluations, one after another in this process (a render each)."""
-        assert self.match is not None
-        if self._match_eval is None:  # shares the simulator; the executor's evaluator closes it
-            self._match_eval = self.context.build(sim=self.sim)
-        look = functools.partial(self._match_eval.look, match=self.match)
-        out = []
-        for spec in specs:
-            out.append(self._match_eval.safe(spec, look))
-            if self.cb.on_eval:
-                self.cb.on_eval(out[-1])
-        return out
-
     def step(self) -> dict[str, Any]:
-        """One policy iteration; returns its metrics.jsonl row."""
-        cfg, it = self.config, self.iteration
-        matching = it < self.match_iterations
-        if self.match_iterations and it == self.match_iterations:
-            self.baseline = None  # a new reward: its baseline starts afresh
-        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "policy", it))
-        k_draws = cfg.match_samples if matching else cfg.samples
-        sample = self.policy.sample(k_draws, gen, design=cfg.policy.sampling, columns=self.columns)
-        specs = [
-            EvalSpec(
-                index=k,
-                params=sample.params[k],
-                n=cfg.match_scenes if matching else cfg.scenes,
-                data_seed=derive_seed(cfg.seed, "data", it, 0 if cfg.common_seeds else k),
-                train_seed=derive_seed(cfg.seed, "train", it, 0 if cfg.common_seeds else k),
-                init=self.best_state if cfg.warm_start else None,
-                keep_state=cfg.warm_start,
-            )
-            for k in range(k_draws)
-        ]
-        if matching:
-            results = self._match_results(specs)
-        else:
-            assert self.executor is not None
-            results = self.executor.map(specs, on_result=self.cb.on_eval)
+        """One iteration, ask → evaluate → tell; returns its metrics.jsonl row."""
+        it, matching, searcher = self.iteration, self.iteration < self.match_iterations, self.searcher
+        params = searcher.ask(self.config.match_samples if matching else self.config.samples)
+        results = self._evaluate(params, it, matching)
         t0 = time.perf_counter()
-        ok = [r for r in results if r.ok]
-        for r in results:
-            if r.error is not None:
-                warnings.warn(f"iteration {it}, draw {r.index}: evaluation failed ({r.error}); ψ = {r.params}")
-            elif not r.ok:
-                warnings.warn(f"iteration {it}, draw {r.index}: non-finite reward dropped; ψ = {r.params}")
-        stats = None
-        if ok:
-            sub = PolicySample(
-                raw={n: v[[r.index for r in ok]] for n, v in sample.raw.items()}, params=[r.params for r in ok]
-            )
-            if matching:  # one update per signal, each on its own elements with its own baseline
-                stats = {}
-                for k, opt in self.match_optimizers.items():
-                    _anneal(opt, it, self.match_iterations, cfg.policy.lr_floor)
-                    rewards = torch.tensor([-r.metrics[MMD_METRICS[k]] for r in ok], dtype=torch.float64)
-                    stats[k], self.match_baselines[k] = self._update(opt, sub, rewards, self.match_baselines[k])
-            else:
-                _anneal(self.optimizer, it - self.match_iterations, cfg.iterations, cfg.policy.lr_floor)
-                rewards = torch.tensor([r.reward for r in ok], dtype=torch.float64)
-                stats, self.baseline = self._update(self.optimizer, sub, rewards, self.baseline)
-                if cfg.warm_start:
-                    self.best_state = max(ok, key=lambda r: r.reward).state
-        update_s = time.perf_counter() - t0
-        self.sim_frames += sum(r.frames for r in results)
+        searcher.tell([r.params or {} for r in results], [_told(r, matching) for r in results])
+        if self.config.warm_start and not matching and any(r.ok for r in results):
+            self.best_state = max((r for r in results if r.ok), key=lambda r: r.reward).state
         self.iteration = it + 1
-        row = {
-            "iteration": it,
-            "phase": "match" if matching else "task",
-            "rewards": [_finite_or_none(r.reward) for r in results],
-            "reward_mean": _finite_or_none(float(np.mean([r.reward for r in ok]))) if ok else None,
-            "baseline": self._row_baseline(matching),
-            "policy": self.policy.to_json(),
-            "sim_frames": self.sim_frames,
-            "elapsed_s": self.elapsed(),
-            "params": [r.params for r in results],
-            "metrics": [r.metrics for r in results],
-            "errors": [{"draw": r.index, "error": r.error, "params": r.params} for r in results if r.error],
-            "attempts": [r.attempts for r in results],
-            "timing_s": {
-                "render": sum(r.render_s for r in results),
-                "refine": sum(r.refine_s for r in results),
-                "train": sum(r.train_s for r in results),
-                "score": sum(r.score_s for r in results),
-                "update": update_s,
-            },
-            # the warm-up's: one per signal ({"look": …, "labels": …})
-            "update": None if stats is None else _stats_json(stats),
-        }
+        row = self._row(it, matching, searcher, results, time.perf_counter() - t0)
         # metrics first, then the checkpoint: a kill in between re-runs this iteration.
         self.run_dir.append_metrics(row)
         self.save()
@@ -349,57 +325,120 @@ class Experiment:
             self.cb.on_iteration(row)
         return row
 
-    def _update(
-        self, optimizer: torch.optim.Optimizer, sub: PolicySample, rewards: torch.Tensor, baseline: float | None
-    ) -> tuple[Any, float]:
-        """One REINFORCE step; returns its stats and the moved baseline."""
-        pc = self.config.policy
-        stats = reinforce_update(
-            self.policy,
-            optimizer,
-            sub,
-            rewards,
-            float(rewards.mean()) if baseline is None else baseline,
-            entropy_coef=pc.entropy_coef,
-            max_grad_norm=pc.max_grad_norm or None,
-        )
-        return stats, moving_average(baseline, rewards, pc.baseline_decay)
+    def _evaluate(self, params: list[dict[str, Any]], it: int, matching: bool) -> list[EvalResult]:
+        """Evaluate the asked ψ; a failed one is reported and told as a failure."""
+        cfg = self.config
+        specs = [
+            EvalSpec(
+                index=k,
+                params=p,
+                n=cfg.match_scenes if matching else cfg.scenes,
+                data_seed=derive_seed(cfg.seed, "data", it, 0 if cfg.common_seeds else k),
+                train_seed=derive_seed(cfg.seed, "train", it, 0 if cfg.common_seeds else k),
+                init=self.best_state if cfg.warm_start else None,
+                keep_state=cfg.warm_start,
+            )
+            for k, p in enumerate(params)
+        ]
+        if matching:
+            results = self._match_results(specs)
+        else:
+            assert self.executor is not None
+            results = self.executor.map(specs, on_result=self.cb.on_eval)
+        for r in results:
+            if r.error is not None:
+                warnings.warn(f"iteration {it}, draw {r.index}: evaluation failed ({r.error}); ψ = {r.params}")
+            elif not r.ok:
+                warnings.warn(f"iteration {it}, draw {r.index}: non-finite reward told as a failure; ψ = {r.params}")
+        self.sim_frames += sum(r.frames for r in results)
+        self.evaluations += sum(s.n for s in specs) / cfg.scenes  # charged by what it renders
+        return results
 
-    def _row_baseline(self, matching: bool) -> float | None:
-        """The baseline of the row's reward (in the warm-up, −the sum of the MMD²s)."""
-        if not matching:
-            return self.baseline
-        values = list(self.match_baselines.values())
-        return None if any(b is None for b in values) else float(sum(values))
+    def _match_results(self, specs: list[EvalSpec]) -> list[EvalResult]:
+        """The stage's evaluations, one after another in this process (a render each)."""
+        assert self.stage is not None
+        if self._match_eval is None:  # shares the simulator; the executor's evaluator closes it
+            self._match_eval = self.context.build(sim=self.sim)
+        look = functools.partial(self._match_eval.look, match=self.stage.match)
+        out = []
+        for spec in specs:
+            out.append(self._match_eval.safe(spec, look))
+            if self.cb.on_eval:
+                self.cb.on_eval(out[-1])
+        return out
+
+    def _row(
+        self, it: int, matching: bool, searcher: Strategy, results: list[EvalResult], tell_s: float
+    ) -> dict[str, Any]:
+        ok = [r for r in results if r.ok]
+        stats = getattr(searcher, "last_stats", None) or None
+        return {
+            "iteration": it,
+            "phase": "match" if matching else "task",
+            "search": searcher.name,
+            "rewards": [_finite_or_none(r.reward) for r in results],
+            "reward_mean": _finite_or_none(float(np.mean([r.reward for r in ok]))) if ok else None,
+            "baseline": getattr(searcher, "baseline", None),
+            "policy": searcher.describe(),
+            "recommended": searcher.recommend(),
+            "sim_frames": self.sim_frames,
+            "evaluations": self.evaluations,
+            "elapsed_s": self.elapsed(),
+            "cpu_s": self.cpu_s(),
+            "params": [r.params for r in results],
+            "metrics": [r.metrics for r in results],
+            "errors": [{"draw": r.index, "error": r.error, "params": r.params} for r in results if r.error],
+            "attempts": [r.attempts for r in results],
+            "timing_s": {
+                "render": sum(r.render_s for r in results),
+                "refine": sum(r.refine_s for r in results),
+                "train": sum(r.train_s for r in results),
+                "score": sum(r.score_s for r in results),
+                "update": tell_s,
+            },
+            # REINFORCE's update; the stage's holds one per signal ({"look": …, "labels": …})
+            "update": None if stats is None else {k or "task": v.__dict__ for k, v in stats.items()},
+        }
 
     # -- final baselines ----------------------------------------------------------------
+    def final_baselines(self) -> list[str]:
+        """What the final evaluations score (none after a run of no iteration)."""
+        if not self.config.iterations:
+            return []
+        return [w for w in BASELINES if not (w == "oracle" and self.target.params is None)]
+
     def final_params(self) -> dict[str, dict[str, Any] | None]:
-        mean = self.policy.mean()
-        for name, el in self.space.items():
-            if isinstance(el, simulators.Integer):
-                mean[name] = int(round(mean[name]))
-        return {"lts": self.space.validate(mean), "oracle": self.target.params, "random": None}
+        return {"lts": self.searcher.recommend(), "oracle": self.target.params, "random": None}
+
+    def final_specs(self, params: dict[str, Any] | None, *, per_scene: bool = False) -> list[EvalSpec]:
+        """ψ evaluated with the final seeds (the same data size and training budget as the
+        search's evaluations); ``per_scene``: ψ drawn afresh for every scene instead."""
+        cfg = self.config
+        specs = []
+        for r in range(cfg.final_repeats):
+            data_seed = derive_seed(cfg.seed, "final-data", r)
+            specs.append(
+                EvalSpec(
+                    index=r,
+                    params=params,
+                    n=cfg.scenes,
+                    data_seed=data_seed,
+                    train_seed=derive_seed(cfg.seed, "final-train", r),
+                    per_scene=random_params(self.space, cfg.scenes, data_seed) if per_scene else None,
+                )
+            )
+        return specs
 
     def finish(self) -> dict[str, Any]:
         cfg = self.config
         assert self.executor is not None
         chosen = self.final_params()
-        which = [w for w in BASELINES if not (w == "oracle" and chosen["oracle"] is None)]
+        which = self.final_baselines()
         specs, labels = [], []
         for w in which:
-            for r in range(cfg.final_repeats):
-                data_seed = derive_seed(cfg.seed, "final-data", r)
-                per_scene = random_params(self.space, cfg.scenes, data_seed) if w == "random" else None
-                specs.append(
-                    EvalSpec(
-                        index=len(specs),
-                        params=chosen[w],
-                        n=cfg.scenes,
-                        data_seed=data_seed,
-                        train_seed=derive_seed(cfg.seed, "final-train", r),
-                        per_scene=per_scene,
-                    )
-                )
+            for s in self.final_specs(chosen[w], per_scene=w == "random"):
+                s.index = len(specs)
+                specs.append(s)
                 labels.append(w)
         done = [0]
 
@@ -412,22 +451,19 @@ class Experiment:
         rewards: dict[str, float | None] = {}
         metrics: dict[str, dict[str, float]] = {}
         for w in which:
-            rs = [r for r, lab in zip(results, labels) if lab == w and r.ok]
-            rewards[w] = float(np.mean([r.reward for r in rs])) if rs else None
-            keys = rs[0].metrics.keys() if rs else []
-            metrics[w] = {k: float(np.mean([r.metrics[k] for r in rs])) for k in keys}
-        from . import tasks as tasks_mod
-
-        task_cls = tasks_mod.make(cfg.task, **{"device": cfg.device, **cfg.task_options})
+            rewards[w], metrics[w] = mean_metrics([r for r, lab in zip(results, labels) if lab == w])
         summary = {
             "reward": rewards,
-            "metric": task_cls.metric,
-            "higher_is_better": task_cls.higher_is_better,
+            "metric": self.task.metric,
+            "higher_is_better": self.task.higher_is_better,
             "metrics": metrics,
+            "search": cfg.search,
             "iterations": self.iteration,
             "match_iterations": min(self.match_iterations, self.iteration),
             "sim_frames": self.sim_frames,
+            "evaluations": self.evaluations,
             "elapsed_s": self.elapsed(),
+            "cpu_s": self.cpu_s(),
             "learned": chosen["lts"],
             "target": self.target.params,
             "target_source": self.target.source,
@@ -437,16 +473,54 @@ class Experiment:
         return summary
 
 
-def _stats_json(stats: Any) -> dict[str, Any]:
-    return {k: v.__dict__ for k, v in stats.items()} if isinstance(stats, dict) else stats.__dict__
+def _check_optional_packages(config: Config) -> None:
+    """The packages the configuration needs, checked before anything is written."""
+    import importlib.util
+
+    needs = [
+        (config.tensorboard, "tensorboard", "--tensorboard", "tensorboard"),
+        (config.workers > 0 or bool(config.ray_address), "ray", "--workers / --ray-address", "ray"),
+    ]
+    for wanted, module, what, extra in needs:
+        if wanted and importlib.util.find_spec(module) is None:
+            raise simulators.UserError(f'{what} needs the {module} package: pip install -e ".[{extra}]"')
 
 
-def _anneal(optimizer: torch.optim.Optimizer, it: int, iterations: int, floor: float) -> None:
-    """Iteration ``it`` of a phase of ``iterations``: each group's learning rate on a cosine
-    from its initial value (first iteration) to ``floor`` times it (last iteration)."""
-    for g in optimizer.param_groups:
-        g.setdefault("initial_lr", g["lr"])
-        g["lr"] = g["initial_lr"] * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * it / max(iterations - 1, 1))))
+def mean_metrics(results: Sequence[EvalResult]) -> tuple[float | None, dict[str, float]]:
+    """The mean reward and metrics of the successful results (None, {} if none)."""
+    ok = [r for r in results if r.ok]
+    if not ok:
+        return None, {}
+    return float(np.mean([r.reward for r in ok])), {
+        k: float(np.mean([r.metrics[k] for r in ok])) for k in ok[0].metrics
+    }
+
+
+# Keys a resume may change: more iterations, and how (not what) the evaluations run.
+RESUMABLE = ("iterations", "parallel", "workers", "ray_address", "final_repeats", "tensorboard", "device", "threads")
+
+
+def _edited_keys(saved: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Keys whose values differ between the checkpoint's configuration and the one resumed."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        if not prefix and key in RESUMABLE:
+            continue
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += _edited_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} → {b!r}")
+    return out
+
+
+def _told(r: EvalResult, matching: bool) -> Any:
+    """What a strategy is told of a result: its reward (the stage's: one per signal), NaN if it failed."""
+    if not r.ok:
+        return math.nan
+    if matching:
+        return {k: -r.metrics[m] for k, m in MMD_METRICS.items() if m in r.metrics}
+    return r.reward
 
 
 def _tensorboard_writer(run_dir: RunDir) -> Any:
@@ -461,7 +535,7 @@ def _tensorboard_writer(run_dir: RunDir) -> Any:
 
 def _tensorboard_log(writer: Any, row: dict[str, Any]) -> None:
     it = row["iteration"]
-    group = "match" if row.get("phase") == "match" else "reward"  # the warm-up's reward is −MMD²
+    group = "match" if row.get("phase") == "match" else "reward"  # the stage's reward is −MMD²
     if row["reward_mean"] is not None:
         writer.add_scalar(f"{group}/mean", row["reward_mean"], it)
     if row["baseline"] is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,17 +24,47 @@ from .rundir import RunDir
 __all__ = ["main", "build_parser"]
 
 # Flags that may change when resuming; anything else would break the seeded run.
-_RESUMABLE = {"iterations", "parallel", "workers", "ray_address", "final_repeats", "tensorboard", "device", "threads"}
+from .loop import RESUMABLE as _RESUMABLE  # noqa: E402
+
+# --quick: the chosen experiment at a tiny budget (a smoke run: under a minute on 2 cores)
+QUICK: dict[str, Any] = {
+    "iterations": 2,
+    "samples": 2,
+    "scenes": 32,
+    "match_iterations": 4,
+    "match_samples": 4,
+    "match_scenes": 8,
+    "target_size": 32,
+    "final_repeats": 1,
+}
+# per task, a training budget to match (steps of each task's own trainer)
+QUICK_TASK = {"counting": {"steps": 40}, "segmentation": {"steps": 40}, "classify": {"steps": 30}}
+
+
+def _search_help() -> str:
+    from policies import STRATEGIES, strategy_options
+
+    lines = ["Search strategies (--search NAME; options with --set search_options.KEY=VALUE):"]
+    for name, (_, doc) in STRATEGIES.items():
+        opts = ", ".join(f"{k}={v!r}" for k, v in strategy_options(name).items() if k != "signals")
+        lines.append(f"  {name:<10} {doc}")
+        if opts:
+            lines.append(f"  {'':<10}   options: {opts}")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog="python -m lts.optimize",
-        description="Learning to simulate: a policy over simulator parameters ψ is trained by REINFORCE so "
-        "that data rendered from ψ trains the best task model on the target.",
-        epilog="Examples:\n  python -m lts.optimize\n  python -m lts.optimize --config configs/gmm.yaml\n"
-        "  python -m lts.optimize --iterations 30 --set policy.lr=0.1 --out runs/mine\n"
-        "  python -m lts.optimize --resume runs/mine\n\nConfig keys: python -m lts.optimize --help-config",
+        description="Learning to simulate: a search strategy asks for simulator parameters ψ, each ψ's rendered "
+        "data trains a task model, and its score on the target's validation split is told back, until the search "
+        "hands over the ψ whose data trains the best model.",
+        epilog="Examples:\n  python -m lts.optimize --quick            # a smoke run, under a minute\n"
+        "  python -m lts.optimize\n  python -m lts.optimize --config configs/gmm.yaml --search tpe\n"
+        "  python -m lts.optimize --iterations 30 --set search_options.lr=0.1 --out runs/mine\n"
+        "  python -m lts.optimize --resume runs/mine\n\n"
+        + _search_help()
+        + "\n\nConfig keys: python -m lts.optimize --help-config",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a = p.add_argument
@@ -41,9 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     a("--sim", metavar="NAME", help="simulator: procedural, gmm, carla, or package.module:Class")
     a("--task", metavar="NAME", help="task: counting, segmentation, classify")
     a("--target", metavar="FILE|DIR", help="target parameter file (.yaml) or labelled image directory")
-    a("--iterations", type=int, metavar="N", help="policy iterations")
+    a("--search", metavar="NAME", help="search strategy (below; default reinforce)")
+    a("--iterations", type=int, metavar="N", help="search iterations of K evaluations each (0: none, and no warm-up)")
     a("--samples", type=int, metavar="K", help="ψ drawn per iteration")
     a("--scenes", type=int, metavar="M", help="scenes rendered per ψ")
+    a(
+        "--match-iterations",
+        type=int,
+        metavar="N",
+        help="iterations of the render-only warm-up stage before the search (0: none; default 80 for street scenes, "
+        "each of match_samples ψ × match_scenes scenes)",
+    )
+    a("--quick", action="store_true", help="a smoke run of the chosen experiment at a tiny budget (under a minute)")
     a("--seed", type=int, metavar="S", help="run seed (same seed, same run)")
     a("--out", metavar="DIR", help="run directory to create (default: a new one under runs/)")
     a(
@@ -80,6 +120,8 @@ def _flags_to_layer(args: argparse.Namespace) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     for key in (
         "sim",
+        "search",
+        "match_iterations",
         "task",
         "target",
         "iterations",
@@ -123,86 +165,147 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
     overrides = parse_set(args.set)
     if args.resume:
         run_dir = RunDir.open(args.resume)
-        if args.config or args.out:
-            raise UserError("--resume takes the run's own config; do not pass --config or --out with it")
+        if args.config or args.out or args.quick:
+            raise UserError("--resume takes the run's own config; do not pass --config, --out or --quick with it")
         changed = sorted((set(layer) | {k.split(".")[0] for k in overrides}) - _RESUMABLE)
         if changed:
             raise UserError(
                 f"cannot change {', '.join(changed)} when resuming (allowed: {', '.join(sorted(_RESUMABLE))})"
             )
         saved = run_dir.read_config()
-        if isinstance(saved.get("policy"), dict):  # written before these keys existed: keep drawing as it did
-            saved["policy"].setdefault("sampling", "independent")
-            saved["policy"].setdefault("columns", [])
-            saved["policy"].setdefault("lr_floor", 1.0)  # written when the learning rates stayed constant
-        saved.setdefault("parallel", 1)  # written before evaluations ran side by side: one after another, as then
-        saved.setdefault("match_iterations", 0)  # written before the warm-up existed: none, as then
-        saved.setdefault("match_hold", False)  # written before the task left the warm-up's elements alone
-        saved.setdefault("match_samples", saved.get("samples", Config.samples))
-        saved.setdefault("match_labels", [])  # written before the warm-up compared labels: none, as then
-        # written when the warm-up rendered the task's M scenes a draw
-        saved.setdefault("match_scenes", saved.get("scenes", Config.scenes))
+        if "policy" in saved and "search" not in saved:
+            raise UserError(
+                f"{str(run_dir.path)!r} was written by an older lts (before search strategies); start a new run"
+            )
         return load_config(None, saved, layer, overrides=overrides), run_dir, True
     config_path = None
     if args.config:
         config_path = resolve_path(args.config)
         if not config_path.is_file():
             raise UserError(f"config file {args.config!r} does not exist")
-    config = load_config(config_path, layer, overrides=overrides)
+    layers = [layer]
+    if args.quick:
+        task = layer.get("task") or load_config(config_path).task
+        layers = [{**QUICK, "task_options": QUICK_TASK.get(task, {})}, layer]
+    config = load_config(config_path, *layers, overrides=overrides)
     hint = f"{Path(str(config.sim).split(':')[-1]).name}-{config.task}"
     return config, RunDir.new(args.out, name_hint=hint), False
 
 
+def plan_line(exp: Any) -> str:
+    """What the run will do, in one line: phases, iterations, evaluations, frames."""
+    cfg = exp.config
+    parts = []
+    if exp.match_iterations:
+        parts.append(
+            f"warm-up {exp.match_iterations} it × {cfg.match_samples} renders of {cfg.match_scenes} scenes (no training)"
+        )
+    if cfg.iterations:
+        parts.append(f"{cfg.search} {cfg.iterations} it × {cfg.samples} evaluations of {cfg.scenes} scenes")
+        finals = len(exp.final_baselines()) * cfg.final_repeats
+        if finals:
+            parts.append(f"{finals} final evaluations")
+    frames = exp.match_iterations * cfg.match_samples * cfg.match_scenes
+    frames += (
+        cfg.iterations * cfg.samples + (len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0)
+    ) * cfg.scenes
+    trainings = cfg.iterations * cfg.samples + (len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0)
+    return f"plan: {' → '.join(parts) or 'nothing to evaluate'}; {trainings} trainings, {frames:,} frames"
+
+
 class _Progress:
-    """A tqdm bar over evaluations with the latest reward and baseline; the warm-up's
-    renders get a bar of their own (they take a fraction of a training's time each)."""
+    """One display for the whole run (warm-up, search iterations, final evaluations): a tqdm
+    bar over evaluations with the overall time left, estimated from each phase's own timed
+    evaluations, the latest reward and the best so far.  Off when stderr is not a terminal."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+        self.enabled = enabled and sys.stderr.isatty()
         self.bar: Any = None
+        self.best: float | None = None
+        self.reward: float | None = None
+        self.t_last = time.monotonic()
+        self.spent = {"match": [0.0, 0], "task": [0.0, 0]}  # seconds, evaluations timed
+        self.phase = "task"
+        self.final_done = 0
 
     def start(self, exp: Any) -> None:
+        cfg = exp.config
+        self.left = {
+            "match": max(exp.match_iterations - exp.iteration, 0) * cfg.match_samples,
+            "task": min(cfg.iterations, exp.match_iterations + cfg.iterations - exp.iteration) * cfg.samples,
+            "final": len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0,
+        }
+        self.phase = "match" if self.left["match"] else "task"
+        self.iters, self.done_iters = exp.match_iterations + cfg.iterations, exp.iteration
         if not self.enabled:
             return
-        self.samples, self.match_samples = exp.config.samples, exp.config.match_samples
-        self.match_iterations = exp.match_iterations
-        self.iters = exp.match_iterations + exp.config.iterations
-        if exp.iteration < self.match_iterations:
-            self._open("match", self.match_iterations, exp.iteration, self.match_samples)
-        else:
-            self._open("optimize", exp.config.iterations, exp.iteration - self.match_iterations, self.samples)
-
-    def _open(self, desc: str, iterations: int, done: int, samples: int) -> None:
         from tqdm.auto import tqdm
 
-        self.close()
         self.bar = tqdm(
-            total=iterations * samples,
-            initial=done * samples,
+            total=sum(self.left.values()),
             unit="eval",
             dynamic_ncols=True,
-            desc=desc,
             file=sys.stderr,
+            bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} evals [{elapsed}{postfix}]",
         )
+        self._show()
+        self.t_last = time.monotonic()
+
+    def _eta(self) -> str:
+        def rate(phase: str) -> float | None:
+            s, n = self.spent[phase]
+            return s / n if n else None
+
+        task = rate("task")
+        match = rate("match")
+        need = []
+        if self.left["match"]:
+            need.append((self.left["match"], match))
+        need.append((self.left["task"] + self.left["final"], task))
+        if any(n and r is None for n, r in need):
+            return "left ?"
+        secs = sum(n * (r or 0.0) for n, r in need)
+        return f"left {int(secs // 60)}:{int(secs % 60):02d}"
+
+    def _show(self) -> None:
+        if self.bar is None:
+            return
+        what = {"match": "warm-up", "task": "search", "final": "final"}[self.phase]
+        self.bar.set_description_str(
+            f"{what} it {min(self.done_iters + 1, self.iters)}/{self.iters}"
+            if self.phase != "final"
+            else f"final {self.final_done}"
+        )
+        r = "—" if self.reward is None else f"{self.reward:.4f}"
+        b = "—" if self.best is None else f"{self.best:.4f}"
+        self.bar.set_postfix_str(f"{self._eta()}, reward {r}, best {b}", refresh=True)
 
     def on_eval(self, res: Any) -> None:
+        now = time.monotonic()
+        phase = "task" if self.phase == "final" else self.phase
+        self.spent[phase][0] += now - self.t_last
+        self.spent[phase][1] += 1
+        self.t_last = now
+        self.left[self.phase] = max(self.left[self.phase] - 1, 0)
         if self.bar is not None:
             self.bar.update(1)
+            self._show()
 
     def on_iteration(self, row: dict[str, Any]) -> None:
-        if self.bar is not None:
-            rm, b = row["reward_mean"], row["baseline"]
-            what = "−MMD²" if row.get("phase") == "match" else "reward"
-            self.bar.set_postfix_str(
-                f"it {row['iteration'] + 1}/{self.iters} {what} {rm if rm is None else f'{rm:.4f}'} "
-                f"baseline {b if b is None else f'{b:.4f}'}"
-            )
-            if row["iteration"] + 1 == self.match_iterations < self.iters:  # the warm-up's last: the task's bar next
-                self._open("optimize", self.iters - self.match_iterations, 0, self.samples)
+        self.done_iters = row["iteration"] + 1
+        if row.get("phase") == "task":
+            self.reward = row["reward_mean"]
+            ok = [r for r in row["rewards"] if r is not None]
+            if ok:
+                self.best = max([*ok, *([self.best] if self.best is not None else [])])
+        if not self.left["match"]:
+            self.phase = "task" if self.left["task"] else "final"
+        self.t_last = time.monotonic()
+        self._show()
 
     def on_final(self, which: str, done: int, total: int) -> None:
-        if self.bar is not None:
-            self.bar.set_description(f"final {done}/{total} ({which})")
+        self.phase, self.final_done = "final", done
+        self.on_eval(None)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -233,10 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         run_dir.make()
         exp.start_fresh()
-    print(f"run directory: {run_dir.path}", file=sys.stderr)
+    if not args.quiet:
+        print(f"run directory: {run_dir.path}", file=sys.stderr)
+        print(plan_line(exp), file=sys.stderr)
     old = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         summary = exp.run()
+        assert summary is not None
     except KeyboardInterrupt:
         prog.close()
         print(
@@ -251,26 +357,27 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, old)
         prog.close()
-    initial = None
-    rows = run_dir.read_metrics()
-    if rows:
-        initial = _initial_policy(exp)
     print()
-    print(f"learned distribution (policy mean) after {summary['iterations']} iterations:")
-    print(policy_table(run_dir.read_json("policy.json"), summary.get("target"), initial))
+    print(f"what {summary['search']} hands over after {summary['iterations']} iterations:")
+    print(policy_table(run_dir.read_json("policy.json"), summary.get("target"), _initial_policy(exp)))
     print()
     print(reward_table(summary))
-    print(f"\n{summary['sim_frames']} simulated frames in {summary['elapsed_s']:.1f} s; run directory {run_dir.path}")
+    print(
+        f"\n{summary['evaluations']:g} evaluations ({summary['sim_frames']} simulated frames) in "
+        f"{summary['elapsed_s']:.1f} s; run directory {run_dir.path}"
+    )
     return 0
 
 
-def _initial_policy(exp: Any) -> dict[str, Any]:
-    from policies import Policy
+def _initial_policy(exp: Any) -> dict[str, Any] | None:
+    """Where the search started (for the table's start column); None when it was not REINFORCE."""
+    from policies import make_strategy
 
-    pc = exp.config.policy
-    return Policy(exp.space, init_std=pc.init_std, init_logit_std=pc.init_logit_std, min_std=pc.min_std).to_json()[
-        "params"
-    ]
+    cfg = exp.config
+    if cfg.search != "reinforce":
+        return None
+    s = make_strategy("reinforce", exp.space, seed=0, options=cfg.options_of("reinforce"))
+    return s.describe()["params"]  # type: ignore[no-any-return]
 
 
 if __name__ == "__main__":

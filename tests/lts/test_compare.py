@@ -1,5 +1,5 @@
-"""lts.compare and lts.tune_space: the search-space conversion, and tiny comparisons on the toy
-experiment in which every method gets the same evaluations and the same final seeds."""
+"""lts.compare and the ψ coordinates: the search-space conversion, the band count, and tiny
+comparisons on the toy experiment in which every method gets the same budget and final seeds."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ import pytest
 from conftest import REPO
 
 from lts.cli import run_cli
-from lts.compare import best_so_far, eval_spec, final_specs, format_table
+from lts.compare import evals_to_band, format_table, in_band
 from lts.compare import main as compare_main
 from lts.config import load_config
-from lts.evaluation import EvalContext
 from lts.tune_space import coordinate_names, coords_to_params, params_to_coords, stick_break, unbreak
 from simulators.space import Categorical, Continuous, Integer, ParamSpace, Proportions
 
@@ -89,96 +88,79 @@ def test_tune_domains_cover_the_space():
         assert SPACE.validate(coords_to_params(SPACE, coords))
 
 
-def test_best_so_far_skips_failures():
-    out = best_so_far([math.nan, 0.2, 0.1, math.nan, 0.5])
-    assert math.isnan(out[0]) and out[1:] == [0.2, 0.2, 0.2, 0.5]
+def test_band_count_on_a_hand_made_curve():
+    curve = [[8, -0.30], [16, -0.16], [24, -0.1421], [32, -0.15], [40, -0.12]]
+    # oracle −0.141: the band is [−0.14382, …]; −0.1421 is inside, −0.16 is not
+    assert evals_to_band(curve, -0.141) == 24
+    assert evals_to_band(curve, -0.141, rel=0.2) == 16
+    assert evals_to_band(curve, -0.05) is None and evals_to_band(curve, None) is None
+    assert in_band(0.99, 0.95) and not in_band(None, 0.5) and not in_band(math.nan, 0.5)  # better than R* counts
+    assert evals_to_band([[2.5, None], [6.5, 0.5]], 0.5) == 6.5  # fractional counts (a warm-up's renders)
 
 
 def _args(gmm_target, out, *extra):
     return [
         "--config", str(REPO / "configs" / "gmm.yaml"), "--target", str(gmm_target), "--out", str(out), "--quiet",
         "--set", "samples=3", "--set", "scenes=60", "--set", "target_size=120", "--set", "final_repeats=2",
-        "--set", "task_options.steps=25", "--set", "policy.lr=0.1", *extra,
+        "--set", "task_options.steps=25", *extra,
     ]  # fmt: skip
 
 
-def _context(report: dict, gmm_target, seed: int):
-    from lts.loop import Experiment
+def test_every_method_runs_as_an_lts_run_and_is_rescored_with_the_final_seeds(tmp_path, gmm_target, capsys):
+    pytest.importorskip("optuna")
+    from lts.loop import Experiment, mean_metrics
     from lts.rundir import RunDir
 
-    cfg = load_config(None, report["config"])
-    cfg = dataclasses.replace(cfg, seed=seed, target=str(gmm_target))
-    exp = Experiment(cfg, RunDir("/nonexistent"))
-    return cfg, exp.context
-
-
-def test_lts_and_random_search_on_equal_budgets(tmp_path, gmm_target, capsys):
     out = tmp_path / "cmp"
-    assert (
-        run_cli(compare_main, _args(gmm_target, out, "--budget", "7", "--seeds", "2", "--methods", "lts,random")) == 0
-    )
+    args = _args(gmm_target, out, "--budget", "7", "--seeds", "2", "--methods", "lts,random,cmaes")
+    assert run_cli(compare_main, args) == 0
     table = capsys.readouterr().out
     report = json.loads((out / "comparison.json").read_text())
-    assert report["budget"] == 6 and report["seeds"] == [0, 1]  # rounded down to whole LTS iterations
-    assert set(report["methods"]) == {"lts", "random"}
+    assert report["band"] == {"rel": 0.02} and report["seeds"] == [0, 1]
+    assert list(report["methods"]) == ["lts", "random", "cmaes"]
+    assert report["methods"]["cmaes"]["options"]["popsize"] == 3  # a generation per iteration of K = 3
     for m, d in report["methods"].items():
-        assert d["evaluations"] == [6, 6], m
-        for run in d["runs"]:
-            assert len(run["rewards"]) == len(run["best_so_far"]) == 6
-            assert run["best_so_far"][-1] == max(r for r in run["rewards"] if r is not None)
-            assert 0.0 <= run["final_reward"] <= 1.0
-    for s in (0, 1):
-        summary = json.loads((out / f"lts-seed{s}" / "summary.json").read_text())
-        assert summary["iterations"] == 2
-        # The oracle re-evaluated here uses exactly the loop's final seeds: the loop's number.
-        assert report["oracle"]["per_seed"][s] == summary["reward"]["oracle"]
-        assert report["methods"]["lts"]["runs"][s]["final_reward"] == summary["reward"]["lts"]
-    # Random search's first evaluation uses the loop's first data/training seeds.
-    cfg, ctx = _context(report, gmm_target, 0)
-    ev = EvalContext.build(ctx)
-    run = report["methods"]["random"]["runs"][0]
-    assert ev(eval_spec(cfg, 0, 4, run["params"][4])).reward == run["rewards"][4]
-    chosen = run["chosen"]
-    assert chosen == run["params"][int(np.nanargmax([np.nan if r is None else r for r in run["rewards"]]))]
-    finals = [ev(s).reward for s in final_specs(cfg, 0, chosen)]
-    assert run["final_reward"] == pytest.approx(float(np.mean(finals)), abs=1e-12)
-    assert "lts" in table and "random" in table and "oracle" in table and "± " in table
+        assert len(d["evals_to_band"]) == len(d["final"]) == len(d["oracle"]) == len(d["curve"]) == 2, m
+        for curve, final in zip(d["curve"], d["final"]):
+            assert [e for e, _ in curve] == [3.0, 6.0]  # a re-scored point every K evaluations, 7 → 2 iterations
+            assert final == curve[-1][1]
+    # Each method wrote an lts run; the last point is its recommended ψ scored with the run's final seeds.
+    for m in ("lts", "random"):
+        run = RunDir(out / f"{m}-seed1")
+        rows = run.read_metrics()
+        assert (
+            len(rows) == 2
+            and rows[-1]["evaluations"] == 6.0
+            and rows[-1]["search"] == ("reinforce" if m == "lts" else m)
+        )
+        cfg = load_config(None, run.read_config())
+        exp = Experiment(dataclasses.replace(cfg, target=str(gmm_target)), RunDir(tmp_path / "x"))
+        ev = exp.context.build()
+        reward, _ = mean_metrics([ev(s) for s in exp.final_specs(rows[-1]["recommended"])])
+        assert reward == pytest.approx(report["methods"][m]["curve"][1][-1][1], abs=1e-12)
+        oracle, _ = mean_metrics([ev(s) for s in exp.final_specs(exp.target.params)])
+        assert report["methods"][m]["oracle"][1] == pytest.approx(oracle, abs=1e-12)
+    # random search hands over its best ψ seen
+    rows = RunDir(out / "random-seed0").read_metrics()
+    seen = [(r, p) for row in rows for r, p in zip(row["rewards"], row["params"])]
+    assert rows[-1]["recommended"] == max(seen, key=lambda x: x[0])[1]
+    assert "evaluations to band" in table and "cmaes" in table and "popsize=3" in table
     assert (out / "comparison.png").stat().st_size > 5000
-    assert format_table(report).splitlines()[0].startswith("gmm / classify: 6 simulator evaluations")
-
-
-def test_all_methods_through_ray_tune(tmp_path, gmm_target):
-    pytest.importorskip("ray.tune")
-    pytest.importorskip("optuna")
-    out = tmp_path / "cmp"
-    assert run_cli(compare_main, _args(gmm_target, out, "--budget", "6", "--seeds", "1", "--no-plot")) == 0
-    report = json.loads((out / "comparison.json").read_text())
-    assert list(report["methods"]) == ["lts", "random", "tpe", "bayesopt"]
-    assert {m: d["evaluations"] for m, d in report["methods"].items()} == {m: [6] for m in report["methods"]}
-    cfg, ctx = _context(report, gmm_target, 0)
-    ev = EvalContext.build(ctx)
-    for m in ("tpe", "bayesopt"):
-        run = report["methods"][m]["runs"][0]
-        assert all(r is not None and 0 <= r <= 1 for r in run["rewards"]) and not run["errors"]
-        assert len({json.dumps(p, sort_keys=True) for p in run["params"]}) == 6  # six distinct proposals
-        # A Tune trial is the same evaluation as the loop's of the same index (same ψ, same seeds).
-        j = 5
-        assert ev(eval_spec(cfg, 0, j, run["params"][j])).reward == run["rewards"][j]
-        assert run["final_reward"] is not None
-    import ray
-
-    assert not ray.is_initialized()  # the comparison shut down the Ray it started
+    assert format_table(report).splitlines()[0].startswith("gmm / classify: budget 7 evaluations per method")
 
 
 @pytest.mark.parametrize(
     "extra, message",
     [
         (["--budget", "6", "--methods", "lts,gridsearch"], "unknown method 'gridsearch'"),
-        (["--budget", "2"], "below one LTS iteration"),
+        (["--budget", "6", "--methods", "lts,tpe", "--set", "search_options.tpe.n_startup=2"], "search tpe: unknown option 'n_startup'"),
+        (["--budget", "6", "--methods", "cmaes", "--set", "search_options.cmaes.popsize=1"], "popsize must be >= 2"),
+        (["--budget", "2"], "below one iteration"),
         (["--budget", "6", "--seeds", "0"], "--seeds must be >= 1"),
     ],
 )
-def test_bad_input_is_one_line(tmp_path, gmm_target, capsys, extra, message):
+def test_bad_input_is_one_line_before_anything_is_written(tmp_path, gmm_target, capsys, extra, message):
     assert run_cli(compare_main, _args(gmm_target, tmp_path / "cmp", *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "cmp").exists()
