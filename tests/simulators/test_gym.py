@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -17,6 +18,8 @@ from simulators import labels as L
 from simulators.errors import UserError
 from simulators.gym import SceneEnv
 from simulators.street import CAR_TYPES
+
+ROOT = Path(simulators.__file__).resolve().parents[1]  # this checkout, not another installed copy
 
 
 @pytest.fixture
@@ -159,5 +162,15 @@ def test_import_registers_without_building() -> None:
         "print(gymnasium.spec('lts/Scene-v0').entry_point, gymnasium.spec('lts/LTS-v0').entry_point, "
         "'torch' in sys.modules, 'simulators' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.split() == ["simulators.gym:SceneEnv", "lts.env:LTSEnv", "False", "False"]
+
+
+def test_module_prefix_registers_without_an_import() -> None:
+    # gymnasium >= 1.0 has no plugin entry points: "module:id" imports the module first
+    code = (
+        "import gymnasium; env = gymnasium.make('lts:lts/Scene-v0', resolution=(16, 32), normalize_actions=True); "
+        "print(type(env.unwrapped).__name__, env.action_space.shape[0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.split() == ["SceneEnv", "11"]
