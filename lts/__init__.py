@@ -3,7 +3,27 @@
 The outer loop (`lts.loop`), downstream tasks (`lts.tasks`), targets, the GAN refiner,
 Ray execution, run directories and the command lines (`python -m lts.optimize`,
 `lts.inspect`, `lts.render`, `lts.evaluate`, `lts.refine`, `lts.compare`, `lts.bench`).
+
+Importing the package registers two Gymnasium environments, built only by
+``gymnasium.make``: ``"lts/LTS-v0"`` (`lts.env.LTSEnv`, one step = one evaluation of ψ)
+and ``"lts/Scene-v0"`` (`simulators.gym.SceneEnv`, one step = one rendered scene).
+Without importing anything first, ``gymnasium.make("lts:lts/LTS-v0")`` does the same.
 """
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["__version__", "GYM_ENVS", "register_envs"]
+
+# id → entry point; strings, so that registering imports neither torch nor the simulators
+GYM_ENVS = {"lts/LTS-v0": "lts.env:LTSEnv", "lts/Scene-v0": "simulators.gym:SceneEnv"}
+
+
+def register_envs() -> None:
+    """Register `GYM_ENVS` with Gymnasium, leaving ids that are registered already."""
+    from gymnasium.envs.registration import register, registry
+
+    for env_id, entry_point in GYM_ENVS.items():
+        if env_id not in registry:
+            register(id=env_id, entry_point=entry_point)
+
+
+register_envs()

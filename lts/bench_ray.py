@@ -130,7 +130,12 @@ def bench_ray(args: argparse.Namespace) -> int:
     print("iteration: mean wall time of iterations 2…N; speed-up: vs 1 Ray worker; policy Δ: max |difference| "
           "of policy.json from the first row")  # fmt: skip
     if args.json:
-        out = {"config": str(path), "cpus": os.cpu_count(), "load_before": load_before, "load_after": load_after}
+        out: dict[str, Any] = {
+            "config": str(path),
+            "cpus": os.cpu_count(),
+            "load_before": load_before,
+            "load_after": load_after,
+        }
         out["runs"] = [{k: v for k, v in r.items() if k != "policy"} for r in results]
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0

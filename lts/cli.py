@@ -56,7 +56,7 @@ def _format_warning(message: Warning | str, category: type[Warning], *args: Any,
 
 def run_cli(main: Callable[[list[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run a command-line ``main`` under the exit-status contract."""
-    warnings.formatwarning = _format_warning  # type: ignore[assignment]
+    warnings.formatwarning = _format_warning
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return int(main(None if argv is None else list(argv)) or 0)

@@ -1,7 +1,8 @@
 """A Gymnasium environment in which one step is one LTS evaluation.
 
 Action: ψ in the simulator's ``Dict`` space (proportions are projected onto the
-simplex, so any point of the space is a valid action).  Reward: the task's reward on
+simplex, so any point of the space is a valid action), or with ``normalize_actions=True``
+one flat ``Box(-1, 1)`` vector mapped onto ψ by `simulators.ParamSpace.from_normalized`.  Reward: the task's reward on
 the target for a model trained on M scenes rendered from ψ.  Observation: the last
 reward (a bandit has no state), so any RL library can drive the same loop.
 """
@@ -22,10 +23,11 @@ from .targets import load_target
 __all__ = ["LTSEnv"]
 
 
-class LTSEnv(gym.Env[np.ndarray, dict[str, Any]]):
-    """One step = render ψ → train → score."""
+class LTSEnv(gym.Env[np.ndarray, Any]):
+    """One step = render ψ → train → score.  Registered as ``"lts/LTS-v0"``."""
 
-    metadata = {"render_modes": []}
+    # nothing to render: the observation is a number
+    metadata: dict[str, Any] = {"render_modes": []}
 
     def __init__(
         self,
@@ -40,6 +42,7 @@ class LTSEnv(gym.Env[np.ndarray, dict[str, Any]]):
         task_options: dict[str, Any] | None = None,
         device: str = "cpu",
         target_seed: int = 0,
+        normalize_actions: bool = False,
     ) -> None:
         if scenes < 1 or max_steps < 1:
             raise simulators.UserError(f"scenes and max_steps must be >= 1, got {scenes} and {max_steps}")
@@ -48,13 +51,16 @@ class LTSEnv(gym.Env[np.ndarray, dict[str, Any]]):
         tgt = load_target(target, self._sim, task_name=task, size=target_size, run_seed=target_seed, sim_name=sim)
         ctx = EvalContext(sim, sim_options or {}, task, task_options or {}, tgt.batch, device=device)
         self._evaluator = ctx.build(sim=self._sim)
-        self.action_space = self._space.to_gym()
+        self.normalize_actions = bool(normalize_actions)
+        self.action_space = self._space.normalized_gym() if normalize_actions else self._space.to_gym()
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(1,), dtype=np.float32)
         self.scenes, self.max_steps = scenes, max_steps
         self._seed = 0
         self._t = 0
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         if seed is not None:
             self._seed = int(seed)
@@ -63,8 +69,11 @@ class LTSEnv(gym.Env[np.ndarray, dict[str, Any]]):
         self._t = 0
         return np.zeros(1, dtype=np.float32), {}
 
-    def step(self, action: dict[str, Any]) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        params = self._space.from_gym(action)
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self.normalize_actions:
+            params = self._space.from_normalized(action)
+        else:
+            params = self._space.from_gym(action)
         spec = EvalSpec(
             index=self._t,
             params=params,

@@ -58,12 +58,14 @@ def appearance_features(images: torch.Tensor) -> torch.Tensor:
     return _band_fractions(q, _BINS)
 
 
-def _check_frames(images: torch.Tensor | None) -> None:
+def _check_frames(images: torch.Tensor | None) -> torch.Tensor:
+    """``images`` if they are at least two RGB frames, else a `UserError`."""
     if images is None or images.dim() != 4 or images.shape[1] != 3 or len(images) < 2:
         raise UserError(
             "match_iterations needs a target of at least two RGB frames (N×3×H×W); "
             f"this target's images have shape {None if images is None else tuple(images.shape)}"
         )
+    return images
 
 
 def label_features(batch: Batch, field: str, like: Batch) -> torch.Tensor:
@@ -104,11 +106,10 @@ class _MMD:
 class AppearanceMatch(_MMD):
     """``match(images)``: MMD² between the frames' appearance and the target frames'."""
 
-    def __init__(self, target_images: torch.Tensor) -> None:
-        _check_frames(target_images)
-        super().__init__(appearance_features(target_images))
+    def __init__(self, target_images: torch.Tensor | None) -> None:
+        super().__init__(appearance_features(_check_frames(target_images)))
 
-    def __call__(self, images: torch.Tensor) -> float:  # type: ignore[override]
+    def __call__(self, images: torch.Tensor) -> float:
         return super().__call__(appearance_features(images))
 
 
@@ -122,7 +123,11 @@ class TargetMatch:
         self.labels = None if label_field is None else _MMD(label_features(target, label_field, target))
 
     def __call__(self, batch: Batch) -> dict[str, float]:
-        out = {} if self.look is None else {"look": self.look(batch.images)}
-        if self.labels is not None:
-            out["labels"] = self.labels(label_features(batch, self.label_field, self.target))  # type: ignore[arg-type]
+        out = {}
+        if self.look is not None:
+            if batch.images is None:
+                raise UserError("the warm-up compares how frames look, but the simulator's batch has no images")
+            out["look"] = self.look(batch.images)
+        if self.labels is not None and self.label_field is not None:
+            out["labels"] = self.labels(label_features(batch, self.label_field, self.target))
         return out

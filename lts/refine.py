@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from simulators import Batch
 from simulators.errors import UserError
 
 from .cli import ArgumentParser, parse_resolution, parse_set, progress_bar, run_cli, set_threads
+
+if TYPE_CHECKING:  # for annotations; the commands import torch where they use it
+    import torch
 
 __all__ = ["main", "build_parser", "render_pool", "read_target"]
 
@@ -200,7 +203,7 @@ def _cmd_apply(args: Any) -> int:
             for f in chunk:
                 img = Image.open(f).convert("RGB")
                 if size is not None and (img.size[1], img.size[0]) != size:
-                    img = img.resize((size[1], size[0]), Image.BILINEAR)
+                    img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
                 arrays.append(np.asarray(img))
             x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
             y = refiner.refine_images(x).permute(0, 2, 3, 1).numpy()
@@ -212,6 +215,13 @@ def _cmd_apply(args: Any) -> int:
                 bar.update(len(chunk))
     print(f"refined {len(files)} images into {dst}")
     return 0
+
+
+def _frames(batch: Batch, what: str) -> torch.Tensor:
+    """The batch's images; none is a `UserError` naming where the batch came from."""
+    if batch.images is None:
+        raise UserError(f"{what} gives no images; the domain gap compares frames")
+    return batch.images
 
 
 def _cmd_gap(args: Any) -> int:
@@ -230,14 +240,22 @@ def _cmd_gap(args: Any) -> int:
         args.sim, args.frames, resolution=resolution, seed=args.seed, params_file=args.params, device=device
     )
     target = read_target(args.target, resolution, split=args.split, labels=False)
+    target_frames = _frames(target, f"--target {args.target!r}")
     rows = [
-        ("rendered", domain_gap(rendered.images, target.images, seed=0, classifier_steps=args.steps, device=device))
+        (
+            "rendered",
+            domain_gap(
+                _frames(rendered, f"--sim {args.sim!r}"),
+                target_frames,
+                seed=0,
+                classifier_steps=args.steps,
+                device=device,
+            ),
+        )
     ]
     if refiner is not None:
-        refined = refiner(rendered)
-        rows.append(
-            ("refined", domain_gap(refined.images, target.images, seed=0, classifier_steps=args.steps, device=device))
-        )
+        refined = _frames(refiner(rendered), "the refiner")
+        rows.append(("refined", domain_gap(refined, target_frames, seed=0, classifier_steps=args.steps, device=device)))
     print(
         f"domain gap to {args.target} ({len(target)} images), {len(rendered)} frames at {resolution[0]}x{resolution[1]}"
     )

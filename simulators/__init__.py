@@ -4,10 +4,14 @@
 >>> sim = simulators.make("gmm")
 >>> psi = sim.param_space.sample(seed=0)
 >>> batch = sim.generate(psi, 16, seed=0)
+
+Importing the package registers the Gymnasium environment ``"lts/Scene-v0"``
+(`simulators.gym.SceneEnv`, imported only when ``gymnasium.make`` builds one).
 """
 
 from .base import Batch, Simulator
 from .errors import ParamError, UnknownNameError, UserError
+from .gym import SCENE_ENV_ID, register_envs
 from .registry import ENTRY_POINT_GROUP, available, make, register, resolve
 from .space import (
     Categorical,
@@ -37,4 +41,7 @@ __all__ = [
     "UserError",
     "ParamError",
     "UnknownNameError",
+    "SCENE_ENV_ID",
 ]
+
+register_envs()

@@ -58,7 +58,9 @@ class Batch:
         return {n: getattr(self, n) for n in _TENSOR_FIELDS if getattr(self, n) is not None}
 
     def to(self, device: str | torch.device) -> Batch:
-        return replace(self, **{n: t.to(device) for n, t in self.tensors().items()})
+        # Any: replace() checks ** against every field's type, not only the tensor ones named
+        moved: dict[str, Any] = {n: t.to(device) for n, t in self.tensors().items()}
+        return replace(self, **moved)
 
     def subset(self, index: slice | Sequence[int] | torch.Tensor) -> Batch:
         """Rows ``index`` of every field (attributes too)."""
@@ -66,7 +68,7 @@ class Batch:
             idx = list(range(len(self)))[index]
         else:
             idx = [int(i) for i in (index.tolist() if isinstance(index, torch.Tensor) else index)]
-        tens = {}
+        tens: dict[str, Any] = {}  # Any: as in `to`
         for n, t in self.tensors().items():
             tens[n] = t[torch.as_tensor(idx, dtype=torch.long, device=t.device)]
         attrs = {k: [v[i] for i in idx] for k, v in self.attributes.items()}

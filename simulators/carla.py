@@ -40,7 +40,7 @@ import torch
 from . import labels as L
 from .base import Batch, Simulator
 from .errors import SimulatorUnavailable, UserError, did_you_mean
-from .street import CAR_TYPES, INTERSECTIONS, WEATHERS, street_param_space
+from .street import CAR_TYPES, INTERSECTIONS, ROAD_LENGTH, WEATHERS, street_param_space
 
 __all__ = [
     "CarlaSimulator",
@@ -600,7 +600,7 @@ class CarlaSimulator(Simulator):
         # get_map() builds the map from OpenDRIVE on the client: once per world, not per scene.
         carla_map = self._call("get_map", world.get_map)
         if self.town is not None and str(carla_map.name).split("/")[-1] != self.town.split("/")[-1]:
-            world = self._load_town()
+            world = self._load_town(self.town)
             carla_map = self._call("get_map", world.get_map)
         self._world, self._world_id, self._map = world, world.id, carla_map
         settings = self._call("get_settings", world.get_settings)
@@ -630,11 +630,11 @@ class CarlaSimulator(Simulator):
                 stacklevel=4,
             )
 
-    def _load_town(self) -> Any:
+    def _load_town(self, town: str) -> Any:
         client = self._client
         maps = [str(m) for m in self._call("get_available_maps", client.get_available_maps)]
         names = {m.split("/")[-1]: m for m in maps}
-        want = self.town.split("/")[-1]
+        want = town.split("/")[-1]
         if want not in names:
             raise UserError(
                 f"CARLA town {self.town!r} is not on the server {self.address}; available: "
@@ -691,7 +691,7 @@ class CarlaSimulator(Simulator):
         town = str(carla_map.name)
         if town not in self._approaches:
             driving = self._carla.LaneType.Driving
-            hi = float(self.param_space["road_length"].high)
+            hi = float(ROAD_LENGTH.high)
             by_shape: dict[str, list[_Approach]] = {s: [] for s in INTERSECTIONS}
             for shape, junctions in find_junctions(carla_map, driving).items():
                 for j in junctions:
@@ -741,9 +741,9 @@ class CarlaSimulator(Simulator):
                 if (base or "").lower() in _EXCLUDED_BASE_TYPES or (wheels is not None and int(wheels) < 4):
                     continue
                 extent = None if base in ("truck", "van") else self._measure(bp)
-                kind = classify_vehicle(base, extent, None if wheels is None else int(wheels))
-                if kind is not None:
-                    groups[kind].append(bp)
+                car_type = classify_vehicle(base, extent, None if wheels is None else int(wheels))
+                if car_type is not None:
+                    groups[car_type].append(bp)
         if not any(groups.values()):
             raise UserError(f"CARLA server {self.address} offers no car blueprints lts can place")
         self._groups = groups

@@ -6,6 +6,13 @@ observation is that frame (``uint8`` H×W×3); its labels (semantic ids, depth, 
 counts of visible cars, instance ids) and the attributes drawn for the scene are in
 ``info``.  The reward is 0: what a ψ is worth is decided outside (e.g. by a task trained
 on the frames), as in learning to simulate.  An episode lasts ``episode_length`` steps.
+With ``normalize_actions=True`` the action is instead one flat ``Box(-1, 1)`` vector,
+mapped onto ψ by `ParamSpace.from_normalized` (what most RL libraries expect).
+
+Importing `simulators` registers the environment with Gymnasium as ``"lts/Scene-v0"``
+(`register_envs`; the class is imported only when an environment is made), so
+``gymnasium.make("lts/Scene-v0", resolution=(64, 128))`` builds one; without importing
+anything first, ``gymnasium.make("simulators:lts/Scene-v0")`` does.
 
 >>> env = SceneEnv("procedural", resolution=(64, 128))
 >>> obs, info = env.reset(seed=0)
@@ -14,7 +21,6 @@ on the frames), as in learning to simulate.  An episode lasts ``episode_length``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -25,15 +31,28 @@ from .base import Batch, Simulator
 from .errors import UserError
 from .registry import make
 
-__all__ = ["SceneEnv"]
+__all__ = ["SceneEnv", "SCENE_ENV_ID", "register_envs"]
+
+SCENE_ENV_ID = "lts/Scene-v0"
 
 
-class SceneEnv(gym.Env[np.ndarray, dict[str, Any]]):
+def register_envs() -> None:
+    """Register ``"lts/Scene-v0"`` with Gymnasium unless it is registered already (an entry
+    point string: nothing is built or imported until `gymnasium.make`)."""
+    from gymnasium.envs.registration import register, registry
+
+    if SCENE_ENV_ID not in registry:
+        register(id=SCENE_ENV_ID, entry_point="simulators.gym:SceneEnv")
+
+
+class SceneEnv(gym.Env[np.ndarray, Any]):
     """One rendered scene per step, from the ψ given as the action.
 
     ``sim``: a simulator name (or ``package.module:Class``), built with ``**options``,
     or a `Simulator` instance.  ``episode_length``: steps before ``truncated``.
     ``render_mode``: ``"rgb_array"`` makes `render` return the last frame.
+    ``normalize_actions``: the action space is ``Box(-1, 1, (param_space.normalized_size,))``
+    instead of ψ's ``Dict`` space; `ParamSpace.from_normalized` says what each entry means.
 
     ``reset(seed=…, options={"params": ψ})`` renders a first frame from ψ (default: the
     space's default ψ).  ``info`` holds ``semantic`` (H×W int64), ``depth`` (H×W float32,
@@ -42,7 +61,8 @@ class SceneEnv(gym.Env[np.ndarray, dict[str, Any]]):
     — the labels the simulator has.
     """
 
-    metadata = {"render_modes": ["rgb_array"]}
+    # Frames are independent scenes, not a motion: 4 per second lets a recorded episode be watched.
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -50,6 +70,7 @@ class SceneEnv(gym.Env[np.ndarray, dict[str, Any]]):
         *,
         episode_length: int = 16,
         render_mode: str | None = None,
+        normalize_actions: bool = False,
         **options: Any,
     ) -> None:
         if isinstance(sim, str):
@@ -65,7 +86,8 @@ class SceneEnv(gym.Env[np.ndarray, dict[str, Any]]):
         self.episode_length = episode_length
         self.render_mode = render_mode
         self.param_space = self.sim.param_space
-        self.action_space = self.param_space.to_gym()
+        self.normalize_actions = bool(normalize_actions)
+        self.action_space = self.param_space.normalized_gym() if normalize_actions else self.param_space.to_gym()
         probe = self.sim.generate(self.param_space.default(), 1, seed=0)
         if probe.images is None or probe.images.dim() != 4:
             raise UserError(f"SceneEnv needs a simulator that renders images; {type(self.sim).__name__} does not")
@@ -85,8 +107,10 @@ class SceneEnv(gym.Env[np.ndarray, dict[str, Any]]):
         psi = self.param_space.default() if params is None else self.param_space.validate(params)
         return self._shoot(psi)
 
-    def step(self, action: Mapping[str, Any]) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        psi = self.param_space.from_gym(action)
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """``action``: an element of ``action_space`` (ψ's ``Dict`` space, or the normalised
+        ``Box``); proportions off the simplex are projected onto it."""
+        psi = self.param_space.from_normalized(action) if self.normalize_actions else self.param_space.from_gym(action)
         self._t += 1
         obs, info = self._shoot(psi)
         return obs, 0.0, False, self._t >= self.episode_length, info

@@ -8,6 +8,12 @@ A ψ is a plain dict, exactly as in a target file: a number for continuous and i
 elements, a choice for a categorical one, a mapping choice → probability for proportions.
 `ParamSpace.validate` checks one and returns it normalised; every message names the
 element, what is allowed and the value given.
+
+Two Gymnasium views of a space: `ParamSpace.to_gym`, a ``Dict`` whose entries are ψ's
+own values, and `ParamSpace.normalized_gym`, one flat ``Box(-1, 1)`` (what RL libraries
+expect of an action) that `ParamSpace.from_normalized` maps onto ψ: numbers linearly,
+integers in equal bins, a categorical choice by argmax, proportions by stick-breaking.
+The zero vector maps to the midpoint of each number and to uniform proportions.
 """
 
 from __future__ import annotations
@@ -44,6 +50,14 @@ def _as_number(name: str, value: Any) -> float:
     if not math.isfinite(v):
         raise ParamError(f"parameter {name!r}: expected a finite number, got {value!r}")
     return v
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    """A slice of a normalised action as float64, clipped to [-1, 1] (NaN is refused)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    if np.isnan(a).any():
+        raise ParamError(f"normalised action: expected numbers in [-1, 1], got {a.tolist()}")
+    return np.clip(a, -1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,17 @@ class Continuous:
 
     def to_gym_value(self, value: float) -> Any:
         return np.array([value], dtype=np.float32)
+
+    @property
+    def normalized_size(self) -> int:
+        return 1
+
+    def from_normalized(self, a: np.ndarray) -> float:
+        """-1 → ``low``, 1 → ``high``, linear between."""
+        return float(self.low + (_unit(a)[0] + 1.0) / 2.0 * (self.high - self.low))
+
+    def to_normalized(self, value: float) -> np.ndarray:
+        return np.array([2.0 * (value - self.low) / (self.high - self.low) - 1.0])
 
     def describe(self) -> str:
         return f"continuous in [{self.low:g}, {self.high:g}]"
@@ -131,6 +156,19 @@ class Integer:
 
     def to_gym_value(self, value: int) -> Any:
         return np.int64(value)
+
+    @property
+    def normalized_size(self) -> int:
+        return 1
+
+    def from_normalized(self, a: np.ndarray) -> int:
+        """[-1, 1] cut into ``high - low + 1`` equal bins, one per integer (-1 → ``low``, 1 → ``high``)."""
+        n = self.high - self.low + 1
+        return self.low + min(int((_unit(a)[0] + 1.0) / 2.0 * n), n - 1)
+
+    def to_normalized(self, value: int) -> np.ndarray:
+        n = self.high - self.low + 1
+        return np.array([(2.0 * (value - self.low) + 1.0) / n - 1.0])  # the middle of its bin
 
     def describe(self) -> str:
         return f"integer in [{self.low}, {self.high}]"
@@ -180,6 +218,23 @@ class Categorical:
 
     def to_gym_value(self, value: str) -> Any:
         return np.int64(self.choices.index(value))
+
+    @property
+    def normalized_size(self) -> int:
+        return len(self.choices) if len(self.choices) > 1 else 0
+
+    def from_normalized(self, a: np.ndarray) -> str:
+        """The choice with the largest score (the first of equal ones): a score per choice
+        orders no choice before another, as one number cut into bins would."""
+        if self.normalized_size == 0:
+            return self.choices[0]
+        return self.choices[int(np.argmax(_unit(a)))]
+
+    def to_normalized(self, value: str) -> np.ndarray:
+        a = np.full(self.normalized_size, -1.0)
+        if a.size:
+            a[self.choices.index(value)] = 1.0
+        return a
 
     def describe(self) -> str:
         return f"one of {list(self.choices)}"
@@ -252,6 +307,39 @@ class Proportions:
 
     def to_gym_value(self, value: Mapping[str, float]) -> Any:
         return np.array([value[c] for c in self.choices], dtype=np.float32)
+
+    @property
+    def normalized_size(self) -> int:
+        return len(self.choices) - 1
+
+    def _even_breaks(self) -> np.ndarray:
+        # the fraction of what is left that each choice but the last takes under uniform proportions
+        n = len(self.choices)
+        return 1.0 / (n - np.arange(n - 1, dtype=np.float64))
+
+    def from_normalized(self, a: np.ndarray) -> dict[str, float]:
+        """Stick-breaking: choice i takes a fraction of what choices before it left, -1 → none,
+        0 → the uniform share, 1 → all (piecewise linear), and the last choice takes the rest.
+        All -1 is the last choice alone; 1 at i after -1s is choice i alone; zeros are uniform."""
+        c = self._even_breaks()
+        u = _unit(a)
+        frac = np.where(u < 0, c * (1.0 + u), c + (1.0 - c) * u)
+        probs, rest = [], 1.0
+        for f in frac:
+            probs.append(rest * f)
+            rest -= probs[-1]
+        probs.append(max(rest, 0.0))
+        return {ch: float(p) for ch, p in zip(self.choices, probs)}
+
+    def to_normalized(self, value: Mapping[str, float]) -> np.ndarray:
+        c = self._even_breaks()
+        a, rest = np.zeros(len(c)), 1.0
+        for i, ch in enumerate(self.choices[:-1]):
+            # nothing left to share: any fraction gives the same ψ; take the uniform one
+            f = min(value[ch] / rest, 1.0) if rest > 1e-12 else c[i]
+            a[i] = f / c[i] - 1.0 if f < c[i] else (f - c[i]) / (1.0 - c[i])
+            rest -= value[ch]
+        return a
 
     def vector(self, value: Mapping[str, float]) -> np.ndarray:
         """The probabilities in the order of ``choices``."""
@@ -397,6 +485,41 @@ class ParamSpace(Mapping[str, Element]):
 
     def to_gym_value(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return {name: el.to_gym_value(params[name]) for name, el in self._elements.items()}
+
+    @property
+    def normalized_size(self) -> int:
+        """The length of a normalised action (`normalized_gym`)."""
+        return sum(el.normalized_size for el in self._elements.values())
+
+    def normalized_gym(self) -> Any:
+        """The space as one flat ``Box(-1, 1)``, the elements' slices in space order
+        (`from_normalized` says what each slice means)."""
+        from gymnasium import spaces
+
+        return spaces.Box(low=-1.0, high=1.0, shape=(self.normalized_size,), dtype=np.float32)
+
+    def from_normalized(self, action: Any) -> dict[str, Any]:
+        """A valid ψ from any vector of `normalized_size` numbers (clipped to [-1, 1]): a
+        number maps linearly from its range, an integer by equal bins, a categorical element
+        takes the choice of the largest of its scores (one per choice) and proportions are
+        stick-broken from ``len(choices) - 1`` numbers.  Zeros give each number's midpoint
+        and uniform proportions."""
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.size != self.normalized_size:
+            raise ParamError(f"normalised action: expected {self.normalized_size} numbers, got {a.size}")
+        out: dict[str, Any] = {}
+        start = 0
+        for name, el in self._elements.items():
+            out[name] = el.from_normalized(a[start : start + el.normalized_size])
+            start += el.normalized_size
+        return out
+
+    def to_normalized(self, params: Mapping[str, Any]) -> np.ndarray:
+        """A normalised action that `from_normalized` maps back to ``params`` (validated
+        first; an integer lands mid-bin, a categorical choice at +1 among -1s)."""
+        psi = self.validate(params)
+        parts = [el.to_normalized(psi[name]) for name, el in self._elements.items()]
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from .space import Continuous, ParamSpace, Proportions
 
-__all__ = ["WEATHERS", "INTERSECTIONS", "CAR_TYPES", "street_param_space"]
+__all__ = ["WEATHERS", "INTERSECTIONS", "CAR_TYPES", "ROAD_LENGTH", "street_param_space"]
 
 WEATHERS: tuple[str, ...] = ("clear_noon", "cloudy_noon", "hard_rain_noon", "clear_sunset")
 INTERSECTIONS: tuple[str, ...] = ("X", "T", "L")
 CAR_TYPES: tuple[str, ...] = ("sedan", "hatchback", "suv", "van", "truck")
+# named here because CARLA's adapter needs its range outside a ψ (how far back to look for a camera)
+ROAD_LENGTH = Continuous(20.0, 120.0, "road_length", doc="metres of road before the junction")
 
 
 def street_param_space() -> ParamSpace:
@@ -24,7 +26,7 @@ def street_param_space() -> ParamSpace:
             intersection=Proportions(INTERSECTIONS, doc="shape of the junction ahead"),
             car_type=Proportions(CAR_TYPES, doc="type of each car placed"),
             cars_per_scene=Continuous(0.0, 16.0, doc="mean number of cars placed in a scene"),
-            road_length=Continuous(20.0, 120.0, doc="metres of road before the junction"),
+            road_length=ROAD_LENGTH,
         )
         .prioritise("car_type", "weather", "cars_per_scene")
         .looks("weather")

@@ -8,6 +8,9 @@ half past images keeps the pressure on.  Each image may travel with aligned tens
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 __all__ = ["ImageHistoryBuffer"]
@@ -67,7 +70,7 @@ class ImageHistoryBuffer:
             for s, t in zip(self._store, new):
                 s[slots.to(s.device)] = t[n - rest :]
 
-    def state_dict(self) -> dict[str, object]:
+    def state_dict(self) -> dict[str, Any]:
         """Tensors, ints and the generator state only (loads with ``weights_only=True``)."""
         return {
             "size": self.size,
@@ -76,16 +79,17 @@ class ImageHistoryBuffer:
             "rng": self.generator.get_state(),
         }
 
-    def load_state_dict(self, state: dict[str, object], device: str | torch.device = "cpu") -> None:
-        size, count, store = int(state["size"]), int(state["count"]), state["store"]  # type: ignore[arg-type]
+    def load_state_dict(self, state: Mapping[str, Any], device: str | torch.device = "cpu") -> None:
+        """``state``: what `state_dict` returned (read back from a checkpoint, so untyped)."""
+        size, count, store = int(state["size"]), int(state["count"]), state["store"]
         if size != self.size:
             raise ValueError(f"ImageHistoryBuffer: saved size {size} differs from {self.size}")
         self._count = count
         self._store = None
         if store:
             self._store = []
-            for t in store:  # type: ignore[union-attr]
+            for t in store:
                 s = torch.empty((self.size, *t.shape[1:]), dtype=t.dtype, device=device)
                 s[:count] = t.to(device)
                 self._store.append(s)
-        self.generator.set_state(state["rng"])  # type: ignore[arg-type]
+        self.generator.set_state(state["rng"])

@@ -60,7 +60,8 @@ class _DomainClassifier(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 with torch.no_grad():
                     nn.init.kaiming_uniform_(m.weight, a=5**0.5, generator=generator)
-                    m.bias.zero_()
+                    if m.bias is not None:
+                        m.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x * 2.0 - 1.0).mean(dim=(2, 3))).squeeze(1)
@@ -112,13 +113,13 @@ class _RandomFeatures(nn.Module):
         super().__init__()
         g = torch.Generator().manual_seed(0)  # fixed: the same ruler for every comparison
         with torch.random.fork_rng(devices=[]):
-            self.stages = nn.ModuleList(
-                [nn.Conv2d(3, 16, 3, 1, 1), nn.Conv2d(16, 32, 3, 2, 1), nn.Conv2d(32, 32, 3, 2, 1)]
-            )
-        for m in self.stages:
+            convs = [nn.Conv2d(3, 16, 3, 1, 1), nn.Conv2d(16, 32, 3, 2, 1), nn.Conv2d(32, 32, 3, 2, 1)]
+        self.stages = nn.ModuleList(convs)
+        for m in convs:  # the list, not the ModuleList: its items are typed Conv2d
             with torch.no_grad():
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
-                m.bias.zero_()
+                if m.bias is not None:
+                    m.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, feats = x * 2.0 - 1.0, []

@@ -230,7 +230,7 @@ class SemanticPatchDiscriminator(PatchDiscriminator):
         t = self.features(x)
         if groups is None:
             return t.mean(dim=1, keepdim=True)
-        return (t * group_masks(groups, tuple(t.shape[-2:]))).sum(dim=1, keepdim=True)
+        return (t * group_masks(groups, (t.shape[-2], t.shape[-1]))).sum(dim=1, keepdim=True)
 
 
 class _Down(nn.Module):

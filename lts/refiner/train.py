@@ -373,7 +373,9 @@ def _sggan_step(st: _State, syn: _Pool, tgt: _Pool, use_sem: bool) -> dict[str, 
 
     # The histories keep each fake with the groups of the frame it came from, so the
     # semantic-aware discriminators mask old fakes with their own labels.
-    if use_sem:
+    mt_g: torch.Tensor | None
+    mr_g: torch.Tensor | None
+    if gv is not None and gr is not None:  # use_sem: train_refiner asks for a labelled target
         mt, mt_g = st.buffers["to_target"].query(fake_t, gv.to(torch.uint8))
         mr, mr_g = st.buffers["to_rendered"].query(fake_r, gr.to(torch.uint8))
         mt_g, mr_g = mt_g.long(), mr_g.long()
@@ -456,8 +458,12 @@ def train_refiner(
     cfg = config if config is not None else default_config(method)
     if cfg.method != method:
         cfg = replace(cfg, method=method)
-    overrides = {k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None}
-    cfg = replace(cfg, seed=seed, **overrides)
+    cfg = replace(
+        cfg,
+        seed=seed,
+        steps=cfg.steps if steps is None else steps,
+        batch_size=cfg.batch_size if batch_size is None else batch_size,
+    )
     out = Path(out)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():

@@ -55,12 +55,14 @@ class ClassifyTask:
         self.metric, self.higher_is_better = metric, metric == "accuracy"
         self.steps, self.lr, self.hidden, self.device = int(steps), float(lr), int(hidden), device
 
-    def _check(self, batch: Batch, what: str) -> None:
+    def _points(self, batch: Batch, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's features and labels; a batch without them is a `UserError`."""
         if batch.features is None or batch.labels is None:
             raise UserError(f"task classify needs points with class labels; the {what} has none")
+        return batch.features, batch.labels
 
     def check_target(self, target: Batch) -> None:
-        self._check(target, "target")
+        self._points(target, "target")
 
     def _net(self, dim: int, classes: int, seed: int) -> nn.Module:
         return build_seeded(
@@ -75,9 +77,9 @@ class ClassifyTask:
         ).to(self.device)
 
     def fit(self, batch: Batch, *, seed: int, init: dict[str, Any] | None = None) -> nn.Module:
-        self._check(batch, "training batch")
-        x = batch.features.to(self.device).float()
-        y = batch.labels.to(self.device).long()
+        features, labels = self._points(batch, "training batch")
+        x = features.to(self.device).float()
+        y = labels.to(self.device).long()
         net = self._net(x.shape[1], 2, seed)
         if init is not None:
             net.load_state_dict(init)
@@ -91,10 +93,10 @@ class ClassifyTask:
 
     @torch.no_grad()
     def score(self, model: nn.Module, target: Batch) -> dict[str, float]:
-        self._check(target, "target")
+        features, labels = self._points(target, "target")
         with _one_thread():
-            logits = model(target.features.to(self.device).float()).cpu()
-        y = target.labels.cpu().long()
+            logits = model(features.to(self.device).float()).cpu()
+        y = labels.cpu().long()
         return {
             "accuracy": float((logits.argmax(1) == y).float().mean()),
             "nll": float(nn.functional.cross_entropy(logits, y)),

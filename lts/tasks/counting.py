@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +81,10 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 _GLOBAL_RNG = threading.Lock()
 
 
-def build_seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def build_seeded(factory: Callable[[], ModuleT], seed: int) -> ModuleT:
     """Build a module with its initial weights drawn from ``seed`` (global RNG left
     untouched).  Module initialisers draw from torch's global generator, so builds in
     evaluations running side by side (threads) take turns."""
@@ -155,6 +158,11 @@ class CountingNet(nn.Module):
     buffers, so a target in another weather is not re-standardised).
     """
 
+    mean: torch.Tensor  # buffers (registered in __init__)
+    std: torch.Tensor
+    count_names: tuple[str, ...]  # set by `CountingTask.fit`: the columns and the input size it trained on
+    resolution: tuple[int, int]
+
     def __init__(self, num_types: int, width: int = 16) -> None:
         super().__init__()
         w = width
@@ -182,8 +190,10 @@ class CountingNet(nn.Module):
         """Set the head's bias so that an untrained net predicts about ``mean_counts``."""
         cells = _grid(size[0]) * _grid(size[1])
         per_cell = (mean_counts.float() / cells).clamp_min(1e-4)
+        bias = self.head.bias
+        assert bias is not None  # the head is built with one
         with torch.no_grad():
-            self.head.bias.copy_(torch.log(torch.expm1(per_cell)))
+            bias.copy_(torch.log(torch.expm1(per_cell)))
 
 
 def _encode_names(names: Sequence[str]) -> torch.Tensor:
@@ -272,13 +282,15 @@ class ImageTaskOptions:
         self.batch_size = int(batch_size)
         self.lr = float(lr)
         self.width = int(width)
-        self.resolution = tuple(int(v) for v in resolution) if resolution is not None else None
+        # check_options made sure it is [height, width]
+        self.resolution = (int(resolution[0]), int(resolution[1])) if resolution is not None else None
         self.weight_decay = float(weight_decay)
         self.flip = bool(flip)
 
     def place(self, model: nn.Module) -> nn.Module:
         """The model on the task's device, channels-last (oneDNN's and cuDNN's faster layout)."""
-        return model.to(self.device, memory_format=torch.channels_last)
+        # torch's stub for Module.to lacks the memory_format keyword that Module.to documents and takes
+        return model.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward_train(self, fn: Callable[[torch.Tensor], torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
         """``fn(xb)`` in training: channels-last input, bfloat16 autocast when ``precision``
@@ -368,15 +380,15 @@ class CountingTask(ImageTaskOptions):
             model.load_state_dict(init)
         else:
             model.mean, model.std = channel_stats(x)
-            model.init_counts(y.mean(0), tuple(x.shape[-2:]))
+            model.init_counts(y.mean(0), (x.shape[-2], x.shape[-1]))
         self.place(model)
         # A warm-started model keeps its own (finer) columns; on coarser data such as a real
         # directory's ("car", "truck") its predictions are folded into the data's columns.
         fold = names != tuple(batch.count_names) and bool(names) and bool(batch.count_names)
         if fold:
             fold_columns(torch.zeros(1, num_types), names, batch.count_names)  # UserError if impossible
-        model.count_names = names  # type: ignore[assignment]
-        model.resolution = tuple(x.shape[-2:])  # type: ignore[assignment]
+        model.count_names = names
+        model.resolution = (x.shape[-2], x.shape[-1])
 
         gen = torch.Generator().manual_seed(int(seed))
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -415,7 +427,7 @@ class CountingTask(ImageTaskOptions):
         for i in range(0, len(images), chunk):
             xb = images[i : i + chunk]
             xb = xb.float() / 255.0 if xb.dtype == torch.uint8 else xb.float()
-            xb = resize_images(xb.to(self.device), model.resolution)  # type: ignore[arg-type]
+            xb = resize_images(xb.to(self.device), model.resolution)
             out.append(model(xb).cpu())
         return torch.cat(out)
 

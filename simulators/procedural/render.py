@@ -435,7 +435,7 @@ class Renderer:
         K = slot.shape[-1]
         slot = slot.contiguous()
         # box fields for the slots of each band, (N, G, 1, K), gathered in one go
-        names = ("x0", "x1", "y0", "y1", "main", "rank")
+        names: tuple[str, ...] = ("x0", "x1", "y0", "y1", "main", "rank")
         table = torch.stack([bx[k] for k in names])  # (F, N, B)
         got = torch.gather(table, 2, slot.view(1, N, G * K).expand(len(names), N, G * K))
         bandf = {k: got[i].view(N, G, 1, K) for i, k in enumerate(names)}
@@ -603,7 +603,10 @@ class Renderer:
             isL * _step(turn),  # an L turning left
             isL * _step(-turn),  # an L turning right
         )
-        return sum(b.round() * float(1 << i) for i, b in enumerate(bits))
+        code = bits[0].round()
+        for i, b in enumerate(bits[1:], 1):
+            code = code + b.round() * float(1 << i)
+        return code
 
     def _lut_rows(self, code: torch.Tensor) -> torch.Tensor:
         """Table offsets (floats) of row codes, adding the tables of codes not seen yet."""
@@ -739,15 +742,16 @@ class Renderer:
         rx0, rx1, ry0, ry1, rz0, rz1 = (bx[k][:, :n_car, None] for k in ("x0", "x1", "y0", "y1", "z0", "z1"))
         p = ((rx0 + rx1) * 0.5, (ry0 + ry1) * 0.5, rz0 * 0.6 + rz1 * 0.4)
         ok = (torch.arange(casters.shape[1], device=out.device)[None, :] < n_cast[:, None])[:, None, :]
-        tn, tf = None, None
+        nears, fars = [], []
         for i, (lo_k, hi_k) in enumerate((("x0", "x1"), ("y0", "y1"), ("z0", "z1"))):
             lo = torch.gather(bx[lo_k], 1, casters)[:, None, :]
             hi = torch.gather(bx[hi_k], 1, casters)[:, None, :]
             inv_i = inv[:, i, None, None]
             ta, tb = (lo - p[i]) * inv_i, (hi - p[i]) * inv_i
-            near, far = torch.minimum(ta, tb), torch.maximum(ta, tb)
-            tn = near if tn is None else torch.maximum(tn, near)
-            tf = far if tf is None else torch.minimum(tf, far)
+            nears.append(torch.minimum(ta, tb))
+            fars.append(torch.maximum(ta, tb))
+        # the slab test: the ray is inside the box between the last entry and the first exit
+        tn, tf = torch.stack(nears).amax(0), torch.stack(fars).amin(0)
         blocked = ok & (tf >= tn) & (tf > 0)
         out[:, :n_car] = blocked.any(-1).float() * (bx["inst"][:, :n_car] > 0).float()
         return out

@@ -93,6 +93,50 @@ def test_gym_dict_round_trip(space):
     assert space.from_gym(value) == psi
 
 
+def test_normalized_box_corners(space):
+    g = space.normalized_gym()
+    # speed 1, lanes 1, town 2 scores, weather 2 stick breaks
+    assert g == spaces.Box(-1.0, 1.0, (6,), np.float32) and space.normalized_size == 6
+    assert space.from_normalized(np.zeros(6)) == {
+        "speed": 5.0,
+        "lanes": 3,  # bins of width 0.5: 0 opens the third
+        "town": "Town01",  # equal scores: the first choice
+        "weather": pytest.approx({"clear": 1 / 3, "rain": 1 / 3, "fog": 1 / 3}),
+    }
+    low = space.from_normalized(-np.ones(6))
+    assert low == {"speed": 0.0, "lanes": 1, "town": "Town01", "weather": {"clear": 0.0, "rain": 0.0, "fog": 1.0}}
+    high = space.from_normalized(np.ones(6))
+    assert high == {"speed": 10.0, "lanes": 4, "town": "Town01", "weather": {"clear": 1.0, "rain": 0.0, "fog": 0.0}}
+    # 1 after -1s: that choice alone; town by the larger score; values outside [-1, 1] are clipped
+    psi = space.from_normalized([3.0, -0.49, -1.0, 0.5, -1.0, 1.0])
+    assert psi == {"speed": 10.0, "lanes": 2, "town": "Town02", "weather": {"clear": 0.0, "rain": 1.0, "fog": 0.0}}
+    assert space.validate(psi) == psi
+
+
+def test_normalized_round_trip(space):
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        psi = space.sample(rng)
+        a = space.to_normalized(psi)
+        assert a.dtype == np.float32 and space.normalized_gym().contains(a)
+        back = space.from_normalized(a)
+        assert back["lanes"] == psi["lanes"] and back["town"] == psi["town"]
+        assert back["speed"] == pytest.approx(psi["speed"], abs=1e-5)
+        assert back["weather"] == pytest.approx(psi["weather"], abs=1e-5)
+    # a vertex before the last choice leaves nothing to break: later entries take the uniform share
+    a = space.to_normalized({"speed": 0.0, "lanes": 4, "town": "Town02", "weather": {"clear": 1.0}})
+    assert a.tolist() == [-1.0, 0.75, -1.0, 1.0, 1.0, 0.0]
+
+
+def test_normalized_errors(space):
+    with pytest.raises(ParamError, match="expected 6 numbers, got 5"):
+        space.from_normalized(np.zeros(5))
+    with pytest.raises(ParamError, match=r"expected numbers in \[-1, 1\]"):
+        space.from_normalized([0.0, float("nan"), 0.0, 0.0, 0.0, 0.0])
+    with pytest.raises(ParamError, match="'town'"):
+        space.to_normalized({"speed": 0.0, "lanes": 4, "town": "Town03", "weather": {"clear": 1.0}})
+
+
 def test_target_file_errors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_target_file(tmp_path / "nope.yaml")
