@@ -185,3 +185,22 @@ def test_segmentation_on_a_cityscapes_directory_predicts_its_classes_and_reports
     lts_target = read_labelled_dir(_street_dir(tmp_path, "lts"))
     assert lts_target.cityscapes_ids is None and target_classes(lts_target) is None
     assert "cityscapes_miou" not in task.score(model, lts_target)
+
+
+def test_a_kitti_semantics_directory_keeps_its_cityscapes_ids(tmp_path) -> None:
+    from lts.datasets import read_labelled_dir
+
+    for sub in ("image_2", "semantic"):
+        (tmp_path / "training" / sub).mkdir(parents=True)
+    ids = np.full((8, 16), ROAD_CS, np.uint8)
+    ids[:, :4] = POLEGROUP
+    ids[:, 4:6] = 255  # not a Cityscapes id: void for the metric, unlabeled for lts
+    Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(tmp_path / "training/image_2/000000_10.png")
+    Image.fromarray(ids).save(tmp_path / "training/semantic/000000_10.png")
+    with pytest.warns(UserWarning, match="255"):
+        batch = read_labelled_dir(tmp_path)
+    expected = np.where(ids == 255, 0, ids)
+    assert batch.cityscapes_ids is not None and batch.cityscapes_ids[0].numpy().tolist() == expected.tolist()
+    assert (batch.semantic[0, :, :4] == L.POLE).all() and (batch.semantic[0, :, 4:6] == L.UNLABELED).all()
+    pred = torch.full((1, 8, 16), L.ROAD)
+    assert cityscapes_scores(lts_to_cityscapes(pred), batch.cityscapes_ids)["iou"]["road"] == 1.0
