@@ -1,11 +1,16 @@
 """Benchmarks: ``python -m lts.bench SUBCOMMAND``.
 
 ``render``: labelled frames per second of a simulator (RGB + semantic + depth +
-instances + counts, end to end through ``generate``: scene sampling included) at
-64×128 and 128×256, for a batch, with the peak memory; with PyBullet installed, the same
-run measures PyBullet's CPU renderer (``getCameraImage`` with ``ER_TINY_RENDERER``: RGB,
-depth and segmentation) on a scene of comparable complexity (a ground plane, 24 box
-buildings and 8 cars of two boxes each) at the same resolutions, and prints the ratio.
+instances + counts, end to end through ``generate``: a new scene sampled for every
+frame) at 64×128 and 128×256, for a batch, with the peak memory; with PyBullet
+installed, the same run measures PyBullet's CPU renderer (``getCameraImage`` with
+``ER_TINY_RENDERER``) on scenes of comparable complexity (a ground plane, 24 box
+buildings and 8 cars of two boxes each) both ways: like for like, a new random scene
+built for every frame (``resetSimulation`` and the bodies created again), and at its
+best, one fixed scene built once.  The two do not return the same things
+(`RETURNS`): lts gives labelled frames, PyBullet RGBA, a depth buffer and body ids.
+The ratios are given per CPU-second of this process (what a frame costs, whatever else
+the machine runs) and per wall-clock second; the renderers take turns batch by batch.
 
 Subcommands are registered in ``_SUBCOMMANDS`` (name → help, argument builder, runner).
 """
@@ -26,7 +31,19 @@ from simulators.errors import UserError
 
 from .cli import ArgumentParser, parse_resolution, run_cli
 
-__all__ = ["main", "RenderResult", "bench_render", "bench_pybullet"]
+__all__ = ["main", "RETURNS", "RenderResult", "bench_render", "bench_pybullet"]
+
+#: What each renderer returns per frame, as the benchmark reports it.
+RETURNS: dict[str, tuple[str, ...]] = {
+    "lts": (
+        "RGB",
+        "semantic classes (29 CARLA/Cityscapes ids)",
+        "depth (metres)",
+        "instance ids",
+        "visible car counts per type",
+    ),
+    "pybullet": ("RGBA", "depth buffer (non-linear, not metres)", "body/link ids (no classes, no counts)"),
+}
 
 
 @dataclass
@@ -41,6 +58,8 @@ class RenderResult:
     cpu_fps: float
     ms_per_frame: float
     peak_mb: float | None = None
+    scene: str = "new scene per frame"  # or "fixed scene"
+    returns: tuple[str, ...] = ()
 
 
 def _peak_rss_mb() -> float:
@@ -56,6 +75,8 @@ class _Runner:
     name = ""
     frames = 0
     resolution = (0, 0)
+    scene = "new scene per frame"
+    returns: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.best_wall, self.best_cpu = math.inf, math.inf
@@ -93,6 +114,8 @@ class _Runner:
             cpu_fps=self.frames / max(self.best_cpu, 1e-9),
             ms_per_frame=1000.0 * self.best_wall / self.frames,
             peak_mb=self.peak_mb(),
+            scene=self.scene,
+            returns=self.returns,
         )
 
 
@@ -115,6 +138,7 @@ class _SimRunner(_Runner):
         self.sim = simulators.make(sim_name, **options)
         self.psi = dict(params) if params is not None else _default_params(self.sim)
         self.name, self.frames, self.resolution = sim_name, batch, resolution
+        self.returns = RETURNS["lts"] if sim_name == "procedural" else ()
         self.cuda = str(device).startswith("cuda")
 
     def _batch(self, index: int) -> None:
@@ -145,7 +169,10 @@ class _SimRunner(_Runner):
 
 
 class _PyBulletRunner(_Runner):
-    def __init__(self, resolution: tuple[int, int], frames: int) -> None:
+    """PyBullet's TinyRenderer: ``getCameraImage`` per frame, on a new random scene built
+    for every frame (``new_scene``, like lts's ``generate``) or on one scene built once."""
+
+    def __init__(self, resolution: tuple[int, int], frames: int, new_scene: bool = True) -> None:
         try:
             import pybullet as p
         except ImportError:
@@ -153,16 +180,23 @@ class _PyBulletRunner(_Runner):
         super().__init__()
         self.p = p
         self.name, self.frames, self.resolution = "pybullet", frames, resolution
+        self.new_scene = new_scene
+        self.scene = "new scene per frame" if new_scene else "fixed scene"
+        self.returns = RETURNS["pybullet"]
         h, w = resolution
         self.client = p.connect(p.DIRECT)
-        _pybullet_scene(p, self.client)
+        if not new_scene:
+            _pybullet_scene(p, self.client, seed=0)
         self.view = p.computeViewMatrix([0, -1.75, 1.6], [10, -1.75, 1.6], [0, 0, 1], physicsClientId=self.client)
         vfov = math.degrees(2 * math.atan(math.tan(math.radians(45.0)) * h / w))  # 90° across, like ours
         self.proj = p.computeProjectionMatrixFOV(vfov, w / h, 0.3, 1000.0, physicsClientId=self.client)
 
     def _batch(self, index: int) -> None:
         h, w = self.resolution
-        for _ in range(self.frames):  # RGB, depth and segmentation, as getCameraImage returns them
+        for k in range(self.frames):
+            if self.new_scene:
+                self.p.resetSimulation(physicsClientId=self.client)
+                _pybullet_scene(self.p, self.client, seed=index * self.frames + k)
             self.p.getCameraImage(
                 w, h, self.view, self.proj, renderer=self.p.ER_TINY_RENDERER, physicsClientId=self.client
             )
@@ -199,10 +233,10 @@ def bench_render(
     return _measure([_SimRunner(sim_name, resolution, batch, device, params, threads)], repeat)[0]
 
 
-def bench_pybullet(resolution: tuple[int, int], frames: int, repeat: int) -> RenderResult:
-    """PyBullet's TinyRenderer: ``frames`` calls of ``getCameraImage`` (RGB, depth and
-    segmentation), best of ``repeat``."""
-    return _measure([_PyBulletRunner(resolution, frames)], repeat)[0]
+def bench_pybullet(resolution: tuple[int, int], frames: int, repeat: int, new_scene: bool = True) -> RenderResult:
+    """PyBullet's TinyRenderer: ``frames`` calls of ``getCameraImage`` (RGBA, depth buffer
+    and body ids), each on a new random scene (``new_scene``) or all on one, best of ``repeat``."""
+    return _measure([_PyBulletRunner(resolution, frames, new_scene)], repeat)[0]
 
 
 def _default_params(sim: Any) -> dict[str, Any]:
@@ -213,11 +247,12 @@ def _default_params(sim: Any) -> dict[str, Any]:
     return psi
 
 
-def _pybullet_scene(p: Any, client: int) -> None:
-    """A ground plane, 24 box buildings along both sides and 8 two-box cars on the lanes."""
+def _pybullet_scene(p: Any, client: int, seed: int = 0) -> None:
+    """A ground plane, 24 box buildings along both sides and 8 two-box cars on the lanes,
+    their sizes, places and colours drawn from ``seed``."""
     import random
 
-    rng = random.Random(0)
+    rng = random.Random(seed)
     plane = p.createCollisionShape(p.GEOM_PLANE, physicsClientId=client)
     p.createMultiBody(0, plane, -1, [0, 0, 0], physicsClientId=client)
     for i in range(24):
@@ -288,29 +323,32 @@ def _render(args: argparse.Namespace) -> int:
         f"render benchmark: sim {args.sim}, device {args.device}, batch {args.batch}, best of {args.repeat}, "
         f"render threads {threads} (torch {torch.__version__}, {torch.get_num_threads()} threads available)"
     )
-    print("labelled frames: RGB + semantic + depth + instances + counts, scene sampling included")
+    lts_returns = ", ".join(RETURNS["lts"]) if args.sim == "procedural" else "what the simulator renders"
+    print(f"{args.sim} returns: {lts_returns}; a new scene sampled for every frame")
+    if use_pb:
+        print(f"pybullet returns: {', '.join(RETURNS['pybullet'])}; timed on a new random scene per frame "
+              "(like for like) and on one fixed scene (its best case)")  # fmt: skip
     header = f"{'resolution':>10}  {'fps':>8}  {'cpu fps':>8}  {'ms/frame':>8}  {'peak MB':>8}"
     if use_pb:
-        header += f"  {'pybullet fps':>12}  {'pb cpu fps':>10}  {'ratio':>6}  {'cpu ratio':>9}"
+        header += f"  {'pb new-scene cpu fps':>20}  {'cpu ratio':>9}  {'pb fixed cpu fps':>16}  {'cpu ratio':>9}"
     print(header)
     results: list[RenderResult] = []
     for res in resolutions:
         runners: list[_Runner] = [_SimRunner(args.sim, res, args.batch, args.device, threads=args.threads)]
         if use_pb:
-            runners.append(_PyBulletRunner(res, args.batch))
-        measured = _measure(runners, args.repeat)  # the two take turns, batch by batch
+            runners += [_PyBulletRunner(res, args.batch, new_scene=True), _PyBulletRunner(res, args.batch, False)]
+        measured = _measure(runners, args.repeat)  # they take turns, batch by batch
         results.extend(measured)
         ours = measured[0]
         line = f"{ours.resolution:>10}  {ours.fps:8.0f}  {ours.cpu_fps:8.0f}  {ours.ms_per_frame:8.3f}  "
         line += f"{ours.peak_mb:8.0f}"
-        if use_pb:
-            pb = measured[1]
-            line += (
-                f"  {pb.fps:12.0f}  {pb.cpu_fps:10.0f}  {ours.fps / pb.fps:5.1f}x  {ours.cpu_fps / pb.cpu_fps:8.1f}x"
-            )
+        for pb in measured[1:]:
+            width = 20 if pb.scene == "new scene per frame" else 16
+            line += f"  {pb.cpu_fps:{width}.0f}  {ours.cpu_fps / pb.cpu_fps:8.1f}x"
         print(line, flush=True)
     print(
-        "fps: wall clock (best batch; the renderers take turns); cpu fps: from this process's CPU time; "
+        "fps: wall clock (best batch; the renderers take turns); cpu fps: frames per CPU-second of this process; "
+        "cpu ratio: lts cpu fps / PyBullet cpu fps; "
         "peak MB: "
         + ("CUDA memory allocated" if str(args.device).startswith("cuda") else "peak resident memory of the process")
     )

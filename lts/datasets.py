@@ -47,6 +47,8 @@ from simulators.errors import UserError
 
 __all__ = [
     "REAL_COUNT_NAMES",
+    "DirInfo",
+    "labelled_dir_info",
     "read_labelled_dir",
     "read_image_dir",
     "write_cityscapes",
@@ -62,12 +64,7 @@ _CITYSCAPES_MAX_ID = 33  # labelIds 0..33 are Cityscapes classes (-1, license pl
 _LTS_CAR_TRUCK = (L.CAR, L.TRUCK)
 _CITYSCAPES_CAR_TRUCK = (26, 27)
 # lts id -> a Cityscapes labelId, for writing in the Cityscapes label space.
-_LTS_TO_CITYSCAPES: dict[int, int] = {}
-for _cs, _lts in sorted(L.CITYSCAPES_TO_LTS.items()):
-    _LTS_TO_CITYSCAPES.setdefault(_lts, _cs)
-_LTS_TO_CITYSCAPES[L.ROAD_LINE] = 7  # road markings are part of the road in Cityscapes
-_LTS_TO_CITYSCAPES[L.STATIC] = 4
-_LTS_TO_CITYSCAPES[L.DYNAMIC] = 5
+_LTS_TO_CITYSCAPES: dict[int, int] = L.LTS_TO_CITYSCAPES
 
 
 # ----------------------------------------------------------------------------- resizing
@@ -236,6 +233,32 @@ def _label_space(root: Path) -> str:
     return space
 
 
+@dataclass(frozen=True)
+class DirInfo:
+    """What `labelled_dir_info` tells about a labelled directory without decoding it."""
+
+    kind: str  # "cityscapes" | "kitti"
+    size: tuple[int, int]  # (H, W) of its first image
+    files: tuple[str, ...]  # the images that have a label file, relative to the root, sorted
+
+
+def labelled_dir_info(path: str | Path, split: str | None = None) -> DirInfo:
+    """The layout, the first labelled image's size and the labelled images of a directory
+    (`read_labelled_dir`'s layouts); `UserError` if it holds no labelled image."""
+    root = _check_dir(path)
+    layout = _detect(root, split)
+    items = [it for it in layout.items if it.label is not None]
+    if not items:
+        raise UserError(f"{root}: no labelled image in the {layout.kind} layout (expected {layout.label_hint})")
+    try:
+        with Image.open(items[0].image) as im:
+            w, h = im.size
+    except OSError as e:
+        raise UserError(f"{items[0].image}: cannot read image ({e})") from None
+    files = tuple(sorted(str(it.image.relative_to(layout.root)) for it in items))
+    return DirInfo(layout.kind, (h, w), files)
+
+
 # ----------------------------------------------------------------------------- decoding
 
 
@@ -316,7 +339,9 @@ def read_labelled_dir(
     the procedural renderer's rule, `simulators.labels.min_visible_pixels`: 0.4% of the
     frame, at least 4).
 
-    The batch's ``attributes["file"]`` holds each image's path relative to the root.
+    The batch's ``attributes["file"]`` holds each image's path relative to the root.  A
+    directory labelled in Cityscapes labelIds (Cityscapes, KITTI semantics) also keeps them,
+    resized as ``semantic``, in ``cityscapes_ids`` (for `lts.metrics.cityscapes_scores`).
     Raises `UserError` (one line) for an empty directory, images without labels, labels
     without images, size mismatches between an image and its labels, and counts asked
     for without instance files.  Unknown label ids become 0 with one warning.
@@ -361,7 +386,7 @@ def read_labelled_dir(
     lut = _lookup_table(space)
     car_truck = _LTS_CAR_TRUCK if space == "lts" else _CITYSCAPES_CAR_TRUCK
     unknown: set[int] = set()
-    images, semantic, counts, files = [], [], [], []
+    images, semantic, counts, files, cs_ids = [], [], [], [], []
     for it in items:
         img = _open_rgb(it.image)
         w0, h0 = img.size
@@ -378,6 +403,9 @@ def read_labelled_dir(
                     f"{it.label}: label is {lab.shape[1]}×{lab.shape[0]} but its image {it.image.name} is {w0}×{h0}"
                 )
             semantic.append(_resize_label_array(_map_ids(lab, lut, unknown), size))
+            if space == "cityscapes":  # kept for the official metric; unknown ids become 0 (void)
+                known = (lab >= 0) & (lab <= _CITYSCAPES_MAX_ID)
+                cs_ids.append(_resize_label_array(np.where(known, lab, 0), size))
         if "counts" in need:
             assert it.instance is not None
             ins = _open_ids(it.instance, "instance ids")
@@ -399,6 +427,7 @@ def read_labelled_dir(
         images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
         semantic=torch.from_numpy(np.stack(semantic)).long() if semantic else None,
         counts=torch.tensor(counts, dtype=torch.int64) if counts else None,
+        cityscapes_ids=torch.from_numpy(np.stack(cs_ids)).long() if cs_ids else None,
         attributes={"file": files},
         count_names=REAL_COUNT_NAMES if counts else (),
     )

@@ -5,14 +5,19 @@ rendered from the run's learned ψ (the policy mean), and for comparison from ψ
 afresh per scene (random, domain randomization) and from ψ* (oracle, when the target
 is a parameter file); all with the same data size, training budget and seeds.  With
 ``--finetune DIR`` two more rows: the learned-ψ model fine-tuned on a labelled real
-split, and a model trained on that split alone.  Output: a table and
-``evaluation.json``.
+split, and a model trained on that split alone.  Each model is trained once and scored
+on both parts of the target: its held-out **test** part (``metrics`` in
+``evaluation.json``: the figures to report) and its **validation** part (the one the run
+was rewarded on, ``validation_metrics``).  A directory target is split by file name
+(`lts.targets.split_files`, the run's ``target_split``) unless ``--test DIR`` names a
+separate test directory.  Output: a table and ``evaluation.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +29,11 @@ from simulators.errors import UserError
 from . import tasks as tasks_mod
 from .cli import ArgumentParser, progress_bar, run_cli, set_threads
 from .config import load_config, resolve_path
-from .evaluation import EvalContext, EvalResult, EvalSpec, local_executor, random_params
+from .evaluation import EvalResult, EvalSpec, Evaluator, local_executor, random_params
 from .rundir import RunDir, atomic_write_text
 from .seeding import derive_seed
 from .targets import load_target
+from .tasks import reward_of
 
 __all__ = ["main", "evaluate_run"]
 
@@ -55,6 +61,33 @@ def _learned_params(run: RunDir, space: simulators.ParamSpace) -> dict[str, Any]
     return space.validate(psi)
 
 
+class _BothSplits(Evaluator):
+    """Trains each model once and scores it on the target's test split (the result's
+    metrics) and on its validation split (kept in ``validation``, by spec index)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.validation: dict[int, dict[str, float]] = {}
+
+    def __call__(self, spec: EvalSpec) -> EvalResult:
+        res = EvalResult(index=spec.index, params=spec.params)
+        batch = self._frames(spec, res)
+        t0 = time.perf_counter()
+        model = self.task.fit(batch, seed=spec.train_seed, init=spec.init)
+        t1 = time.perf_counter()
+        res.metrics = _floats(self.task.score(model, self.split_batch("test")))
+        self.validation[spec.index] = _floats(self.task.score(model, self.split_batch("validation")))
+        res.reward = reward_of(self.task, res.metrics)
+        res.train_s, res.score_s = t1 - t0, time.perf_counter() - t1
+        if spec.keep_state:
+            res.state = self.task.state_of(model)
+        return res
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}
+
+
 def evaluate_run(
     run_dir: str | Path,
     target: str,
@@ -66,12 +99,15 @@ def evaluate_run(
     finetune: str | None = None,
     finetune_steps: int | None = None,
     finetune_split: str | None = None,
+    test: str | None = None,
     device: str | None = None,
     threads: int | None = None,
     parallel: int | None = None,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Run the protocol and return the ``evaluation.json`` content."""
+    """Run the protocol and return the ``evaluation.json`` content.  ``test``: a labelled
+    directory that is the test split of a directory ``target`` (default: the run's
+    ``test_target``, else a split of ``target`` by file name)."""
     run = RunDir.open(run_dir)
     cfg = load_config(None, run.read_config())
     if device:
@@ -89,12 +125,34 @@ def evaluate_run(
     n = scenes if scenes is not None else 4 * cfg.scenes
     if n < 1 or repeats < 1:
         raise UserError(f"--scenes and --repeats must be >= 1, got {n} and {repeats}")
+    refine = None
+    if refiner:
+        from .refiner import load_refiner
+
+        refine = load_refiner(refiner, device=cfg.device)
+    task_obj = tasks_mod.make(cfg.task, **{"device": cfg.device, **task_options})
     sim = simulators.make(cfg.sim, **cfg.sim_options)
-    tgt = load_target(target, sim, task_name=cfg.task, size=cfg.target_size, run_seed=cfg.seed, sim_name=cfg.sim)
-    ctx = EvalContext(cfg.sim, cfg.sim_options, cfg.task, task_options, tgt.batch, refiner=refiner, device=cfg.device)
-    evaluator = ctx.build(sim=sim)
+    # getattr: runs written before the config had these keys take their defaults.
+    test_dir = test if test is not None else getattr(cfg, "test_target", None)
+    try:
+        tgt = load_target(
+            target, sim, task_name=cfg.task, size=cfg.target_size, run_seed=cfg.seed, sim_name=cfg.sim,
+            test_size=getattr(cfg, "test_size", None), split=getattr(cfg, "target_split", 0.5), test_dir=test_dir,
+        )  # fmt: skip
+    except BaseException:
+        sim.close()
+        raise
+    assert tgt.test is not None  # load_target always makes one
+    if test_dir is not None:
+        test_source = str(test_dir)
+    elif tgt.params is None:
+        test_source = f"the part of {target} left by the file-name split"
+    else:
+        test_source = "rendered from ψ* with the test seed"
+    evaluator = _BothSplits(sim, task_obj, tgt.batch, refine=refine, test=tgt.test)
     try:
         evaluator.task.check_target(tgt.batch)
+        evaluator.task.check_target(tgt.test)
         real = None
         if finetune:
             from .datasets import read_labelled_dir
@@ -109,8 +167,10 @@ def evaluate_run(
         if tgt.params is not None:
             chosen["oracle"] = tgt.params
         rows: dict[str, list[dict[str, float]]] = {k: [] for k in chosen}
+        val_rows: dict[str, list[dict[str, float]]] = {k: [] for k in chosen}
         if real is not None:
             rows["lts+finetune"], rows["real only"] = [], []
+            val_rows["lts+finetune"], val_rows["real only"] = [], []
         specs: list[EvalSpec] = []
         which_of: list[str] = []
         for r in range(repeats):
@@ -142,6 +202,7 @@ def evaluate_run(
             executor.close()  # waits for running models; the fine-tuning below gets every thread back
         for spec, res in zip(specs, results):
             rows[which_of[spec.index]].append(res.metrics)
+            val_rows[which_of[spec.index]].append(evaluator.validation[spec.index])
         if real is not None:
             task_ft = tasks_mod.make(cfg.task, **{"device": cfg.device, **task_options,
                                                   **({"steps": finetune_steps} if finetune_steps else {})})  # fmt: skip
@@ -149,9 +210,10 @@ def evaluate_run(
                 if which_of[spec.index] != "lts":
                     continue
                 ft = task_ft.fit(real, seed=spec.train_seed, init=res.state)
-                rows["lts+finetune"].append(task_ft.score(ft, tgt.batch))
                 alone = task_ft.fit(real, seed=spec.train_seed)
-                rows["real only"].append(task_ft.score(alone, tgt.batch))
+                for which, model in (("lts+finetune", ft), ("real only", alone)):
+                    rows[which].append(_floats(task_ft.score(model, tgt.test)))
+                    val_rows[which].append(_floats(task_ft.score(model, tgt.batch)))
                 done += 2
                 if progress:
                     progress("finetune", done, total)
@@ -169,24 +231,46 @@ def evaluate_run(
         "refiner": refiner,
         "finetune": finetune,
         "params": chosen,
-        "metrics": {k: {m: float(np.mean([x[m] for x in v])) for m in v[0]} for k, v in rows.items() if v},
-        "metrics_std": {k: {m: float(np.std([x[m] for x in v])) for m in v[0]} for k, v in rows.items() if v},
+        "test": test_source,
+        "test_frames": len(tgt.test),
+        "validation_frames": len(tgt.batch),
+        # The test split's figures (the ones to report), then the validation split's.
+        "metrics": _mean(rows),
+        "metrics_std": _std(rows),
+        "validation_metrics": _mean(val_rows),
+        "validation_metrics_std": _std(val_rows),
     }
     return result
 
 
+def _mean(rows: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    return {k: {m: float(np.mean([x[m] for x in v])) for m in v[0]} for k, v in rows.items() if v}
+
+
+def _std(rows: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    return {k: {m: float(np.std([x[m] for x in v])) for m in v[0]} for k, v in rows.items() if v}
+
+
 def format_table(result: dict[str, Any]) -> str:
-    metrics = result["metrics"]
-    names = list(next(iter(metrics.values())).keys())
-    head = f"{'model trained on':<16}" + "".join(f"{m:>12}" for m in names)
     lines = [
         f"target {result['target']} · task {result['task']} · {result['scenes']} scenes · {result['repeats']} seed(s)"
-        + (f" · refiner {result['refiner']}" if result["refiner"] else ""),
-        head,
-        "-" * len(head),
+        + (f" · refiner {result['refiner']}" if result["refiner"] else "")
     ]
-    for which, vals in metrics.items():
-        lines.append(f"{which:<16}" + "".join(f"{vals[m]:>12.4f}" for m in names))
+    blocks = (
+        (f"TEST ({result['test_frames']} frames, {result['test']}): the figures to report", result["metrics"]),
+        (
+            f"validation ({result['validation_frames']} frames, the split the run was rewarded on)",
+            result.get("validation_metrics", {}),
+        ),
+    )
+    for title, metrics in blocks:
+        if not metrics:
+            continue
+        names = list(next(iter(metrics.values())).keys())
+        head = f"{'model trained on':<16}" + "".join(f"{m:>16}" for m in names)
+        lines += ["", title, head, "-" * len(head)]
+        for which, vals in metrics.items():
+            lines.append(f"{which:<16}" + "".join(f"{vals[m]:>16.4f}" for m in names))
     arrow = "higher" if result["higher_is_better"] else "lower"
     lines.append(f"({result['metric']}: {arrow} is better)")
     return "\n".join(lines)
@@ -211,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="train",
         metavar="NAME",
         help="Cityscapes split folder of --finetune (default train; ignored for KITTI)",
+    )
+    p.add_argument(
+        "--test",
+        metavar="DIR",
+        help="labelled directory that is the test split of a directory --target (default: the run's "
+        "test_target, else a split of --target by file name)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads in all (default: the run's)")
@@ -238,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_run(
             args.run_dir, args.target, scenes=args.scenes, steps=args.steps, repeats=args.repeats,
             refiner=args.refiner, finetune=args.finetune, finetune_steps=args.finetune_steps,
-            finetune_split=args.finetune_split, device=args.device, threads=args.threads,
+            finetune_split=args.finetune_split, test=args.test, device=args.device, threads=args.threads,
             parallel=args.parallel, progress=progress,
         )  # fmt: skip
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"

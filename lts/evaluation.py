@@ -35,6 +35,7 @@ __all__ = [
     "EvalContext",
     "EvalSpec",
     "EvalResult",
+    "SPLITS",
     "Evaluator",
     "Executor",
     "InProcessExecutor",
@@ -44,6 +45,10 @@ __all__ = [
     "local_executor",
     "random_params",
 ]
+
+
+#: The target splits an evaluation can be scored on.
+SPLITS: tuple[str, ...] = ("validation", "test")
 
 
 @dataclass
@@ -57,6 +62,7 @@ class EvalContext:
     target: Batch
     refiner: str | None = None
     device: str = "cpu"
+    test: Batch | None = None  # the target's held-out test split (`EvalSpec.split`)
 
     def build(self, *, sim: Simulator | None = None) -> Evaluator:
         sim = sim if sim is not None else simulators.make(self.sim, **self.sim_options)
@@ -66,7 +72,7 @@ class EvalContext:
             from .refiner import load_refiner
 
             refine = load_refiner(self.refiner, device=self.device)
-        return Evaluator(sim, task, self.target, refine=refine)
+        return Evaluator(sim, task, self.target, refine=refine, test=self.test)
 
 
 @dataclass
@@ -81,6 +87,11 @@ class EvalSpec:
     per_scene: list[dict[str, Any]] | None = None
     init: dict[str, Any] | None = None
     keep_state: bool = False
+    split: str = "validation"  # the target split scored: "validation" (the reward) or "test"
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"EvalSpec.split {self.split!r}: expected one of {', '.join(SPLITS)}")
 
 
 @dataclass
@@ -104,12 +115,19 @@ class EvalResult:
 
 
 class Evaluator:
-    """Runs evaluations with one simulator, task, target (and refiner), kept alive."""
+    """Runs evaluations with one simulator, task, target (its validation batch, and its
+    test batch when there is one) and refiner, kept alive."""
 
     def __init__(
-        self, sim: Simulator, task: Task, target: Batch, *, refine: Callable[[Batch], Batch] | None = None
+        self,
+        sim: Simulator,
+        task: Task,
+        target: Batch,
+        *,
+        refine: Callable[[Batch], Batch] | None = None,
+        test: Batch | None = None,
     ) -> None:
-        self.sim, self.task, self.target, self.refine = sim, task, target, refine
+        self.sim, self.task, self.target, self.refine, self.test = sim, task, target, refine, test
         # Held around the simulator and the refiner; `ThreadedExecutor` makes it a lock, so
         # that they serve one evaluation at a time (they need not be thread-safe).
         self.sim_lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
@@ -136,13 +154,23 @@ class Evaluator:
         t2 = time.perf_counter()
         model = self.task.fit(batch, seed=spec.train_seed, init=spec.init)
         t3 = time.perf_counter()
-        res.metrics = {k: float(v) for k, v in self.task.score(model, self.target).items()}
+        res.metrics = {k: float(v) for k, v in self.task.score(model, self.split_batch(spec.split)).items()}
         t4 = time.perf_counter()
         res.reward = reward_of(self.task, res.metrics)
         res.train_s, res.score_s = t3 - t2, t4 - t3
         if spec.keep_state:
             res.state = self.task.state_of(model)
         return res
+
+    def split_batch(self, split: str) -> Batch:
+        """The target batch of ``split`` ("validation" or "test")."""
+        if split == "validation":
+            return self.target
+        if split == "test":
+            if self.test is None:
+                raise simulators.UserError("an evaluation asked for the target's test split, and this target has none")
+            return self.test
+        raise ValueError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
 
     def look(self, spec: EvalSpec, match: Callable[[Batch], dict[str, float]]) -> EvalResult:
         """The loop's warm-up: render (and refine) only, rewarded by −the MMD²s that ``match``

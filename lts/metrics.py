@@ -6,13 +6,20 @@ from it.  Pixels whose true label is ``ignore_index`` (0, *unlabeled*) are left 
 entirely; the ignored class never enters a mean.  A class that appears neither in the
 truth nor in the prediction does not count in ``miou``; a class absent from the truth
 does not count in ``class_acc`` (its accuracy is undefined).
+
+`cityscapes_scores` is the Cityscapes benchmark's own figure, over Cityscapes labelIds.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 
-__all__ = ["confusion_matrix", "segmentation_metrics", "per_class_iou"]
+from simulators.labels import CITYSCAPES_EVAL_IDS, CITYSCAPES_LABELS, LTS_TO_CITYSCAPES
+
+__all__ = ["confusion_matrix", "segmentation_metrics", "per_class_iou", "cityscapes_scores", "lts_to_cityscapes"]
 
 
 def confusion_matrix(
@@ -78,3 +85,58 @@ def segmentation_metrics(conf: torch.Tensor, ignore_index: int | None = 0) -> di
         "class_acc": float(class_acc),
         "miou": float(miou),
     }
+
+
+def _as_int_array(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x).astype(np.int64, copy=False)
+
+
+def lts_to_cityscapes(pred: Any) -> np.ndarray:
+    """lts label ids → the Cityscapes labelIds they are scored as (`simulators.labels.LTS_TO_CITYSCAPES`:
+    road markings as road, classes Cityscapes lacks as 0)."""
+    lut = np.zeros(max(LTS_TO_CITYSCAPES) + 1, dtype=np.int64)
+    for lts_id, cs in LTS_TO_CITYSCAPES.items():
+        lut[lts_id] = cs
+    arr = _as_int_array(pred)
+    if arr.size and (arr.min() < 0 or arr.max() >= len(lut)):
+        raise ValueError(f"lts label ids must be in 0..{len(lut) - 1}, got {int(arr.min())}..{int(arr.max())}")
+    return lut[arr]
+
+
+def cityscapes_scores(pred: Any, gt: Any) -> dict[str, Any]:
+    """The Cityscapes benchmark's class IoUs and their mean, as ``cityscapesscripts``'
+    ``evaluation/evalPixelLevelSemanticLabeling.py`` (2.3.0) computes them.
+
+    ``pred`` and ``gt``: integer arrays or tensors of Cityscapes **labelIds** (0..33) of the
+    same shape (N×H×W or H×W).  One confusion matrix over every labelId and pixel; for each
+    of the 19 evaluated classes (`simulators.labels.CITYSCAPES_EVAL_IDS`): TP its diagonal,
+    FN the rest of its ground-truth row (a prediction of any other id, evaluated or not),
+    FP its column over the rows of the *other evaluated* classes only (pixels whose truth
+    is void or ignoreInEval — unlabeled, static, parking, polegroup, … — never count, not
+    even as false positives).  Polegroup is not merged into pole.  A class with
+    TP + FP + FN = 0 gets NaN, and the mean (``"miou"``) is over the others (NaN if none).
+
+    Returns ``{"miou": float, "iou": {Cityscapes class name: float}}`` over the 19 classes.
+    """
+    p, g = _as_int_array(pred), _as_int_array(gt)
+    if p.shape != g.shape:
+        raise ValueError(f"pred shape {p.shape} != gt shape {g.shape}")
+    n = max(CITYSCAPES_LABELS) + 1
+    for name, arr in (("pred", p), ("gt", g)):
+        if arr.size and (arr.min() < 0 or arr.max() >= n):
+            raise ValueError(
+                f"{name}: Cityscapes labelIds must be in 0..{n - 1}, got {int(arr.min())}..{int(arr.max())}"
+            )
+    conf = np.bincount((g.reshape(-1) * n + p.reshape(-1)), minlength=n * n).reshape(n, n)
+    evaluated = list(CITYSCAPES_EVAL_IDS)
+    iou: dict[str, float] = {}
+    for c in evaluated:
+        tp = int(conf[c, c])
+        fn = int(conf[c].sum()) - tp
+        fp = int(conf[[e for e in evaluated if e != c], c].sum())
+        denom = tp + fp + fn
+        iou[CITYSCAPES_LABELS[c][0]] = tp / denom if denom else float("nan")
+    valid = [v for v in iou.values() if not np.isnan(v)]
+    return {"miou": float(np.mean(valid)) if valid else float("nan"), "iou": iou}

@@ -1,13 +1,18 @@
-"""Targets: the validation set a task is scored on.
+"""Targets: the validation set a task is scored on (the reward) and the held-out test set
+that a user reports.
 
 Either rendered from hidden parameters ψ* (a target parameter file, DESIGN.md contract
-5) with a seed the loop never uses for training, or read from a directory of real
-labelled images (Cityscapes or KITTI layout, `lts.datasets`).
+5), the validation set with seed ``derive_seed(run_seed, "target")`` and the test set with
+``derive_seed(run_seed, "target-test")``, seeds the loop never uses for training; or read
+from a directory of real labelled images (Cityscapes or KITTI layout, `lts.datasets`),
+split by file name into validation and test (`split_files`), or with a separate test
+directory.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,19 +24,27 @@ from simulators.space import load_target_file
 from .config import resolve_path
 from .seeding import derive_seed
 
-__all__ = ["Target", "load_target", "target_params"]
+__all__ = ["Target", "load_target", "split_files", "target_params"]
 
 # What a task needs from a directory target.
 _NEEDS = {"counting": ("counts",), "segmentation": ("semantic",)}
+# What a built-in task needs a rendered target to hold: `Batch` field -> what to call it.
+_RENDERED_NEEDS: dict[str, dict[str, str]] = {
+    "counting": {"images": "images", "counts": "per-type car counts"},
+    "segmentation": {"images": "images", "semantic": "semantic labels"},
+    "classify": {"features": "points (features)", "labels": "class labels"},
+}
 
 
 @dataclass
 class Target:
-    """The validation batch, ψ* when it was rendered from parameters, and where it came from."""
+    """The validation batch (the reward), the test batch (the figures a user reports), ψ*
+    when they were rendered from parameters, and where they came from."""
 
     batch: Batch
     params: dict[str, Any] | None
     source: str
+    test: Batch | None = None  # the held-out test set (None: none was made)
 
     @property
     def simulated(self) -> bool:
@@ -51,6 +64,47 @@ def target_params(path: str | Path, sim: Simulator, sim_name: str | None = None)
         raise UserError(f"target file {str(path)!r}: {e}") from None
 
 
+def split_files(files: Sequence[str], split: float) -> tuple[list[int], list[int]]:
+    """Indices of ``files`` going to validation and to test.
+
+    Deterministic and hash-free: the names are sorted, the validation part gets
+    ``round(split * n)`` of them (at least one and at least one left for test), taken evenly
+    spaced through the sorted list (the i-th sorted name goes to validation when
+    ``floor((i + 1) k / n) > floor(i k / n)``), so that both parts span every city and
+    sequence.  Both lists are in the order of ``files``.
+    """
+    _check_split(split)
+    n = len(files)
+    if n < 2:
+        raise UserError(
+            f"the target directory has {n} labelled image(s); splitting it into validation and test needs "
+            "at least 2 (or give a separate test directory)"
+        )
+    k = min(max(round(split * n), 1), n - 1)
+    order = sorted(range(n), key=lambda i: files[i])
+    val = {order[i] for i in range(n) if (i + 1) * k // n > i * k // n}
+    return [i for i in range(n) if i in val], [i for i in range(n) if i not in val]
+
+
+def _check_split(split: float) -> None:
+    if not (isinstance(split, int | float) and 0 < float(split) < 1):
+        raise UserError(f"target split {split!r}: expected the fraction of the directory for validation, in (0, 1)")
+
+
+def _sim_label(sim: Simulator, sim_name: str | None) -> str:
+    if sim_name:
+        return sim_name
+    cls = type(sim)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _check_rendered(batch: Batch, task_name: str, sim: Simulator, sim_name: str | None) -> None:
+    """A rendered target lacking what the task needs is the simulator's doing: say so."""
+    for field_name, what in _RENDERED_NEEDS.get(task_name, {}).items():
+        if getattr(batch, field_name) is None:
+            raise UserError(f"task {task_name} needs {what}; simulator {_sim_label(sim, sim_name)} renders none")
+
+
 def load_target(
     spec: str | Path,
     sim: Simulator,
@@ -59,20 +113,59 @@ def load_target(
     size: int,
     run_seed: int,
     sim_name: str | None = None,
+    test_size: int | None = None,
+    split: float = 0.5,
+    test_dir: str | Path | None = None,
 ) -> Target:
-    """Build the target named by ``spec`` (a parameter file or a labelled directory)."""
+    """Build the target named by ``spec``: a parameter file (validation: ``size`` frames,
+    test: ``test_size`` frames, default ``size``, from ψ* with two seeds) or a labelled
+    directory (``split`` of its images, by file name, for validation and the rest for test;
+    or all of them for validation and ``test_dir``, of the same layout and resolution, for
+    test)."""
+    _check_split(split)
     path = resolve_path(spec)
     if path.is_dir():
-        from .datasets import read_labelled_dir
+        from .datasets import labelled_dir_info, read_labelled_dir
 
         need = _NEEDS.get(task_name)
         if need is None:
             raise UserError(f"task {task_name!r} cannot be scored on an image directory ({str(path)!r})")
         resolution = getattr(sim, "resolution", None)
+        if test_dir is None:
+            batch = read_labelled_dir(path, resolution=resolution, need=need)
+            val_idx, test_idx = split_files(batch.attributes["file"], split)
+            return Target(batch=batch.subset(val_idx), params=None, source=str(path), test=batch.subset(test_idx))
+        test_path = resolve_path(test_dir)
+        info = labelled_dir_info(path)
+        try:
+            test_info = labelled_dir_info(test_path)
+        except UserError as e:
+            raise UserError(f"test directory: {e}") from None
+        if test_info.kind != info.kind:
+            raise UserError(
+                f"test directory {str(test_path)!r} is in {test_info.kind} layout; expected {info.kind}, "
+                f"as the validation directory {str(path)!r}"
+            )
+        if test_info.size != info.size:
+            raise UserError(
+                f"test directory {str(test_path)!r} holds {test_info.size[1]}×{test_info.size[0]} images; "
+                f"expected {info.size[1]}×{info.size[0]}, as the validation directory {str(path)!r}"
+            )
         batch = read_labelled_dir(path, resolution=resolution, need=need)
-        return Target(batch=batch, params=None, source=str(path))
+        try:
+            test = read_labelled_dir(test_path, resolution=resolution or info.size, need=need)
+        except UserError as e:
+            raise UserError(f"test directory: {e}") from None
+        return Target(batch=batch, params=None, source=str(path), test=test)
     if not path.exists():
         raise UserError(f"target {str(spec)!r} does not exist (expected a target .yaml file or an image directory)")
+    if test_dir is not None:
+        raise UserError(f"a test directory ({str(test_dir)!r}) goes with a directory target, not with {str(spec)!r}")
+    n_test = size if test_size is None else test_size
+    if n_test < 1:
+        raise UserError(f"test_size {n_test}: expected at least one test frame")
     params = target_params(path, sim, sim_name)
     batch = sim.generate(params, size, seed=derive_seed(run_seed, "target"))
-    return Target(batch=batch, params=params, source=str(path))
+    _check_rendered(batch, task_name, sim, sim_name)
+    test = sim.generate(params, n_test, seed=derive_seed(run_seed, "target-test"))
+    return Target(batch=batch, params=params, source=str(path), test=test)

@@ -17,7 +17,7 @@ from .space import ParamSpace
 
 __all__ = ["Batch", "Simulator"]
 
-_TENSOR_FIELDS = ("images", "semantic", "depth", "counts", "instances", "features", "labels")
+_TENSOR_FIELDS = ("images", "semantic", "depth", "counts", "instances", "features", "labels", "cityscapes_ids")
 
 
 @dataclass
@@ -32,6 +32,10 @@ class Batch:
     - ``counts``: N×C int64, visible cars per type in the order of ``count_names``.
     - ``instances``: N×H×W int64, 0 for background, 1.. per object.
     - ``features`` / ``labels``: N×D float and N int64, for non-image simulators.
+    - ``cityscapes_ids``: N×H×W int64, the Cityscapes labelIds that ``semantic`` was mapped
+      from, for a real directory labelled in Cityscapes ids (Cityscapes, KITTI semantics):
+      the official 19-class metric needs them (polegroup, parking, … have no lts class of
+      their own).  Its presence also says the labels can hold only Cityscapes' classes.
     - ``attributes``: per-scene attributes actually drawn (name → list of N values).
     - ``count_names``: the car types, in the column order of ``counts``.
     """
@@ -43,6 +47,7 @@ class Batch:
     instances: torch.Tensor | None = None
     features: torch.Tensor | None = None
     labels: torch.Tensor | None = None
+    cityscapes_ids: torch.Tensor | None = None
     attributes: dict[str, list[Any]] = field(default_factory=dict)
     count_names: tuple[str, ...] = ()
 

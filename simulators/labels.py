@@ -41,6 +41,9 @@ __all__ = [
     "RAIL_TRACK",
     "GUARD_RAIL",
     "CITYSCAPES_TO_LTS",
+    "LTS_TO_CITYSCAPES",
+    "CITYSCAPES_LABELS",
+    "CITYSCAPES_EVAL_IDS",
     "PALETTE",
     "min_visible_pixels",
 ]
@@ -139,6 +142,57 @@ CITYSCAPES_TO_LTS: dict[int, int] = {
     32: MOTORCYCLE,
     33: BICYCLE,
 }
+
+# lts id -> the Cityscapes labelId an lts class is written (and scored) as: the first
+# Cityscapes id mapping to it, road markings as road, 0 for classes Cityscapes lacks.
+LTS_TO_CITYSCAPES: dict[int, int] = {}
+for _cs, _lts in sorted(CITYSCAPES_TO_LTS.items()):
+    LTS_TO_CITYSCAPES.setdefault(_lts, _cs)
+LTS_TO_CITYSCAPES[ROAD_LINE] = 7  # road markings are part of the road in Cityscapes
+for _lts in LABELS:
+    LTS_TO_CITYSCAPES.setdefault(_lts, 0)
+del _cs, _lts
+
+# Cityscapes labelIds 0..33 -> (name, evaluated), as cityscapesscripts' helpers/labels.py
+# (evaluated = not ignoreInEval: the 19 classes with a trainId).
+CITYSCAPES_LABELS: dict[int, tuple[str, bool]] = {
+    0: ("unlabeled", False),
+    1: ("ego vehicle", False),
+    2: ("rectification border", False),
+    3: ("out of roi", False),
+    4: ("static", False),
+    5: ("dynamic", False),
+    6: ("ground", False),
+    7: ("road", True),
+    8: ("sidewalk", True),
+    9: ("parking", False),
+    10: ("rail track", False),
+    11: ("building", True),
+    12: ("wall", True),
+    13: ("fence", True),
+    14: ("guard rail", False),
+    15: ("bridge", False),
+    16: ("tunnel", False),
+    17: ("pole", True),
+    18: ("polegroup", False),
+    19: ("traffic light", True),
+    20: ("traffic sign", True),
+    21: ("vegetation", True),
+    22: ("terrain", True),
+    23: ("sky", True),
+    24: ("person", True),
+    25: ("rider", True),
+    26: ("car", True),
+    27: ("truck", True),
+    28: ("bus", True),
+    29: ("caravan", False),
+    30: ("trailer", False),
+    31: ("train", True),
+    32: ("motorcycle", True),
+    33: ("bicycle", True),
+}
+#: The 19 labelIds the Cityscapes benchmark averages.
+CITYSCAPES_EVAL_IDS: tuple[int, ...] = tuple(i for i, (_, ev) in CITYSCAPES_LABELS.items() if ev)
 
 # Colours for label images (Cityscapes' palette where the class exists there).
 PALETTE: dict[int, tuple[int, int, int]] = {

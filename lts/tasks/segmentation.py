@@ -13,6 +13,13 @@ never predicts 0.  Metrics (`lts.metrics`), from one confusion matrix over the t
 set at the target's own label resolution: ``pixel_acc``, ``class_acc`` (mean per-class
 accuracy) and ``miou`` (the reward); classes in neither the truth nor the prediction do
 not count.
+
+On a target labelled in Cityscapes labelIds (a Cityscapes or KITTI semantics directory,
+whose batch keeps them in ``cityscapes_ids``) the net predicts only the lts classes those
+labels can hold (`target_classes`: no road line, water or *other*; the logits of the rest
+are masked at prediction time), and the metrics add ``cityscapes_miou``: the Cityscapes
+benchmark's 19-class mIoU (`lts.metrics.cityscapes_scores`, with the predictions written
+as Cityscapes labelIds), at the target's resolution.
 """
 
 from __future__ import annotations
@@ -25,10 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lts.datasets import resize_images, resize_labels
-from lts.metrics import confusion_matrix, segmentation_metrics
+from lts.metrics import cityscapes_scores, confusion_matrix, lts_to_cityscapes, segmentation_metrics
 from simulators import Batch
 from simulators.errors import UserError
-from simulators.labels import NUM_LABELS, UNLABELED
+from simulators.labels import CITYSCAPES_TO_LTS, NUM_LABELS, UNLABELED
 
 # The training helpers are shared with the counting task.
 from .counting import (
@@ -40,7 +47,15 @@ from .counting import (
     warmup_cosine,
 )
 
-__all__ = ["SegmentationTask", "SegNet", "class_weights"]
+__all__ = ["SegmentationTask", "SegNet", "class_weights", "target_classes"]
+
+
+def target_classes(target: Batch) -> list[int] | None:
+    """The lts classes ``target``'s labels can hold, or ``None`` for all of them: a target
+    labelled in Cityscapes labelIds holds only the lts classes some Cityscapes id maps to."""
+    if target.cityscapes_ids is None:
+        return None
+    return sorted(set(CITYSCAPES_TO_LTS.values()) - {UNLABELED})
 
 
 class SegNet(nn.Module):
@@ -176,10 +191,21 @@ class SegmentationTask(ImageTaskOptions):
         return model
 
     @torch.no_grad()
-    def predict(self, model: SegNet, images: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
-        """Label ids (N×H×W int64, CPU) for uint8 or float images, at ``size`` (default: the images')."""
+    def predict(
+        self,
+        model: SegNet,
+        images: torch.Tensor,
+        size: Sequence[int] | None = None,
+        classes: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Label ids (N×H×W int64, CPU) for uint8 or float images, at ``size`` (default: the
+        images'); only ids in ``classes`` when given (the logits of the others are masked)."""
         model.eval()
         size = tuple(size) if size is not None else tuple(images.shape[-2:])
+        masked = None
+        if classes is not None:
+            masked = torch.ones(NUM_LABELS, dtype=torch.bool)
+            masked[[int(c) for c in classes]] = False
         out = []
         for i in range(0, len(images), 32):
             xb = images[i : i + 32]
@@ -189,15 +215,20 @@ class SegmentationTask(ImageTaskOptions):
             if tuple(logits.shape[-2:]) != size:
                 logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
             logits[:, UNLABELED] = float("-inf")
+            if masked is not None:
+                logits[:, masked.to(logits.device)] = float("-inf")
             out.append(logits.argmax(1).cpu())
         return torch.cat(out)
 
     def score(self, model: SegNet, target: Batch) -> dict[str, float]:
         self.check_target(target)
         assert target.images is not None and target.semantic is not None
-        pred = self.predict(model, target.images, size=target.semantic.shape[-2:])
+        pred = self.predict(model, target.images, size=target.semantic.shape[-2:], classes=target_classes(target))
         conf = confusion_matrix(pred, target.semantic.cpu(), NUM_LABELS, ignore_index=UNLABELED)
-        return segmentation_metrics(conf, ignore_index=UNLABELED)
+        metrics = segmentation_metrics(conf, ignore_index=UNLABELED)
+        if target.cityscapes_ids is not None:
+            metrics["cityscapes_miou"] = cityscapes_scores(lts_to_cityscapes(pred), target.cityscapes_ids)["miou"]
+        return metrics
 
     def state_of(self, model: SegNet) -> dict[str, Any]:
         return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

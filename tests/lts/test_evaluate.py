@@ -82,3 +82,21 @@ def test_segmentation_on_an_unseen_cityscapes_directory_with_finetuning(tmp_path
     majority = counts.max() / counts.sum()
     for which in ("lts", "lts+finetune", "real only"):
         assert ev["metrics"][which]["pixel_acc"] > majority + 0.1, (which, ev["metrics"][which], majority)
+    # Test figures on half the val split (by file name), validation ones on the other half;
+    # a Cityscapes-labelled target also gets the benchmark's own 19-class mIoU.
+    assert (ev["test_frames"], ev["validation_frames"]) == (12, 12)
+    assert set(ev["validation_metrics"]) == set(ev["metrics"])
+    assert ev["metrics"]["lts"] != ev["validation_metrics"]["lts"]
+    assert 0 < ev["metrics"]["lts"]["cityscapes_miou"] < 1
+    assert "TEST (12 frames" in out and "validation (12 frames" in out
+    # --test DIR: a test directory of another layout is refused in one line.
+    kitti = tmp_path / "kitti" / "training"
+    for sub in ("image_2", "semantic"):
+        (kitti / sub).mkdir(parents=True)
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(kitti / "image_2" / "000000_10.png")
+    Image.fromarray(np.full((32, 64), 7, np.uint8)).save(kitti / "semantic" / "000000_10.png")
+    assert run_cli(evaluate_main, [str(run), "--target", str(cs), "--test", str(kitti.parent), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: test directory") and "kitti layout; expected cityscapes" in err and "\n" not in err

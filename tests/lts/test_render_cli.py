@@ -135,3 +135,28 @@ def test_overwrite_keeps_other_cityscapes_splits(tmp_path: Path) -> None:
     assert len(list((out / "leftImg8bit" / "train" / "lts").glob("*.png"))) == 3
     assert len(list((out / "gtFine" / "val" / "lts").glob("*_labelIds.png"))) == 2
     assert len(list((out / "rgb").glob("*.png"))) == 2  # the top-level frames are the last render's
+
+
+def test_bench_render_against_pybullet_both_ways(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    pb = pytest.importorskip("pybullet", reason="the bench (and test) extra installs pybullet")
+    out = tmp_path / "bench.json"
+    argv = ["render", "--batch", "2", "--repeat", "1", "--resolution", "16x32", "--pybullet", "--json", str(out)]
+    assert bench.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "new random scene per frame" in text and "fixed scene" in text and "cpu ratio" in text
+    ours, new, fixed = json.loads(out.read_text())
+    assert (ours["renderer"], new["renderer"], fixed["renderer"]) == ("procedural", "pybullet", "pybullet")
+    assert (new["scene"], fixed["scene"]) == ("new scene per frame", "fixed scene")
+    assert ours["returns"] == list(bench.RETURNS["lts"]) and new["returns"] == list(bench.RETURNS["pybullet"])
+    assert all(r["frames"] == 2 and r["cpu_fps"] > 0 for r in (ours, new, fixed))
+    # A new scene per frame replaces the last one (plane + 24 buildings + 8 cars of 2 boxes), drawn afresh.
+    runner = bench._PyBulletRunner((16, 32), 3, new_scene=True)
+    try:
+        runner.run(1)
+        assert pb.getNumBodies(physicsClientId=runner.client) == 1 + 24 + 16
+        first = pb.getBasePositionAndOrientation(1, physicsClientId=runner.client)[0]
+        runner.run(2)
+        assert pb.getNumBodies(physicsClientId=runner.client) == 1 + 24 + 16
+        assert pb.getBasePositionAndOrientation(1, physicsClientId=runner.client)[0] != first
+    finally:
+        runner.close()
