@@ -197,7 +197,8 @@ def _rescore(runs: list[_Run], exp: Any, oracle_params: dict[str, Any] | None, e
             specs.append(dataclasses.replace(s, index=len(specs)))
             owner.append(key)
     results = ex.map(specs) if specs else []
-    score = {key: mean_metrics([r for r, o in zip(results, owner) if o == key])[0] for key in todo}
+    split = "test" if exp.target.test is not None else "validation"  # the held-out figures where there are some
+    score = {key: mean_metrics([r for r, o in zip(results, owner) if o == key], split)[0] for key in todo}
     for run in runs:
         run.curve = [[e, score[json.dumps(psi, sort_keys=True)]] for e, _, psi in run.points]
     return score
@@ -243,10 +244,11 @@ def run_comparison(
         m: {k: [] for k in ("evals_to_band", "cpu_s_to_band", "final", "oracle", "curve", "elapsed_s")} for m in methods
     }
     runs_of: dict[str, list[_Run]] = {m: [] for m in methods}
+    exp: Any = None
     failed = dict.fromkeys(methods, 0)
     for seed in seeds:
         cfg = dataclasses.replace(config, seed=int(seed), workers=workers, ray_address=ray_address)
-        runs, exp = [], None
+        runs = []
         for m in methods:
             run, exp = _run_method(m, cfg, budget, out, progress)
             runs.append(run)
@@ -281,6 +283,8 @@ def run_comparison(
         # CPU-seconds are this process's: with Ray workers their time is not in them
         "cpu_measured": not (workers > 0 or ray_address),
         "band": {"rel": band},
+        # the split the handed-over ψ and ψ* are re-scored on (never told to a search)
+        "split": "test" if exp is not None and exp.target.test is not None else "validation",
         "config": config_to_dict(config),
         "methods": {
             m: {
@@ -325,7 +329,8 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [
         f"{report['sim']} / {report['task']}: budget {report['budget']:g} evaluations per method (K = "
         f"{report['samples']}, M = {report['scenes']}), {len(seeds)} seed(s) {seeds}; reward = "
-        f"{_reward_name(report)}, band = within {report['band']['rel']:.0%} of the oracle's"
+        f"{_reward_name(report)} on the {report.get('split', 'validation')} split, band = within "
+        f"{report['band']['rel']:.0%} of the oracle's"
         + (f" (oracle median {float(np.median(oracle)):.4f})" if oracle else ""),
         "",
         f"{'method':<22} {'evaluations to band (reached)':>32}  {'CPU-s to band':>24}  {'final reward':>28}",

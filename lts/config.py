@@ -35,7 +35,16 @@ class Config:
     task: str = _f("counting", "downstream task: counting, segmentation or classify")
     task_options: dict = _f({}, "keyword options for the task (training budget, lr, …)")
     target: str = _f("configs/targets/default.yaml", "target parameter file (YAML) or a labelled image directory")
-    target_size: int = _f(256, "validation samples rendered from ψ* when the target is a parameter file")
+    target_size: int = _f(256, "validation samples (the reward) rendered from ψ* when the target is a parameter file")
+    test_size: int = _f(
+        256, "held-out test samples rendered from ψ* with a seed of their own (the figures to report; never a reward)"
+    )
+    target_split: float = _f(
+        0.5, "a directory target: the fraction of its files (by name) that is validation; the rest is the test split"
+    )
+    test_target: str | None = _f(
+        None, "a directory target's test split as a directory of its own (target_split unused)"
+    )
     search: str = _f(
         "reinforce", "search strategy: " + ", ".join(STRATEGIES) + " (python -m lts.optimize --help lists them)"
     )
@@ -110,6 +119,8 @@ class Config:
         need(self.samples >= 1, f"samples (K) must be >= 1, got {self.samples}")
         need(self.scenes >= 1, f"scenes (M) must be >= 1, got {self.scenes}")
         need(self.target_size >= 1, f"target_size must be >= 1, got {self.target_size}")
+        need(self.test_size >= 1, f"test_size must be >= 1, got {self.test_size}")
+        need(0 < self.target_split < 1, f"target_split must be in (0, 1), got {self.target_split}")
         need(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
         need(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         need(self.parallel >= 0, f"parallel must be >= 0, got {self.parallel}")

@@ -88,6 +88,7 @@ class EvalSpec:
     init: dict[str, Any] | None = None
     keep_state: bool = False
     split: str = "validation"  # the target split scored: "validation" (the reward) or "test"
+    also_test: bool = False  # score the same model on the test split too (`EvalResult.test_metrics`)
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -108,6 +109,8 @@ class EvalResult:
     error: str | None = None
     state: dict[str, Any] | None = None
     attempts: int = 1  # how many workers it took (a Ray worker that died mid-evaluation is retried)
+    test_metrics: dict[str, float] | None = None  # with `EvalSpec.also_test`: the test split's
+    test_reward: float = math.nan
 
     @property
     def ok(self) -> bool:
@@ -155,9 +158,11 @@ class Evaluator:
         model = self.task.fit(batch, seed=spec.train_seed, init=spec.init)
         t3 = time.perf_counter()
         res.metrics = {k: float(v) for k, v in self.task.score(model, self.split_batch(spec.split)).items()}
-        t4 = time.perf_counter()
         res.reward = reward_of(self.task, res.metrics)
-        res.train_s, res.score_s = t3 - t2, t4 - t3
+        if spec.also_test:
+            res.test_metrics = {k: float(v) for k, v in self.task.score(model, self.split_batch("test")).items()}
+            res.test_reward = reward_of(self.task, res.test_metrics)
+        res.train_s, res.score_s = t3 - t2, time.perf_counter() - t3
         if spec.keep_state:
             res.state = self.task.state_of(model)
         return res

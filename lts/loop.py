@@ -149,6 +149,9 @@ class Experiment:
             size=config.target_size,
             run_seed=config.seed,
             sim_name=config.sim,
+            test_size=config.test_size,
+            split=config.target_split,
+            test_dir=config.test_target,
         )
         self.context = EvalContext(
             sim=config.sim,
@@ -158,6 +161,7 @@ class Experiment:
             target=self.target.batch,
             refiner=config.refiner,
             device=config.device,
+            test=self.target.test,
         )
         if config.refiner and not Path(config.refiner).is_file():
             raise simulators.UserError(f"refiner checkpoint {config.refiner!r} does not exist")
@@ -425,6 +429,7 @@ class Experiment:
                     data_seed=data_seed,
                     train_seed=derive_seed(cfg.seed, "final-train", r),
                     per_scene=random_params(self.space, cfg.scenes, data_seed) if per_scene else None,
+                    also_test=self.target.test is not None,
                 )
             )
         return specs
@@ -450,13 +455,20 @@ class Experiment:
         results = self.executor.map(specs, on_result=on_result) if specs else []
         rewards: dict[str, float | None] = {}
         metrics: dict[str, dict[str, float]] = {}
+        test: dict[str, float | None] = {}
+        test_metrics: dict[str, dict[str, float]] = {}
         for w in which:
-            rewards[w], metrics[w] = mean_metrics([r for r, lab in zip(results, labels) if lab == w])
+            mine = [r for r, lab in zip(results, labels) if lab == w]
+            rewards[w], metrics[w] = mean_metrics(mine)
+            if self.target.test is not None:
+                test[w], test_metrics[w] = mean_metrics(mine, split="test")
         summary = {
-            "reward": rewards,
+            "reward": rewards,  # validation: the split the search was told
+            "test": test,  # the held-out test split: the figures to report
             "metric": self.task.metric,
             "higher_is_better": self.task.higher_is_better,
             "metrics": metrics,
+            "test_metrics": test_metrics,
             "search": cfg.search,
             "iterations": self.iteration,
             "match_iterations": min(self.match_iterations, self.iteration),
@@ -486,14 +498,18 @@ def _check_optional_packages(config: Config) -> None:
             raise simulators.UserError(f'{what} needs the {module} package: pip install -e ".[{extra}]"')
 
 
-def mean_metrics(results: Sequence[EvalResult]) -> tuple[float | None, dict[str, float]]:
-    """The mean reward and metrics of the successful results (None, {} if none)."""
-    ok = [r for r in results if r.ok]
+def mean_metrics(results: Sequence[EvalResult], split: str = "validation") -> tuple[float | None, dict[str, float]]:
+    """The mean reward and metrics of the successful results on ``split`` (None, {} if none)."""
+    ok: list[tuple[float, dict[str, float]]] = []
+    for r in results:
+        if r.ok and split == "validation":
+            ok.append((r.reward, r.metrics))
+        elif r.ok and r.test_metrics is not None and math.isfinite(r.test_reward):
+            ok.append((r.test_reward, r.test_metrics))
     if not ok:
         return None, {}
-    return float(np.mean([r.reward for r in ok])), {
-        k: float(np.mean([r.metrics[k] for r in ok])) for k in ok[0].metrics
-    }
+    keys = ok[0][1].keys()
+    return float(np.mean([rw for rw, _ in ok])), {k: float(np.mean([m[k] for _, m in ok])) for k in keys}
 
 
 # Keys a resume may change: more iterations, and how (not what) the evaluations run.

@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--sim", metavar="NAME", help="simulator: procedural, gmm, carla, or package.module:Class")
     a("--task", metavar="NAME", help="task: counting, segmentation, classify")
     a("--target", metavar="FILE|DIR", help="target parameter file (.yaml) or labelled image directory")
+    a(
+        "--test",
+        metavar="DIR",
+        dest="test_target",
+        help="a directory target's held-out test split (default: part of --target)",
+    )
     a("--search", metavar="NAME", help="search strategy (below; default reinforce)")
     a("--iterations", type=int, metavar="N", help="search iterations of K evaluations each (0: none, and no warm-up)")
     a("--samples", type=int, metavar="K", help="ψ drawn per iteration")
@@ -124,6 +130,7 @@ def _flags_to_layer(args: argparse.Namespace) -> dict[str, Any]:
         "match_iterations",
         "task",
         "target",
+        "test_target",
         "iterations",
         "samples",
         "scenes",

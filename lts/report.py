@@ -59,15 +59,22 @@ def policy_table(
 
 
 def reward_table(summary: dict[str, Any]) -> str:
-    """LTS vs oracle vs random, with the task's metric and its direction."""
+    """LTS vs oracle vs random, with the task's metric and its direction: the held-out test
+    split's figures (the ones to report) and the validation split's (the search's reward)."""
     metric = summary.get("metric", "reward")
     hib = summary.get("higher_is_better", True)
     rows = [f"final reward ({metric}{'' if hib else ', shown as -' + metric}; higher is better):"]
-    metrics = summary.get("metrics", {})
-    for w in ("lts", "oracle", "random"):
-        if w not in summary["reward"]:
-            continue
-        r = summary["reward"][w]
-        extra = ", ".join(f"{k}={v:.4g}" for k, v in metrics.get(w, {}).items())
-        rows.append(f"  {w:<7} {_fmt(r):>8}   {extra}")
+    parts = [("validation (the reward the search was told)", "reward", "metrics")]
+    if summary.get("test"):
+        parts.insert(0, ("test split (held out: report these)", "test", "test_metrics"))
+    for title, key, mkey in parts:
+        if len(parts) > 1:
+            rows.append(f" {title}")
+        metrics = summary.get(mkey, {})
+        for w in ("lts", "oracle", "random"):
+            if w not in summary[key]:
+                continue
+            r = summary[key][w]
+            extra = ", ".join(f"{k}={v:.4g}" for k, v in metrics.get(w, {}).items())
+            rows.append(f"  {w:<7} {_fmt(r):>8}   {extra}")
     return "\n".join(rows)
