@@ -149,10 +149,10 @@ class Config:
         return self
 
     def options_of(self, search: str) -> dict[str, Any]:
-        """The options ``search`` takes from ``search_options``: the flat keys when it is the
-        search, and those under its own name."""
+        """The options ``search`` takes from ``search_options``: those under its own name, and
+        over them the flat keys when it is the search (``--set search_options.lr=…``)."""
         flat = {k: v for k, v in self.search_options.items() if k not in STRATEGIES} if search == self.search else {}
-        return {**flat, **self.search_options.get(search, {})}
+        return {**self.search_options.get(search, {}), **flat}
 
 
 def _check_type(key: str, value: Any, tp: Any) -> Any:

@@ -386,13 +386,14 @@ def read_labelled_dir(
     lut = _lookup_table(space)
     car_truck = _LTS_CAR_TRUCK if space == "lts" else _CITYSCAPES_CAR_TRUCK
     unknown: set[int] = set()
-    images, semantic, counts, files, cs_ids = [], [], [], [], []
+    images: list[np.ndarray] = []
+    semantic, counts, files, cs_ids = [], [], [], []
     for it in items:
         img = _open_rgb(it.image)
         w0, h0 = img.size
         size = resolution or _first_size(images, (h0, w0))
         if (img.size[1], img.size[0]) != size:
-            img = img.resize((size[1], size[0]), Image.BILINEAR)  # PIL antialiases when shrinking
+            img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # PIL antialiases when shrinking
         images.append(np.asarray(img))
         files.append(str(it.image.relative_to(layout.root)))
         if has_labels:
@@ -470,7 +471,7 @@ def read_image_dir(path: str | Path, resolution: tuple[int, int] | None = None, 
         img = _open_rgb(f)
         size = resolution or _first_size(images, (img.size[1], img.size[0]))
         if (img.size[1], img.size[0]) != size:
-            img = img.resize((size[1], size[0]), Image.BILINEAR)
+            img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         images.append(np.asarray(img))
     return Batch(
         images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),

@@ -360,7 +360,7 @@ class Experiment:
 
     def _match_results(self, specs: list[EvalSpec]) -> list[EvalResult]:
         """The stage's evaluations, one after another in this process (a render each)."""
-        assert self.stage is not None
+        assert self.stage is not None and self.stage.match is not None
         if self._match_eval is None:  # shares the simulator; the executor's evaluator closes it
             self._match_eval = self.context.build(sim=self.sim)
         look = functools.partial(self._match_eval.look, match=self.stage.match)
@@ -439,7 +439,8 @@ class Experiment:
         assert self.executor is not None
         chosen = self.final_params()
         which = self.final_baselines()
-        specs, labels = [], []
+        specs: list[EvalSpec] = []
+        labels: list[str] = []
         for w in which:
             for s in self.final_specs(chosen[w], per_scene=w == "random"):
                 s.index = len(specs)

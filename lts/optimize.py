@@ -174,7 +174,7 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
         run_dir = RunDir.open(args.resume)
         if args.config or args.out or args.quick:
             raise UserError("--resume takes the run's own config; do not pass --config, --out or --quick with it")
-        changed = sorted((set(layer) | {k.split(".")[0] for k in overrides}) - _RESUMABLE)
+        changed = sorted((set(layer) | {k.split(".")[0] for k in overrides}) - set(_RESUMABLE))
         if changed:
             raise UserError(
                 f"cannot change {', '.join(changed)} when resuming (allowed: {', '.join(sorted(_RESUMABLE))})"
@@ -384,7 +384,8 @@ def _initial_policy(exp: Any) -> dict[str, Any] | None:
     if cfg.search != "reinforce":
         return None
     s = make_strategy("reinforce", exp.space, seed=0, options=cfg.options_of("reinforce"))
-    return s.describe()["params"]  # type: ignore[no-any-return]
+    params: dict[str, Any] = s.describe()["params"]
+    return params
 
 
 if __name__ == "__main__":

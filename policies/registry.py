@@ -40,7 +40,8 @@ def strategy_class(name: str) -> type[Strategy]:
             f"unknown search {name!r}: expected one of {', '.join(STRATEGIES)}" + did_you_mean(name, STRATEGIES)
         )
     module, cls = STRATEGIES[name][0].split(":")
-    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+    klass: type[Strategy] = getattr(importlib.import_module(module), cls)
+    return klass
 
 
 def strategy_options(name: str) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def strategy_options(name: str) -> dict[str, Any]:
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):
             continue
-        for p in inspect.signature(klass.__init__).parameters.values():
+        for p in inspect.signature(vars(klass)["__init__"]).parameters.values():
             if p.name not in _COMMON and p.kind is p.KEYWORD_ONLY and p.name not in out:
                 out[p.name] = p.default
     return out

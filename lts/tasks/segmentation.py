@@ -61,6 +61,9 @@ def target_classes(target: Batch) -> list[int] | None:
 class SegNet(nn.Module):
     """Encoder–decoder: 1/2 → 1/4 → 1/8 and back to 1/2 with additive skips; logits at 1/2."""
 
+    mean: torch.Tensor  # buffers (registered in __init__)
+    std: torch.Tensor
+
     def __init__(self, num_classes: int = NUM_LABELS, width: int = 16) -> None:
         super().__init__()
         w = width

@@ -153,7 +153,10 @@ def test_every_method_runs_as_an_lts_run_and_is_rescored_with_the_final_seeds(tm
     "extra, message",
     [
         (["--budget", "6", "--methods", "lts,gridsearch"], "unknown method 'gridsearch'"),
-        (["--budget", "6", "--methods", "lts,tpe", "--set", "search_options.tpe.n_startup=2"], "search tpe: unknown option 'n_startup'"),
+        (
+            ["--budget", "6", "--methods", "lts,tpe", "--set", "search_options.tpe.n_startup=2"],
+            "search tpe: unknown option 'n_startup'",
+        ),
         (["--budget", "6", "--methods", "cmaes", "--set", "search_options.cmaes.popsize=1"], "popsize must be >= 2"),
         (["--budget", "2"], "below one iteration"),
         (["--budget", "6", "--seeds", "0"], "--seeds must be >= 1"),

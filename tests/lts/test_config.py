@@ -7,10 +7,16 @@ from simulators import UserError
 
 def test_layers_apply_in_order(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("sim: gmm\nsamples: 3\npolicy: {lr: 0.2}\ntask_options: {steps: 5}\n")
-    cfg = load_config(f, {"samples": 5}, overrides={"policy.logit_lr": 0.3, "task_options.lr": 0.1})
-    assert (cfg.sim, cfg.samples, cfg.policy.lr, cfg.policy.logit_lr) == ("gmm", 5, 0.2, 0.3)
+    f.write_text(
+        "sim: gmm\nsamples: 3\nsearch_options: {reinforce: {lr: 0.2, lr_floor: 1.0}}\ntask_options: {steps: 5}\n"
+    )
+    cfg = load_config(f, {"samples": 5}, overrides={"search_options.reinforce.logit_lr": 0.3, "task_options.lr": 0.1})
+    assert (cfg.sim, cfg.samples) == ("gmm", 5)
+    # a nested --set keeps the file's other options; a flat one is the search's and wins
+    assert cfg.options_of("reinforce") == {"lr": 0.2, "lr_floor": 1.0, "logit_lr": 0.3}
     assert cfg.task_options == {"steps": 5, "lr": 0.1}
+    cfg = load_config(f, overrides={"search_options.lr": 0.5})
+    assert cfg.options_of("reinforce") == {"lr": 0.5, "lr_floor": 1.0} and cfg.options_of("tpe") == {}
 
 
 def test_errors_name_the_key():
@@ -18,8 +24,10 @@ def test_errors_name_the_key():
         load_config(None, {"sampels": 3})
     with pytest.raises(UserError, match="config key 'warm_start': expected bool, got 'yes please'"):
         load_config(None, {"warm_start": "yes please"})
-    with pytest.raises(UserError, match=r"policy.baseline_decay must be in \[0, 1\)"):
-        load_config(None, overrides={"policy.baseline_decay": 1.0})
+    with pytest.raises(UserError, match=r"config key 'policy' is now 'search_options'"):
+        load_config(None, overrides={"policy.baseline_decay": 0.5})
+    with pytest.raises(UserError, match=r"search tpe: unknown option 'lr' \(options: n_startup_trials, multivariate\)"):
+        load_config(None, {"search_options": {"tpe": {"lr": 0.1}}})
     with pytest.raises(UserError, match="device must be cpu or cuda"):
         load_config(None, {"device": "tpu"})
 

@@ -112,42 +112,46 @@ def test_the_match_phase_moves_only_its_elements_then_the_task_takes_over(tmp_pa
     assert (tmp_path / "plot.png").stat().st_size > 10_000
 
 
-def test_a_run_resumed_after_the_match_phase_ends_where_the_whole_one_does(tmp_path):
-    whole, part = tmp_path / "whole", tmp_path / "part"
-    assert run_cli(optimize_main, _args(whole)) == 0
-    args = _args(part)
-    args[args.index("--iterations") + 1] = "0"
-    assert run_cli(optimize_main, args) == 0
-    assert run_cli(optimize_main, ["--resume", str(part), "--iterations", "1", "--quiet"]) == 0
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("elapsed_s", "timing_s")} for r in rows]  # noqa: E731
-    assert strip(RunDir(part).read_metrics()) == strip(RunDir(whole).read_metrics())
-
-
-def test_a_checkpoint_from_before_the_label_signal_resumes_mid_warm_up(tmp_path):
+def _experiment(path, **extra):
     from lts.config import load_config
     from lts.loop import Experiment
 
     overrides = {
-        "task_options.steps": 4, "sim_options.resolution": [32, 64], "target_size": 24, "match_iterations": 3,
-        "match_scenes": 16, "match_samples": 4, "match_labels": [],
+        "task_options.steps": 4, "sim_options.resolution": [32, 64], "target_size": 24, "test_size": 24,
+        "match_iterations": 3, "match_scenes": 16, "match_samples": 4, "match_labels": [], "samples": 4,
+        "scenes": 24, "iterations": 1, "final_repeats": 1, "seed": 3, "match_elements": ["weather"], **extra,
     }  # fmt: skip
-    config = load_config(REPO / "configs" / "counting.yaml", overrides=overrides)
+    run = RunDir(path)
+    run.make()
+    exp = Experiment(load_config(REPO / "configs" / "counting.yaml", overrides=overrides), run)
+    exp.start_fresh()
+    return exp
 
-    def experiment(name):
-        run = RunDir(tmp_path / name)
-        run.make()
-        return Experiment(config, run)
 
-    whole, part = experiment("whole"), experiment("part")
+def test_a_run_resumed_after_the_match_stage_ends_where_the_whole_one_does(tmp_path):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run_cli(optimize_main, _args(whole)) == 0
+    exp = _experiment(part)
+    for _ in range(3):  # the stage only: then the process ends
+        exp.step()
+    assert run_cli(optimize_main, ["--resume", str(part), "--quiet"]) == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("elapsed_s", "timing_s", "cpu_s")} for r in rows]  # noqa: E731
+    assert strip(RunDir(part).read_metrics()) == strip(RunDir(whole).read_metrics())
+    assert (part / "policy.json").read_text() == (whole / "policy.json").read_text()
+
+
+def test_a_checkpoint_mid_warm_up_resumes_to_the_same_next_step_and_an_old_one_is_refused(tmp_path):
+    whole, part = _experiment(tmp_path / "whole"), _experiment(tmp_path / "part")
     rows = [whole.step() for _ in range(3)]
     for _ in range(2):
         part.step()
-    state = part.state_dict()  # as the loop wrote it then: one optimiser, the warm-up's baseline as the baseline
-    state["match_optimizer"] = state.pop("match_optimizers")["look"]
-    state["baseline"] = state.pop("match_baselines")["look"]
-    resumed = experiment("resumed")
+    state = part.state_dict()
+    resumed = _experiment(tmp_path / "resumed")
     resumed.load_state_dict(state)
     assert resumed.step()["policy"] == rows[2]["policy"]
+    old = {k: v for k, v in state.items() if k != "version"}
+    with pytest.raises(UserError, match="written by an older lts"):
+        _experiment(tmp_path / "old").load_state_dict(old)
 
 
 def test_unknown_match_element_is_one_line_exit_2(tmp_path, capsys):
@@ -156,15 +160,20 @@ def test_unknown_match_element_is_one_line_exit_2(tmp_path, capsys):
     assert err.startswith("error: match_elements: unknown parameter 'wether'") and "\n" not in err
 
 
-def test_runs_written_before_the_warm_up_resume_without_one(tmp_path):
+def test_iterations_0_runs_no_evaluation_and_no_warm_up(tmp_path):
     out = tmp_path / "run"
-    args = _args(out, "--set", "match_iterations=0", "--set", "final_repeats=0")
-    assert run_cli(optimize_main, args) == 0
-    config = (out / "config.yaml").read_text()
-    assert "match_iterations: 0\n" in config
-    (out / "config.yaml").write_text(config.replace("match_iterations: 0\n", ""))
-    assert run_cli(optimize_main, ["--resume", str(out), "--iterations", "2", "--quiet"]) == 0
-    assert [r["phase"] for r in RunDir(out).read_metrics()] == ["task", "task"]
+    assert run_cli(optimize_main, _args(out, "--iterations", "0")) == 0
+    assert RunDir(out).read_metrics() == []
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reward"] == {} and summary["sim_frames"] == 0 and summary["evaluations"] == 0
+
+
+def test_warm_up_renders_are_charged_by_what_they_render(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(optimize_main, _args(out)) == 0
+    rows = RunDir(out).read_metrics()
+    # 4 renders of 16 scenes per stage iteration, against evaluations of 24 scenes: 64 / 24 each
+    assert [r["evaluations"] for r in rows] == pytest.approx([64 / 24, 128 / 24, 192 / 24, 192 / 24 + 4])
 
 
 def test_the_street_space_names_the_weather_as_its_look():
@@ -208,12 +217,21 @@ def test_tensorboard_keeps_the_warm_ups_reward_apart(tmp_path):
     assert steps == {"match/mean": [0, 1, 2], "reward/mean": [3]}
 
 
-def test_the_warm_up_and_the_task_get_a_progress_bar_each(tmp_path, capsys):
-    args = [a for a in _args(tmp_path / "run", "--set", "final_repeats=0") if a != "--quiet"]
+def test_one_progress_display_and_a_plan_line_for_the_whole_run(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the display is on
+    args = [a for a in _args(tmp_path / "run") if a != "--quiet"]
     assert run_cli(optimize_main, args) == 0
     err = capsys.readouterr().err
-    assert "match: 100%" in err and "12/12" in err  # 3 warm-up iterations × 4 draws
-    assert "optimize: 100%" in err and "4/4" in err  # then 1 task iteration
+    plan = next(line for line in err.splitlines() if line.startswith("plan: "))
+    assert plan == (
+        "plan: warm-up 3 it × 4 renders of 16 scenes (no training) → reinforce 1 it × 4 evaluations of 24 scenes"
+        " → 3 final evaluations; 7 trainings, 360 frames"
+    )
+    assert "19/19 evals" in err  # 12 warm-up renders, 4 evaluations, 3 final ones: one display
+    assert "warm-up it 1/4" in err and "search it 4/4" in err and "final 3" in err and "best -" in err
+    assert "left " in err
 
 
 def test_match_scenes_below_one_is_one_line_exit_2(tmp_path, capsys):

@@ -50,7 +50,7 @@ def test_draws_follow_the_sampling_design(tmp_path, gmm_target, sampling):
     first three, c0_x, c0_y, c1_x, with a column each; the later ones, c1_y, std, balance,
     sharing c1_x's)."""
     out = tmp_path / "run"
-    args = tiny_gmm_args(gmm_target, out, "--samples", "4", "--set", f"policy.sampling={sampling}")
+    args = tiny_gmm_args(gmm_target, out, "--samples", "4", "--set", f"search_options.sampling={sampling}")
     assert run(args) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     for r in rows:
@@ -64,22 +64,31 @@ def test_draws_follow_the_sampling_design(tmp_path, gmm_target, sampling):
                 assert (values[0] + values[3]) / 2 == pytest.approx(0.0, abs=1e-9)  # the range's centre
 
 
-def test_runs_written_before_the_design_resume_with_independent_draws(tmp_path, gmm_target):
-    # ... and with evaluations one after another, as before they ran side by side
+def test_runs_written_by_an_older_lts_are_refused_with_one_line(tmp_path, gmm_target, capsys):
     out = tmp_path / "run"
-    args = tiny_gmm_args(gmm_target, out, "--set", "policy.lr_floor=0.1")
+    args = tiny_gmm_args(gmm_target, out)
     args[args.index("--iterations") + 1] = "1"
     assert run(args) == 0
     config = (out / "config.yaml").read_text()
-    assert "sampling: orthogonal" in config and "parallel: 0" in config and "columns: null" in config
-    assert "  lr_floor: 0.1\n" in config
-    old = config.replace("  sampling: orthogonal\n", "").replace("parallel: 0\n", "").replace("  columns: null\n", "")
-    old = old.replace("  lr_floor: 0.1\n", "")
-    (out / "config.yaml").write_text(old)
-    assert run(["--resume", str(out), "--iterations", "2", "--quiet"]) == 0
+    (out / "config.yaml").write_text(config.replace("search: reinforce\n", "policy: {lr: 0.05}\n"))
+    capsys.readouterr()
+    assert run(["--resume", str(out), "--iterations", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "written by an older lts" in err and err.count("\n") == 1
+
+
+def test_a_resume_names_the_keys_edited_since_the_checkpoint(tmp_path, gmm_target, capsys):
+    out = tmp_path / "run"
+    args = tiny_gmm_args(gmm_target, out)
+    args[args.index("--iterations") + 1] = "1"
+    assert run(args) == 0
     config = (out / "config.yaml").read_text()
-    assert "sampling: independent" in config and "parallel: 1" in config and "columns: []" in config
-    assert "  lr_floor: 1.0\n" in config  # the learning rates stayed constant then
+    (out / "config.yaml").write_text(config.replace("samples: 3\n", "samples: 2\n"))
+    capsys.readouterr()
+    assert run(["--resume", str(out), "--iterations", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "was edited since the checkpoint (samples: 3 → 2)" in err and err.count("\n") == 1
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1  # nothing computed is lost
 
 
 def test_learning_rates_fall_on_a_cosine_to_lr_floor(tmp_path, gmm_target):
@@ -88,8 +97,9 @@ def test_learning_rates_fall_on_a_cosine_to_lr_floor(tmp_path, gmm_target):
     out = tmp_path / "run"
     args = tiny_gmm_args(gmm_target, out)
     args[args.index("--iterations") + 1] = "3"
-    assert run([*args, "--set", "policy.lr_floor=0.25", "--set", "policy.lr=0.2", "--set", "policy.logit_lr=0.4"]) == 0
-    groups = RunDir(out).load_checkpoint()["optimizer"]["param_groups"]
+    opts = ["search_options.lr_floor=0.25", "search_options.lr=0.2", "search_options.logit_lr=0.4"]
+    assert run([*args, *(x for o in opts for x in ("--set", o))]) == 0
+    groups = RunDir(out).load_checkpoint()["strategy"]["optimizers"][""]["param_groups"]
     assert [g["lr"] for g in groups] == [pytest.approx(0.05), pytest.approx(0.1)]  # the last of 3: a quarter
     assert [g["initial_lr"] for g in groups] == [0.2, 0.4]
 
@@ -110,7 +120,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, gmm_target):
     assert run(args) == 0
     assert run(["--resume", str(part), "--iterations", "3", "--quiet"]) == 0
     assert (full / "policy.json").read_text() == (part / "policy.json").read_text()
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("elapsed_s", "timing_s")} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("elapsed_s", "timing_s", "cpu_s")} for r in rows]  # noqa: E731
     rows_full = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
     rows_part = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
     assert strip(rows_full) == strip(rows_part)
@@ -185,21 +195,25 @@ def test_interrupt_writes_checkpoint_and_exits_130(tmp_path, gmm_target):
         (["--sim", "gmmm"], "unknown simulator 'gmmm'"),
         (["--task", "clasify"], "did you mean 'classify'?"),
         (["--set", "polcy.lr=1"], "unknown config key 'polcy'"),
-        (["--set", "policy.lrr=1"], "unknown config key 'policy.lrr' (did you mean 'policy.lr'?)"),
+        (["--set", "policy.lr=1"], "config key 'policy' is now 'search_options'"),
+        (["--set", "search_options.lrr=1"], "search reinforce: unknown option 'lrr'"),
+        (
+            ["--search", "tpee"],
+            "search must be one of reinforce, random, tpe, cmaes, gp; got 'tpee' (did you mean 'tpe'?)",
+        ),
+        (
+            ["--search", "tpe", "--set", "search_options.n_startup_trials=-1"],
+            "search tpe: n_startup_trials must be >= 0",
+        ),
         (["--set", "scenes=many"], "config key 'scenes': expected int, got 'many'"),
         (["--samples", "0"], "samples (K) must be >= 1, got 0"),
-        (["--set", "policy.lr_floor=0"], "policy.lr_floor must be in (0, 1], got 0"),
+        (["--set", "search_options.lr_floor=0"], "search reinforce: lr_floor must be in (0, 1], got 0"),
         (["--scenes", "0"], "scenes (M) must be >= 1, got 0"),
         (["--target", "/nonexistent/t.yaml"], "does not exist"),
         (["--iterations", "x"], "invalid int value: 'x'"),
-        (["--set", "policy.columns=[balance, balance]"], "policy.columns names 'balance' twice"),
         (
-            ["--set", "policy.columns=[balanse]"],
-            "policy.columns: unknown parameter 'balanse'; this simulator has",
-        ),
-        (
-            ["--set", "policy.sampling=orthogonl"],
-            "policy.sampling must be one of orthogonal, independent; got 'orthogonl' (did you mean 'orthogonal'?)",
+            ["--set", "search_options.sampling=orthogonl"],
+            "search reinforce: sampling must be one of orthogonal, independent, got 'orthogonl'",
         ),
     ],
 )
@@ -270,7 +284,7 @@ def test_inspect_table_json_and_plot(tmp_path, gmm_target, capsys):
 def test_help_config_lists_every_key(capsys):
     assert run(["--help-config"]) == 0
     out = capsys.readouterr().out
-    for key in ("samples", "scenes", "policy.lr", "policy.baseline_decay", "task_options"):
+    for key in ("samples", "scenes", "search", "search_options", "test_size", "task_options"):
         assert key in out
 
 

@@ -122,7 +122,7 @@ def test_a_killed_worker_is_replaced_and_no_iteration_is_lost(local_ray, tmp_pat
     assert all(not r["errors"] and None not in r["rewards"] for r in rows)
     assert exp.executor.restarts == 1
     assert sorted(r.attempts for r in seen).count(2) == 1  # exactly the evaluation it was running
-    assert _json(tmp_path / "ray" / "policy.json") == reference.policy.to_json()
+    assert _json(tmp_path / "ray" / "policy.json") == reference.searcher.describe()
 
 
 def _context(sim: str, **sim_options: object) -> EvalContext:
