@@ -66,10 +66,12 @@ def local_ray():
     ray_exec.shutdown_local_ray(tmp)
 
 
-def test_workers_2_gives_the_in_process_run(local_ray, tmp_path, gmm_target):
+@pytest.mark.parametrize("search", ["reinforce", "cmaes", "tpe"])
+def test_workers_2_gives_the_in_process_run(local_ray, tmp_path, gmm_target, search):
+    pytest.importorskip("optuna")
     a, b = tmp_path / "inproc", tmp_path / "ray"
-    assert run_cli(optimize_main, tiny_gmm_args(gmm_target, a)) == 0
-    assert run_cli(optimize_main, tiny_gmm_args(gmm_target, b, "--workers", "2")) == 0
+    assert run_cli(optimize_main, tiny_gmm_args(gmm_target, a, "--search", search)) == 0
+    assert run_cli(optimize_main, tiny_gmm_args(gmm_target, b, "--search", search, "--workers", "2")) == 0
     # Every evaluation is seeded by its own index: the same numbers, bit for bit.
     assert _json(a / "policy.json") == _json(b / "policy.json")
     assert [r["rewards"] for r in _metrics(a)] == [r["rewards"] for r in _metrics(b)]
