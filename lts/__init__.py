@@ -11,7 +11,7 @@ Without importing anything first, ``gymnasium.make("lts:lts/LTS-v0")`` does the 
 """
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "GYM_ENVS", "register_envs"]
+__all__ = ["__version__", "GYM_ENVS", "register_envs", "optimize", "evaluate", "compare", "Result"]
 
 # id → entry point; strings, so that registering imports neither torch nor the simulators
 GYM_ENVS = {"lts/LTS-v0": "lts.env:LTSEnv", "lts/Scene-v0": "simulators.gym:SceneEnv"}
@@ -27,3 +27,18 @@ def register_envs() -> None:
 
 
 register_envs()
+
+
+def __getattr__(name: str) -> object:
+    # The API (`lts.api`), imported on first use: ``lts.optimize(...)``, ``lts.Result``.
+    # ``lts.optimize`` is also the command line's module; the modules are callable as the
+    # functions (`lts.cli.callable_module`), so either way it can be called.
+    if name in ("optimize", "evaluate", "compare"):
+        import importlib
+
+        return importlib.import_module(f"lts.{name}")
+    if name == "Result":
+        from .api import Result
+
+        return Result
+    raise AttributeError(f"module 'lts' has no attribute {name!r}")

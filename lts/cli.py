@@ -74,6 +74,20 @@ def run_cli(main: Callable[[list[str] | None], int], argv: Sequence[str] | None 
         return 0
 
 
+def callable_module(name: str, function: Callable[..., Any]) -> None:
+    """Make module ``name`` callable as ``function`` (``lts.optimize(...)`` with ``lts.optimize``
+    the command line's module)."""
+    import types
+
+    class _Callable(types.ModuleType):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return function(*args, **kwargs)
+
+    module = sys.modules[name]
+    module.__class__ = _Callable
+    module.__doc__ = (module.__doc__ or "") + f"\n\nCalled as a function: {function.__doc__ or ''}"
+
+
 def set_threads(n: int) -> None:
     """Set torch's CPU threads for this process (0 keeps torch's default)."""
     if n > 0:

@@ -35,7 +35,7 @@ import numpy as np
 from policies import STRATEGIES, make_strategy
 from simulators.errors import UserError, did_you_mean
 
-from .cli import ArgumentParser, parse_set, progress_bar, run_cli, set_threads
+from .cli import ArgumentParser, callable_module, parse_set, progress_bar, run_cli, set_threads
 from .config import Config, config_to_dict, load_config, resolve_path
 from .evaluation import EvalContext, EvalSpec, Executor, local_executor
 
@@ -490,6 +490,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {out / 'comparison.json'}" + ("" if args.no_plot else f" and {out / 'comparison.png'}"))
     return 0
 
+
+def _api_compare(*args: Any, **kwargs: Any) -> Any:
+    from .api import compare as api
+
+    return api(*args, **kwargs)
+
+
+_api_compare.__doc__ = "The Python API: `lts.api.compare`."
+callable_module(__name__, _api_compare)
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

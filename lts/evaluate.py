@@ -27,7 +27,7 @@ import simulators
 from simulators.errors import UserError
 
 from . import tasks as tasks_mod
-from .cli import ArgumentParser, progress_bar, run_cli, set_threads
+from .cli import ArgumentParser, callable_module, progress_bar, run_cli, set_threads
 from .config import load_config, resolve_path
 from .evaluation import EvalResult, EvalSpec, Evaluator, local_executor, random_params
 from .rundir import RunDir, atomic_write_text
@@ -337,6 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"written to {out}")
     return 0
 
+
+def _api_evaluate(*args: Any, **kwargs: Any) -> Any:
+    from .api import evaluate as api
+
+    return api(*args, **kwargs)
+
+
+_api_evaluate.__doc__ = "The Python API: `lts.api.evaluate`."
+callable_module(__name__, _api_evaluate)
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

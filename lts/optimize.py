@@ -16,7 +16,7 @@ from typing import Any
 
 from simulators.errors import UserError
 
-from .cli import ArgumentParser, parse_set, run_cli, set_threads
+from .cli import ArgumentParser, callable_module, parse_set, run_cli, set_threads
 from .config import Config, describe_config, load_config, resolve_path
 from .report import policy_table, reward_table
 from .rundir import RunDir
@@ -387,6 +387,15 @@ def _initial_policy(exp: Any) -> dict[str, Any] | None:
     params: dict[str, Any] = s.describe()["params"]
     return params
 
+
+def _api_optimize(*args: Any, **kwargs: Any) -> Any:
+    from .api import optimize as api
+
+    return api(*args, **kwargs)
+
+
+_api_optimize.__doc__ = "The Python API: `lts.api.optimize`."
+callable_module(__name__, _api_optimize)
 
 if __name__ == "__main__":
     with warnings.catch_warnings():
