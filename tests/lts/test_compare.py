@@ -116,7 +116,7 @@ def test_every_method_runs_as_an_lts_run_and_is_rescored_with_the_final_seeds(tm
     assert run_cli(compare_main, args) == 0
     table = capsys.readouterr().out
     report = json.loads((out / "comparison.json").read_text())
-    assert report["band"] == {"rel": 0.02} and report["seeds"] == [0, 1]
+    assert report["band"] == {"rel": 0.02} and report["seeds"] == [0, 1] and report["split"] == "test"
     assert list(report["methods"]) == ["lts", "random", "cmaes"]
     assert report["methods"]["cmaes"]["options"]["popsize"] == 3  # a generation per iteration of K = 3
     for m, d in report["methods"].items():
@@ -136,9 +136,9 @@ def test_every_method_runs_as_an_lts_run_and_is_rescored_with_the_final_seeds(tm
         cfg = load_config(None, run.read_config())
         exp = Experiment(dataclasses.replace(cfg, target=str(gmm_target)), RunDir(tmp_path / "x"))
         ev = exp.context.build()
-        reward, _ = mean_metrics([ev(s) for s in exp.final_specs(rows[-1]["recommended"])])
+        reward, _ = mean_metrics([ev(s) for s in exp.final_specs(rows[-1]["recommended"])], "test")
         assert reward == pytest.approx(report["methods"][m]["curve"][1][-1][1], abs=1e-12)
-        oracle, _ = mean_metrics([ev(s) for s in exp.final_specs(exp.target.params)])
+        oracle, _ = mean_metrics([ev(s) for s in exp.final_specs(exp.target.params)], "test")
         assert report["methods"][m]["oracle"][1] == pytest.approx(oracle, abs=1e-12)
     # random search hands over its best ψ seen
     rows = RunDir(out / "random-seed0").read_metrics()
