@@ -64,6 +64,7 @@ import argparse
 import copy
 import math
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -71,18 +72,23 @@ import yaml
 
 import simulators
 from lts import tasks
-from lts.config import Config, PolicyConfig, resolve_path
+from lts.config import Config, resolve_path
 from lts.evaluation import EvalSpec, Evaluator
 from lts.report import tv_distance
 from lts.rundir import RunDir
 from lts.targets import load_target
-from policies import DESIGNS, Policy, moving_average, reinforce_update
+from policies import DESIGNS, Policy, moving_average, reinforce_update, strategy_options
 from policies.distribution import _blocks
 from simulators.space import load_target_file
 from simulators.street import street_param_space
 
 TARGET = "configs/targets/default.yaml"
 GROUPS = ("car_type", "weather", "intersection")
+
+
+def _reinforce_defaults() -> SimpleNamespace:
+    """The REINFORCE search's default options (what `lts.optimize` runs with)."""
+    return SimpleNamespace(**strategy_options("reinforce"))
 
 
 def shifted(base: dict, star: dict, name: str, t: float) -> dict:
@@ -185,7 +191,7 @@ def simulate(
         r = -sum(w * sq(p, n) for n, w in weight.items())
         return r - sum(a * (p[n] - star[n]) ** 2 for n, a in curve.items())
 
-    pc = PolicyConfig()  # the defaults `lts.optimize` runs with
+    pc = _reinforce_defaults()  # the defaults `lts.optimize` runs with
     init_std, init_logit_std = stds or (pc.init_std, pc.init_logit_std)
     ratios, near = [], []
     for seed in range(runs):
@@ -220,7 +226,7 @@ def simulate(
 def product(seeds: int) -> None:
     star, base, mae, _ = counting_mae(seeds)
     cars = street_param_space()["cars_per_scene"]
-    spread = PolicyConfig().init_std * (cars.high - cars.low)
+    spread = _reinforce_defaults().init_std * (cars.high - cars.low)
     r = {
         (a, b): mae({**shifted(base, star, "car_type", 0.5 * a), "cars_per_scene": base["cars_per_scene"] + spread * b})
         for a in (-1, 1)
@@ -404,7 +410,7 @@ def main() -> None:
         help="simulate: policy iterations per run (default: the loop's)",
     )
     ap.add_argument(
-        "--sampling", choices=DESIGNS, default=PolicyConfig().sampling, help="simulate: how draws are laid out"
+        "--sampling", choices=DESIGNS, default=_reinforce_defaults().sampling, help="simulate: how draws are laid out"
     )
     ap.add_argument(
         "--effects",

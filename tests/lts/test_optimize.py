@@ -301,3 +301,37 @@ def test_tensorboard_logs_rewards_and_policy(tmp_path, gmm_target):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     logged = [e.value for e in acc.Scalars("reward/mean")]
     assert logged == pytest.approx([r["reward_mean"] for r in rows], abs=1e-6)
+
+
+def test_the_search_is_told_validation_rewards_and_the_test_split_is_only_reported(tmp_path, gmm_target):
+    import dataclasses
+
+    from lts.config import load_config
+    from lts.evaluation import EvalSpec
+    from lts.loop import Experiment
+    from lts.rundir import RunDir
+    from lts.seeding import derive_seed
+
+    out = tmp_path / "run"
+    assert run(tiny_gmm_args(gmm_target, out, "--set", "test_size=120")) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    cfg = load_config(None, RunDir(out).read_config())
+    exp = Experiment(dataclasses.replace(cfg, target=str(gmm_target)), RunDir(tmp_path / "x"))
+    assert not torch_equal(exp.target.batch.features, exp.target.test.features)  # two seeds, two sets
+    ev = exp.context.build()
+    spec = EvalSpec(0, rows[1]["params"][2], cfg.scenes, derive_seed(cfg.seed, "data", 1, 0),
+                    derive_seed(cfg.seed, "train", 1, 0))  # fmt: skip
+    told = ev(spec)
+    assert told.reward == rows[1]["rewards"][2]  # the reward the search was told: the validation split's
+    tested = ev(dataclasses.replace(spec, split="test"))
+    assert tested.reward != told.reward
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["test"]) == set(summary["reward"])
+    # (accuracy on 120 points can tie between the splits; the NLL tells them apart)
+    assert all(summary["test_metrics"][w]["nll"] != summary["metrics"][w]["nll"] for w in summary["test"])
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.shape == b.shape and bool(torch.equal(a, b))
