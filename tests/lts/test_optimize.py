@@ -112,10 +112,13 @@ def test_same_seed_same_policy(tmp_path, gmm_target):
     assert (tmp_path / "a" / "policy.json").read_text() != (tmp_path / "c" / "policy.json").read_text()
 
 
-def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, gmm_target):
+@pytest.mark.parametrize("search", ["reinforce", "random", "tpe", "cmaes"])
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, gmm_target, search):
+    if search != "reinforce":
+        pytest.importorskip("optuna")
     full, part = tmp_path / "full", tmp_path / "part"
-    assert run(tiny_gmm_args(gmm_target, full)) == 0
-    args = tiny_gmm_args(gmm_target, part)
+    assert run(tiny_gmm_args(gmm_target, full, "--search", search)) == 0
+    args = tiny_gmm_args(gmm_target, part, "--search", search)
     args[args.index("--iterations") + 1] = "1"
     assert run(args) == 0
     assert run(["--resume", str(part), "--iterations", "3", "--quiet"]) == 0
