@@ -78,7 +78,9 @@ class ClassifyTask:
         self._check(batch, "training batch")
         x = batch.features.to(self.device).float()
         y = batch.labels.to(self.device).long()
-        net = self._net(x.shape[1], 2, seed)
+        # as many classes as the labels show (at least two); `score` treats a class the
+        # training batch never showed as one the net gives no probability to
+        net = self._net(x.shape[1], max(2, int(y.max()) + 1), seed)
         if init is not None:
             net.load_state_dict(init)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
@@ -95,6 +97,9 @@ class ClassifyTask:
         with _one_thread():
             logits = model(target.features.to(self.device).float()).cpu()
         y = target.labels.cpu().long()
+        missing = int(y.max()) + 1 - logits.shape[1]
+        if missing > 0:
+            logits = torch.cat([logits, torch.full((len(logits), missing), -30.0)], 1)
         return {
             "accuracy": float((logits.argmax(1) == y).float().mean()),
             "nll": float(nn.functional.cross_entropy(logits, y)),
