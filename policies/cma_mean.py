@@ -12,7 +12,7 @@ the signal-to-noise ratio of the updates falls.
 
 from __future__ import annotations
 
-import pickle
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -106,9 +106,13 @@ class CmaMean(Strategy):
     def state_dict(self) -> dict[str, Any]:
         if self._pending:
             raise RuntimeError("state_dict() between ask() and tell()")
-        return {"es": pickle.dumps(self.es), "told": list(self._told)}
+        # the attributes themselves: the cmaes package's pickle leaves out its generator and
+        # stores the covariance compressed, so a resumed run would ask other points
+        return {"es": copy.deepcopy(vars(self.es)), "told": list(self._told)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.es = pickle.loads(state["es"])
+        es = type(self.es).__new__(type(self.es))
+        vars(es).update(copy.deepcopy(dict(state["es"])))
+        self.es = es
         self._told = list(state["told"])
         self._pending = []
