@@ -44,6 +44,7 @@ class CmaMean(Strategy):
         fixed: Sequence[str] = (),
         sigma0: float = 0.2,
         lr_adapt: bool = True,
+        average: int = 1,
     ) -> None:
         super().__init__(space, seed=seed, budget=budget, batch=batch, init=init, fixed=fixed)
         try:
@@ -55,7 +56,9 @@ class CmaMean(Strategy):
         self.searched = ParamSpace({n: el for n, el in self.free.items() if not isinstance(el, Categorical)})
         if not len(self.searched):
             raise UserError("search cma-mean: no numeric element left to search")
-        self.sigma0, self.lr_adapt = float(sigma0), bool(lr_adapt)
+        if average < 1:
+            raise UserError(f"search cma-mean: average must be >= 1, got {average}")
+        self.sigma0, self.lr_adapt, self.average = float(sigma0), bool(lr_adapt), int(average)
         dim = len(unit_names(self.searched))
         mean = np.clip(unit_vector(self.searched, {n: self.init[n] for n in self.searched}), 1e-3, 1 - 1e-3)
         self.popsize = max(int(batch or 8), 2)
@@ -69,6 +72,7 @@ class CmaMean(Strategy):
         )
         self._pending: list[tuple[np.ndarray, dict[str, Any]]] = []
         self._told: list[tuple[np.ndarray, float]] = []
+        self.means: list[np.ndarray] = []  # the mean after each of the last `average` generations
 
     def _psi(self, x: np.ndarray) -> dict[str, Any]:
         searched = from_unit(self.searched, x)
@@ -96,9 +100,14 @@ class CmaMean(Strategy):
             finite = [v for _, v in gen if np.isfinite(v)]
             worst = max(finite) + 1.0 if finite else 0.0
             self.es.tell([(x, v if np.isfinite(v) else worst) for x, v in gen])
+            self.means = (self.means + [np.clip(self.es.mean, 0.0, 1.0)])[-self.average :]
 
     def recommend(self) -> dict[str, Any]:
-        return self._psi(np.clip(self.es.mean, 0.0, 1.0))
+        if not self.means:
+            return self._psi(np.clip(self.es.mean, 0.0, 1.0))
+        # the mean wanders with the noise of each generation's ranking; the average of the
+        # last few means has a fraction of that wander
+        return self._psi(np.mean(self.means, axis=0))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "sigma": float(self.es._sigma)}
@@ -108,11 +117,12 @@ class CmaMean(Strategy):
             raise RuntimeError("state_dict() between ask() and tell()")
         # the attributes themselves: the cmaes package's pickle leaves out its generator and
         # stores the covariance compressed, so a resumed run would ask other points
-        return {"es": copy.deepcopy(vars(self.es)), "told": list(self._told)}
+        return {"es": copy.deepcopy(vars(self.es)), "told": list(self._told), "means": list(self.means)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         es = type(self.es).__new__(type(self.es))
         vars(es).update(copy.deepcopy(dict(state["es"])))
         self.es = es
         self._told = list(state["told"])
+        self.means = [np.array(m) for m in state["means"]]
         self._pending = []

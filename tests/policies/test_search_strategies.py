@@ -1,4 +1,4 @@
-"""The strategies lts adds for fewer evaluations: trust, cma-mean, ppo."""
+"""The strategies lts adds for fewer evaluations: trust, cma-mean, ppo, bo."""
 
 import copy
 
@@ -16,7 +16,8 @@ from simulators import Continuous, ParamSpace, Proportions
 
 SPACE = ParamSpace(a=Continuous(-1, 1), b=Continuous(0, 10), c=Continuous(-5, 5), mix=Proportions(("p", "q", "r")))
 OPTIMUM = {"a": 0.5, "b": 2.0, "c": -1.0, "mix": {"p": 0.6, "q": 0.3, "r": 0.1}}
-NEW = ("trust", "cma-mean", "ppo")
+NEW = ("trust", "cma-mean", "ppo", "bo")
+OPTIONS = {"bo": {"candidates": 200}}  # fewer Thompson candidates keep the test fast
 
 
 def _reward(psi):
@@ -34,9 +35,9 @@ def _run(strategy, iterations, rng, k=8):
 def test_improves_on_a_noisy_quadratic_within_a_small_budget(name):
     finals = []
     for seed in range(3):
-        s = make_strategy(name, SPACE, seed=seed, budget=160, batch=8)
+        s = make_strategy(name, SPACE, seed=seed, budget=160, batch=8, options=OPTIONS.get(name))
         start = _reward(s.recommend())
-        _run(s, 20, np.random.default_rng(seed))
+        _run(s, 12 if name == "bo" else 20, np.random.default_rng(seed))
         finals.append(_reward(s.recommend()))
         assert finals[-1] > start
     assert start == pytest.approx(-0.306, abs=0.03)  # the space's default ψ
@@ -45,14 +46,14 @@ def test_improves_on_a_noisy_quadratic_within_a_small_budget(name):
 
 @pytest.mark.parametrize("name", NEW)
 def test_state_dict_round_trips_mid_run(name):
-    a = make_strategy(name, SPACE, seed=7, budget=80, batch=8)
+    a = make_strategy(name, SPACE, seed=7, budget=80, batch=8, options=OPTIONS.get(name))
     _run(a, 3, np.random.default_rng(0))
-    b = make_strategy(name, SPACE, seed=7, budget=80, batch=8)
+    b = make_strategy(name, SPACE, seed=7, budget=80, batch=8, options=OPTIONS.get(name))
     b.load_state_dict(copy.deepcopy(a.state_dict()))
     assert b.recommend() == a.recommend()
     assert b.ask(8) == a.ask(8)
-    c = make_strategy(name, SPACE, seed=7, budget=80, batch=8)  # same seed → same asks
-    d = make_strategy(name, SPACE, seed=7, budget=80, batch=8)
+    c = make_strategy(name, SPACE, seed=7, budget=80, batch=8, options=OPTIONS.get(name))  # same seed → same asks
+    d = make_strategy(name, SPACE, seed=7, budget=80, batch=8, options=OPTIONS.get(name))
     assert c.ask(8) == d.ask(8)
 
 
@@ -102,3 +103,19 @@ def test_trust_model_recovers_the_gradient_of_a_quadratic():
     assert np.linalg.norm(m.gradient - grad) / np.linalg.norm(grad) < 0.05
     q = fit_local_model(np.array(x), np.array(r), np.array(groups), c, quadratic=True)
     assert np.linalg.norm(q.gradient - grad) / np.linalg.norm(grad) < 0.05
+
+
+def test_bo_separates_a_batch_offset_from_the_function():
+    from policies.gp_bandit import BatchGP
+
+    rng = np.random.default_rng(0)
+    x = rng.random((48, 2))
+    groups = np.repeat(np.arange(6), 8)
+    f = -((x - 0.5) ** 2).sum(1)
+    y = f + rng.normal(0, 1.0, 6)[groups] + rng.normal(0, 0.002, 48)  # large shared luck per batch
+    gp = BatchGP(2)
+    gp.fit(x, y, groups)
+    _, _, b2, n2 = gp._unpack(gp.theta)
+    assert b2 > 10 * n2  # the batch offsets are learnt as such
+    mean, _ = gp.predict(np.array([[0.5, 0.5], [0.05, 0.95]]))
+    assert mean[0] > mean[1]
