@@ -36,7 +36,7 @@ STRATEGIES: dict[str, tuple[str, str]] = {
     ),
     "cma-mean": (
         "policies.cma_mean:CmaMean",
-        "CMA-ES (learning-rate adapted) in unit coordinates, a generation per batch; hands over its mean",
+        "CMA-ES in unit coordinates, a generation per batch; hands over its mean (averaged)",
     ),
     "bo": (
         "policies.gp_bandit:GpBandit",
