@@ -30,6 +30,22 @@ STRATEGIES: dict[str, tuple[str, str]] = {
         "Optuna's CMA-ES, a generation per iteration; hands over the best ψ seen",
     ),
     "gp": ("policies.optuna_search:GP", "Optuna's Gaussian-process BO; hands over the best ψ seen"),
+    "ppo": (
+        "policies.ppo:PpoStrategy",
+        "REINFORCE reusing the last batches' draws by clipped importance weights (PPO); hands over its mean",
+    ),
+    "cma-mean": (
+        "policies.cma_mean:CmaMean",
+        "CMA-ES in unit coordinates, a generation per batch; hands over its mean (averaged)",
+    ),
+    "bo": (
+        "policies.gp_bandit:GpBandit",
+        "GP Thompson sampling with a per-batch offset (common seeds); hands over the posterior's best",
+    ),
+    "trust": (
+        "policies.trust_region:TrustRegion",
+        "trust-region steps on a local model fitted within common-seed batches; hands over its centre",
+    ),
 }
 _COMMON = ("space", "seed", "budget", "batch", "init", "fixed", "common", "self")
 

@@ -1,7 +1,10 @@
 """The toy Gaussian-mixture simulator of the paper's controlled experiment.
 
-Two classes of 2-D points; class ``c`` is drawn with probability ``balance[c]`` and its
-points from N((cc_x, cc_y), std² I).  The batch has ``features`` (N×2) and ``labels``.
+By default two classes of 2-D points; class ``c`` is drawn with probability
+``balance[c]`` and its points from N(centre_c, std² I).  ``classes`` and ``dims`` widen
+it into a larger synthetic search problem (``classes=3, dims=3``: nine centre
+coordinates, the spread and a three-way balance, twelve coordinates to search) with
+the same kinds of element.  The batch has ``features`` (N×dims) and ``labels``.
 """
 
 from __future__ import annotations
@@ -13,25 +16,35 @@ import numpy as np
 import torch
 
 from .base import Batch, Simulator
+from .errors import UserError
 from .space import Continuous, ParamSpace, Proportions
 
 __all__ = ["GaussianMixtureSimulator"]
 
+_AXES = "xyz"
+
 
 class GaussianMixtureSimulator(Simulator):
-    """Two 2-D Gaussian classes; ψ sets their centres, spread and class balance."""
+    """``classes`` Gaussian classes in ``dims`` dimensions; ψ sets their centres, a
+    shared spread and the class balance."""
 
     name = "gmm"
 
-    def __init__(self) -> None:
-        self.param_space = ParamSpace(
-            c0_x=Continuous(-4.0, 4.0, doc="x of class 0's centre"),
-            c0_y=Continuous(-4.0, 4.0, doc="y of class 0's centre"),
-            c1_x=Continuous(-4.0, 4.0, doc="x of class 1's centre"),
-            c1_y=Continuous(-4.0, 4.0, doc="y of class 1's centre"),
-            std=Continuous(0.1, 3.0, doc="standard deviation of both classes"),
-            balance=Proportions(("c0", "c1"), doc="class proportions"),
-        )
+    def __init__(self, classes: int = 2, dims: int = 2) -> None:
+        if classes < 2:
+            raise UserError(f"sim gmm: classes must be >= 2, got {classes}")
+        if dims < 1:
+            raise UserError(f"sim gmm: dims must be >= 1, got {dims}")
+        self.classes, self.dims = int(classes), int(dims)
+        axes = list(_AXES[:dims]) if dims <= len(_AXES) else [str(d) for d in range(dims)]
+        elements: dict[str, Any] = {}
+        for c in range(self.classes):
+            for a in axes:
+                elements[f"c{c}_{a}"] = Continuous(-4.0, 4.0, doc=f"{a} of class {c}'s centre")
+        self._centre_names = [[f"c{c}_{a}" for a in axes] for c in range(self.classes)]
+        elements["std"] = Continuous(0.1, 3.0, doc="standard deviation of every class")
+        elements["balance"] = Proportions(tuple(f"c{c}" for c in range(self.classes)), doc="class proportions")
+        self.param_space = ParamSpace(elements)
 
     def generate(self, params: Mapping[str, Any], n: int, *, seed: int) -> Batch:
         p = self.param_space.validate(params)
@@ -43,13 +56,17 @@ class GaussianMixtureSimulator(Simulator):
     def _draw(self, ps: Sequence[dict[str, Any]], seed: int) -> Batch:
         rng = np.random.default_rng(seed)
         n = len(ps)
-        p1 = np.array([p["balance"]["c1"] for p in ps])
-        labels = (rng.random(n) < p1).astype(np.int64)
-        centres = np.array([[(p["c0_x"], p["c0_y"]), (p["c1_x"], p["c1_y"])][c] for p, c in zip(ps, labels)])
+        u = rng.random(n)
+        if self.classes == 2:  # the original draw, kept bit for bit
+            labels = (u < np.array([p["balance"]["c1"] for p in ps])).astype(np.int64)
+        else:
+            cum = np.cumsum([[p["balance"][f"c{c}"] for c in range(self.classes)] for p in ps], axis=1)
+            labels = (u[:, None] >= cum[:, :-1]).sum(1).astype(np.int64)
+        centres = np.array([[p[k] for k in self._centre_names[c]] for p, c in zip(ps, labels)], dtype=np.float64)
         std = np.array([p["std"] for p in ps])[:, None]
-        points = centres.reshape(n, 2) + std * rng.standard_normal((n, 2))
+        points = centres.reshape(n, self.dims) + std * rng.standard_normal((n, self.dims))
         return Batch(
             features=torch.from_numpy(points.astype(np.float32)),
             labels=torch.from_numpy(labels),
-            attributes={"balance": ["c1" if c else "c0" for c in labels]},
+            attributes={"balance": [f"c{c}" for c in labels]},
         )

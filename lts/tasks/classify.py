@@ -80,7 +80,9 @@ class ClassifyTask:
         features, labels = self._points(batch, "training batch")
         x = features.to(self.device).float()
         y = labels.to(self.device).long()
-        net = self._net(x.shape[1], 2, seed)
+        # as many classes as the labels show (at least two); `score` treats a class the
+        # training batch never showed as one the net gives no probability to
+        net = self._net(x.shape[1], max(2, int(y.max()) + 1), seed)
         if init is not None:
             net.load_state_dict(init)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
@@ -97,6 +99,9 @@ class ClassifyTask:
         with _one_thread():
             logits = model(features.to(self.device).float()).cpu()
         y = labels.cpu().long()
+        missing = int(y.max()) + 1 - logits.shape[1]
+        if missing > 0:
+            logits = torch.cat([logits, torch.full((len(logits), missing), -30.0)], 1)
         return {
             "accuracy": float((logits.argmax(1) == y).float().mean()),
             "nll": float(nn.functional.cross_entropy(logits, y)),
