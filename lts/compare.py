@@ -1,8 +1,10 @@
 """``python -m lts.compare``: search strategies against each other, by evaluations to the oracle.
 
-Each method is a search strategy (`policies`): ``lts`` is the configuration's own
-(``search``, REINFORCE unless set), every other name a strategy of its own (``random``,
-``tpe``, ``cmaes``, ``gp``, …).  Every method runs as an lts run (`lts.loop.Experiment`,
+Each method is a search strategy (`policies`): ``lts`` is the configuration as given
+(its warm-up stage, then its ``search``), every other name a strategy of its own
+(``random``, ``tpe``, ``cmaes``, ``gp``, …) run as a generic searcher runs: on the
+task's reward alone, without the warm-up (``--set match_iterations=0`` gives ``lts``
+without it, the ablation).  Every method runs as an lts run (`lts.loop.Experiment`,
 run directories under ``OUT/METHOD-seedS``) on the same simulator, task, target and
 budget of N evaluations, each simulator call charged by what it renders: an evaluation
 of M scenes counts 1, a warm-up render of m scenes m / M.
@@ -148,6 +150,8 @@ def _run_method(method: str, config: Config, budget: float, out: Path, progress:
     k = config.samples
     search = method_search(method, config)
     cfg = dataclasses.replace(config, search=search, iterations=max(int(budget // k), 1))
+    if method != "lts":  # a searcher users already have sees the reward alone: no warm-up stage
+        cfg = dataclasses.replace(cfg, match_iterations=0)
     exp = Experiment(cfg, RunDir(out / f"{method}-seed{cfg.seed}"))
     if exp.match_iterations:  # the warm-up is charged too: fewer search iterations
         charge = exp.match_iterations * cfg.match_samples * cfg.match_scenes / cfg.scenes
@@ -204,7 +208,7 @@ def _rescore(runs: list[_Run], exp: Any, oracle_params: dict[str, Any] | None, e
     return score
 
 
-def _summary(xs: Sequence[float | None], budget: float) -> dict[str, Any]:
+def _summary(xs: Sequence[float | None], budget: float | None) -> dict[str, Any]:
     """Median and range over seeds; a null (never reached) counts as more than the budget."""
     n = len(xs)
     reached = [x for x in xs if x is not None]
@@ -294,8 +298,8 @@ def run_comparison(
                 "failed_evaluations": failed[m],
                 "summary": {
                     "evals_to_band": _summary(per[m]["evals_to_band"], budget),
-                    "cpu_s_to_band": _summary(per[m]["cpu_s_to_band"], math.inf),
-                    "final": _summary(per[m]["final"], math.inf),
+                    "cpu_s_to_band": _summary(per[m]["cpu_s_to_band"], None),
+                    "final": _summary(per[m]["final"], None),
                 },
             }
             for m in methods
@@ -317,8 +321,9 @@ def _range(s: dict[str, Any], digits: int, unit: str = "") -> str:
     if s["median"] is None and not s["reached"]:
         return f"never ({s['reached']}/{s['seeds']})"
     lo = "—" if s["min"] is None else f"{s['min']:.{digits}f}"
-    hi = f"> {s['budget']:g}" if s["max"] is None else f"{s['max']:.{digits}f}"
-    med = f"> {s['budget']:g}" if s["median"] is None else f"{s['median']:.{digits}f}{unit}"
+    beyond = "never" if s["budget"] is None else f"> {s['budget']:g}"  # seeds that did not reach it
+    hi = beyond if s["max"] is None else f"{s['max']:.{digits}f}"
+    med = beyond if s["median"] is None else f"{s['median']:.{digits}f}{unit}"
     return f"{med} [{lo}–{hi}] ({s['reached']}/{s['seeds']})"
 
 

@@ -46,7 +46,7 @@ class Config:
         None, "a directory target's test split as a directory of its own (target_split unused)"
     )
     search: str = _f(
-        "reinforce", "search strategy: " + ", ".join(STRATEGIES) + " (python -m lts.optimize --help lists them)"
+        "cma-mean", "search strategy: " + ", ".join(STRATEGIES) + " (python -m lts.optimize --help lists them)"
     )
     search_options: dict = _f(
         {},
@@ -76,6 +76,11 @@ class Config:
         "the elements the warm-up moves by how close the rendered labels are to the target's (−MMD² of the task's "
         "labels: car counts per type, class fractions; null: the simulator's own, the street simulators' car types, "
         "cars per scene and road length; []: none)",
+    )
+    match_search: str = _f(
+        "reinforce",
+        "the warm-up's search when it has one signal (the toy's points and labels); two signals (the street "
+        "simulators' look and labels) always take REINFORCE, one update per signal",
     )
     match_hold: bool = _f(
         True,
@@ -132,6 +137,11 @@ class Config:
         need(
             self.search in STRATEGIES,
             f"search must be one of {', '.join(STRATEGIES)}; got {self.search!r}{did_you_mean(self.search, STRATEGIES)}",
+        )
+        need(
+            self.match_search in STRATEGIES,
+            f"match_search must be one of {', '.join(STRATEGIES)}; got {self.match_search!r}"
+            + did_you_mean(self.match_search, STRATEGIES),
         )
         for name, opts in self.search_options.items():
             need(

@@ -89,13 +89,19 @@ class MatchStage:
     def __init__(self, config: Config, space: simulators.ParamSpace, signals: Mapping[str, Sequence[str]]) -> None:
         self.config, self.space = config, space
         moved = [n for names in signals.values() for n in names]
-        self.strategy = ReinforceStrategy(
-            space,
-            seed=derive_seed(config.seed, "match"),
-            budget=config.match_iterations * config.match_samples,
-            batch=config.match_samples,
-            fixed=[n for n in space if n not in moved],
-            signals=signals,
+        common = {
+            "seed": derive_seed(config.seed, "match"),
+            "budget": config.match_iterations * config.match_samples,
+            "batch": config.match_samples,
+            "fixed": [n for n in space if n not in moved],
+        }
+        # Two signals move two sets of elements: REINFORCE with an update per signal.  One
+        # signal is one reward, which any strategy can search (``match_search``).
+        self.signals = len(signals) > 1 or config.match_search == "reinforce"
+        self.strategy: Strategy = (
+            ReinforceStrategy(space, signals=signals, **common)
+            if self.signals
+            else make_strategy(config.match_search, space, **common)
         )
         held = [n for n in moved if isinstance(space[n], (simulators.Proportions, simulators.Categorical))]
         self.held = tuple(held) if config.match_hold else ()
@@ -315,7 +321,10 @@ class Experiment:
         params = searcher.ask(self.config.match_samples if matching else self.config.samples)
         results = self._evaluate(params, it, matching)
         t0 = time.perf_counter()
-        searcher.tell([r.params or {} for r in results], [_told(r, matching) for r in results])
+        told = [_told(r, matching) for r in results]
+        if matching and self.stage is not None and not self.stage.signals:
+            told = [sum(t.values()) if isinstance(t, dict) else t for t in told]
+        searcher.tell([r.params or {} for r in results], told)
         if self.config.warm_start and not matching and any(r.ok for r in results):
             self.best_state = max((r for r in results if r.ok), key=lambda r: r.reward).state
         self.iteration = it + 1

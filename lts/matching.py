@@ -82,7 +82,12 @@ def label_features(batch: Batch, field: str, like: Batch) -> torch.Tensor:
         return fold_columns(labels.double(), batch.count_names, like.count_names)
     if field == "semantic":
         return _band_fractions(labels.clamp(0, NUM_LABELS - 1).unsqueeze(1), NUM_LABELS)
-    raise ValueError(f"no label features for the field {field!r} (counts or semantic)")
+    if field == "labels" and batch.features is not None and like.features is not None and like.labels is not None:
+        # labelled points: each point and its class (one-hot, scaled like the points' spread)
+        classes = int(like.labels.max()) + 1
+        onehot = torch.nn.functional.one_hot(labels.long().clamp(0, classes - 1), classes).double()
+        return torch.cat([batch.features.double(), onehot * float(like.features.double().std())], 1)
+    raise ValueError(f"no label features for the field {field!r} (counts, semantic or labelled points)")
 
 
 class _MMD:

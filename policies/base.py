@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from simulators.errors import UserError
 from simulators.space import Categorical, Continuous, Integer, ParamSpace, Proportions
 
 __all__ = ["Strategy", "point_json", "failed", "best_index"]
@@ -47,6 +48,8 @@ class Strategy(ABC):
         self.init: dict[str, Any] = space.validate(init, fill_defaults=True) if init is not None else space.default()
         self.has_init = init is not None
         self.fixed = tuple(space.element_names(tuple(fixed), "fixed"))
+        if len(self.fixed) == len(space):
+            raise UserError(f"search {self.name}: every element is fixed ({', '.join(self.fixed)}); nothing to search")
         self.free = ParamSpace({n: space[n] for n in space if n not in self.fixed})
 
     # -- the interface ---------------------------------------------------------------

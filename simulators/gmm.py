@@ -44,7 +44,9 @@ class GaussianMixtureSimulator(Simulator):
         self._centre_names = [[f"c{c}_{a}" for a in axes] for c in range(self.classes)]
         elements["std"] = Continuous(0.1, 3.0, doc="standard deviation of every class")
         elements["balance"] = Proportions(tuple(f"c{c}" for c in range(self.classes)), doc="class proportions")
+        # every element changes the labelled points: the warm-up may match them all
         self.param_space = ParamSpace(elements)
+        self.param_space.contents(*elements)
 
     def generate(self, params: Mapping[str, Any], n: int, *, seed: int) -> Batch:
         p = self.param_space.validate(params)

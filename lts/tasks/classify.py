@@ -42,6 +42,7 @@ class ClassifyTask:
     """
 
     name: ClassVar[str] = "classify"
+    label_field: ClassVar[str] = "labels"  # the `Batch` field of its labels (the warm-up compares points and labels)
     metric: str = "accuracy"
     higher_is_better: bool = True
 

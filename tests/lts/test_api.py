@@ -14,7 +14,7 @@ from simulators.errors import UserError
 def _small(**kw):
     return {
         "iterations": 2, "samples": 3, "scenes": 60, "target_size": 120, "test_size": 120, "final_repeats": 1,
-        "task_options": {"steps": 25}, **kw,
+        "task_options": {"steps": 25}, "search": "reinforce", "match_iterations": 0, **kw,
     }  # fmt: skip
 
 
@@ -29,8 +29,8 @@ def test_optimize_returns_a_result_that_matches_its_run_directory(tmp_path, gmm_
     assert png.read_bytes()[:4] == b"\x89PNG"
     # dotted keys as --set: the same run as the command line's
     r2 = lts.optimize(
-        config=REPO / "configs" / "gmm.yaml", out=tmp_path / "tpe", target=str(gmm_target), search="tpe",
-        **{"search_options.tpe.n_startup_trials": 2}, **_small(),
+        config=REPO / "configs" / "gmm.yaml", out=tmp_path / "tpe", target=str(gmm_target),
+        **{"search_options.tpe.n_startup_trials": 2}, **_small(search="tpe"),
     )  # fmt: skip
     assert r2.policy["strategy"] == "tpe" and r2.policy["options"]["n_startup_trials"] == 2
 

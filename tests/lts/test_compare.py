@@ -102,7 +102,7 @@ def _args(gmm_target, out, *extra):
     return [
         "--config", str(REPO / "configs" / "gmm.yaml"), "--target", str(gmm_target), "--out", str(out), "--quiet",
         "--set", "samples=3", "--set", "scenes=60", "--set", "target_size=120", "--set", "final_repeats=2",
-        "--set", "task_options.steps=25", *extra,
+        "--set", "task_options.steps=25", "--set", "search=reinforce", "--set", "match_iterations=0", *extra,
     ]  # fmt: skip
 
 
@@ -167,3 +167,19 @@ def test_bad_input_is_one_line_before_anything_is_written(tmp_path, gmm_target, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "cmp").exists()
+
+
+def test_lts_runs_its_warm_up_charged_by_what_it_renders_and_the_other_methods_none(tmp_path, gmm_target):
+    pytest.importorskip("cmaes")
+    from lts.rundir import RunDir
+
+    out = tmp_path / "cmp"
+    stage = ["--set", "match_iterations=2", "--set", "match_samples=3", "--set", "match_scenes=6",
+             "--set", "match_search=cma-mean"]  # fmt: skip
+    args = _args(gmm_target, out, "--budget", "7", "--seeds", "1", "--methods", "lts,random", "--no-plot", *stage)
+    assert run_cli(compare_main, args) == 0
+    report = json.loads((out / "comparison.json").read_text())
+    # the warm-up: 2 iterations × 3 renders of 6 points, against evaluations of 60 points: 0.6
+    assert [e for e, _ in report["methods"]["lts"]["curve"][0]] == pytest.approx([3.6, 6.6])
+    assert [e for e, _ in report["methods"]["random"]["curve"][0]] == [3.0, 6.0]
+    assert [r["phase"] for r in RunDir(out / "random-seed0").read_metrics()] == ["task", "task"]

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO
@@ -88,7 +89,8 @@ def _args(out, *extra):
         "--iterations", "1", "--samples", "4", "--scenes", "24",
         "--set", "target_size=24", "--set", "final_repeats=1", "--set", "task_options.steps=4",
         "--set", "sim_options.resolution=[32, 64]", "--set", "match_iterations=3", "--set", "match_elements=[weather]",
-        "--set", "match_scenes=16", "--set", "match_samples=4", "--set", "match_labels=[]", *extra,
+        "--set", "match_scenes=16", "--set", "match_samples=4", "--set", "match_labels=[]", "--search", "reinforce",
+        *extra,
     ]  # fmt: skip
 
 
@@ -119,7 +121,8 @@ def _experiment(path, **extra):
     overrides = {
         "task_options.steps": 4, "sim_options.resolution": [32, 64], "target_size": 24, "test_size": 24,
         "match_iterations": 3, "match_scenes": 16, "match_samples": 4, "match_labels": [], "samples": 4,
-        "scenes": 24, "iterations": 1, "final_repeats": 1, "seed": 3, "match_elements": ["weather"], **extra,
+        "scenes": 24, "iterations": 1, "final_repeats": 1, "seed": 3, "match_elements": ["weather"],
+        "search": "reinforce", **extra,
     }  # fmt: skip
     run = RunDir(path)
     run.make()
@@ -301,3 +304,35 @@ def test_an_element_in_both_signals_is_one_line_exit_2(tmp_path, capsys):
         "mmd2_labels" in rows[0]["metrics"][0]
         and rows[3]["policy"]["params"]["car_type"] == rows[2]["policy"]["params"]["car_type"]
     )
+
+
+def test_labelled_points_features_are_the_point_and_its_scaled_class():
+    from simulators import Batch
+
+    target = Batch(features=torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]]), labels=torch.tensor([0, 1, 1]))
+    batch = Batch(features=torch.tensor([[1.0, 1.0]]), labels=torch.tensor([1]))
+    scale = float(target.features.double().std())
+    assert label_features(batch, "labels", target).tolist() == [[1.0, 1.0, 0.0, scale]]
+
+
+def test_the_toys_warm_up_matches_points_and_labels_and_the_search_starts_there(tmp_path, gmm_target):
+    from conftest import tiny_gmm_args
+
+    out = tmp_path / "run"
+    args = tiny_gmm_args(gmm_target, out, "--search", "cma-mean", "--set", "match_iterations=12",
+                         "--set", "match_search=cma-mean", "--set", "match_scenes=50", "--set", "match_samples=8")  # fmt: skip
+    assert run_cli(optimize_main, args) == 0
+    rows = RunDir(out).read_metrics()
+    assert [r["phase"] for r in rows] == ["match"] * 12 + ["task"] * 3
+    star = {"c0_x": -2.0, "c0_y": 1.0, "c1_x": 1.5, "c1_y": -1.5, "std": 1.0}
+
+    def dist(psi):
+        return sum((psi[k] - v) ** 2 for k, v in star.items()) ** 0.5
+
+    first, matched = rows[0]["recommended"], rows[11]["recommended"]
+    assert dist(matched) < 0.5 * dist(first)  # the −MMD² of points and labels leads toward ψ*
+    mmd = [np.mean([m["mmd2_labels"] for m in r["metrics"]]) for r in rows[:12]]
+    assert np.mean(mmd[-3:]) < 0.5 * np.mean(mmd[:3])
+    assert rows[12]["params"][0]["balance"] == matched["balance"]  # match_hold: the mix stays
+    # charged by what it renders: 8 × 50 of 60-point evaluations an iteration
+    assert rows[11]["evaluations"] == pytest.approx(12 * 8 * 50 / 60)

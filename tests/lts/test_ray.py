@@ -45,6 +45,8 @@ def _config(gmm_target: Path, **kw: object):
         "target_size": 120,
         "final_repeats": 1,
         "task_options": {"steps": 25},
+        "search": "reinforce",
+        "match_iterations": 0,
     }
     layer.update(kw)
     return load_config(REPO / "configs" / "gmm.yaml", layer)
