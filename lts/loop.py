@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import pickle
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -89,7 +90,7 @@ class MatchStage:
     def __init__(self, config: Config, space: simulators.ParamSpace, signals: Mapping[str, Sequence[str]]) -> None:
         self.config, self.space = config, space
         moved = [n for names in signals.values() for n in names]
-        common = {
+        common: dict[str, Any] = {
             "seed": derive_seed(config.seed, "match"),
             "budget": config.match_iterations * config.match_samples,
             "batch": config.match_samples,
@@ -228,8 +229,10 @@ class Experiment:
         return {
             "version": CHECKPOINT_VERSION,
             "iteration": self.iteration,
-            "match": None if self.stage is None else self.stage.strategy.state_dict(),
-            "strategy": None if self.strategy is None else self.strategy.state_dict(),
+            # pickled: a strategy's state may hold anything (numpy arrays, a generator, an Optuna
+            # study); the checkpoint itself stays loadable with torch.load(weights_only=True)
+            "match": None if self.stage is None else pickle.dumps(self.stage.strategy.state_dict()),
+            "strategy": None if self.strategy is None else pickle.dumps(self.strategy.state_dict()),
             "sim_frames": self.sim_frames,
             "evaluations": self.evaluations,
             "elapsed_s": self.elapsed(),
@@ -252,10 +255,10 @@ class Experiment:
             )
         self.iteration = int(state["iteration"])
         if self.stage is not None and state["match"] is not None:
-            self.stage.strategy.load_state_dict(state["match"])
+            self.stage.strategy.load_state_dict(pickle.loads(state["match"]))
         if state["strategy"] is not None:
             self.strategy = self._make_strategy()
-            self.strategy.load_state_dict(state["strategy"])
+            self.strategy.load_state_dict(pickle.loads(state["strategy"]))
         self.sim_frames = int(state["sim_frames"])
         self.evaluations = float(state["evaluations"])
         self.elapsed_before, self.cpu_before = float(state["elapsed_s"]), float(state["cpu_s"])

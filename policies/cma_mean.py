@@ -15,7 +15,7 @@ measured worse, so it is off by default.
 
 from __future__ import annotations
 
-import copy
+import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -120,11 +120,14 @@ class CmaMean(Strategy):
             raise RuntimeError("state_dict() between ask() and tell()")
         # the attributes themselves: the cmaes package's pickle leaves out its generator and
         # stores the covariance compressed, so a resumed run would ask other points
-        return {"es": copy.deepcopy(vars(self.es)), "told": list(self._told), "means": list(self.means)}
+        # (pickled: a checkpoint holds plain data, and the optimiser's arrays and generator are not)
+        state = {"es": vars(self.es), "told": list(self._told), "means": list(self.means)}
+        return {"pickle": pickle.dumps(state)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        es = type(self.es).__new__(type(self.es))
-        vars(es).update(copy.deepcopy(dict(state["es"])))
+        state = pickle.loads(state["pickle"])
+        es = object.__new__(type(self.es))
+        vars(es).update(state["es"])
         self.es = es
         self._told = list(state["told"])
         self.means = [np.array(m) for m in state["means"]]

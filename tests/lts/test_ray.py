@@ -68,7 +68,7 @@ def local_ray():
     ray_exec.shutdown_local_ray(tmp)
 
 
-@pytest.mark.parametrize("search", ["reinforce", "cmaes", "tpe"])
+@pytest.mark.parametrize("search", ["reinforce", "cmaes", "tpe", "cma-mean"])
 def test_workers_2_gives_the_in_process_run(local_ray, tmp_path, gmm_target, search):
     pytest.importorskip("optuna")
     a, b = tmp_path / "inproc", tmp_path / "ray"
