@@ -38,14 +38,6 @@ STRATEGIES: dict[str, tuple[str, str]] = {
         "policies.cma_mean:CmaMean",
         "CMA-ES in unit coordinates, a generation per batch; hands over its mean (averaged)",
     ),
-    "bo": (
-        "policies.gp_bandit:GpBandit",
-        "GP Thompson sampling with a per-batch offset (common seeds); hands over the posterior's best",
-    ),
-    "trust": (
-        "policies.trust_region:TrustRegion",
-        "trust-region steps on a local model fitted within common-seed batches; hands over its centre",
-    ),
 }
 _COMMON = ("space", "seed", "budget", "batch", "init", "fixed", "common", "self")
 
