@@ -15,7 +15,7 @@ def test_layers_apply_in_order(tmp_path):
     # a nested --set keeps the file's other options; a flat one is the search's and wins
     assert cfg.options_of("reinforce") == {"lr": 0.2, "lr_floor": 1.0, "logit_lr": 0.3}
     assert cfg.task_options == {"steps": 5, "lr": 0.1}
-    cfg = load_config(f, overrides={"search_options.lr": 0.5})
+    cfg = load_config(f, {"search": "reinforce"}, overrides={"search_options.lr": 0.5})
     assert cfg.options_of("reinforce") == {"lr": 0.5, "lr_floor": 1.0} and cfg.options_of("tpe") == {}
 
 
@@ -57,9 +57,12 @@ def test_shipped_configs_and_targets_load_and_fit_their_simulator():
         assert Path(resolve_path(cfg.target)).is_file(), path
         sims[cfg.sim] = simulators.make(cfg.sim)
     for path in targets:
-        spec_sim = "gmm" if path.name == "gmm.yaml" else "procedural"
-        psi = target_params(path, sims[spec_sim], spec_sim)
-        assert psi.keys() == sims[spec_sim].param_space.default().keys(), path
+        if path.name.startswith("gmm"):
+            sim = simulators.make("gmm", **({"classes": 3, "dims": 3} if path.name == "gmm12.yaml" else {}))
+        else:
+            sim = sims["procedural"]
+        psi = target_params(path, sim, sim.name)
+        assert psi.keys() == sim.param_space.default().keys(), path
     # the default experiment is the counting config
     assert load_config(REPO_ROOT / "configs" / "counting.yaml") == load_config(None)
 

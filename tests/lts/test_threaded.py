@@ -54,7 +54,9 @@ def test_street_draws_give_columns_to_the_spaces_priority(tmp_path):
     the block's three columns: each element takes two values twice, and junction shape
     and road length, past the columns, share the last one (cars per scene's signs)."""
     out = tmp_path / "run"
-    args = _counting_args(out, "--samples", "4", "--iterations", "1", "--set", "final_repeats=0")
+    args = _counting_args(
+        out, "--samples", "4", "--iterations", "1", "--set", "final_repeats=0", "--search", "reinforce"
+    )
     assert run_cli(optimize_main, args) == 0
     (row,) = RunDir(out).read_metrics()
     pattern = {}
