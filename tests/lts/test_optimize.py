@@ -340,3 +340,15 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return a.shape == b.shape and bool(torch.equal(a, b))
+
+
+def test_flags_that_need_a_missing_package_are_refused_before_anything_is_written(tmp_path, gmm_target, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
+    out = tmp_path / "run"
+    assert run(tiny_gmm_args(gmm_target, out, "--tensorboard")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == 'error: --tensorboard needs the tensorboard package: pip install -e ".[tensorboard]"'
+    assert not out.exists()
