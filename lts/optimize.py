@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="test_target",
         help="a directory target's held-out test split (default: part of --target)",
     )
-    a("--search", metavar="NAME", help="search strategy (below; default reinforce)")
+    a("--search", metavar="NAME", help="search strategy (below; default cma-mean)")
     a("--iterations", type=int, metavar="N", help="search iterations of K evaluations each (0: none, and no warm-up)")
     a("--samples", type=int, metavar="K", help="ψ drawn per iteration")
     a("--scenes", type=int, metavar="M", help="scenes rendered per ψ")
