@@ -56,24 +56,12 @@ class Result:
 
 
 def _config(config: str | Path | None, overrides: dict[str, Any]) -> Any:
-    from .config import load_config, resolve_path
-    from .optimize import QUICK, QUICK_TASK
+    """Keyword arguments as the command line's layers: plain keys as flags, dotted ones as ``--set``."""
+    from .config import load_experiment
 
-    path = None
-    if config is not None:
-        path = resolve_path(config)
-        if not path.is_file():
-            from simulators.errors import UserError
-
-            raise UserError(f"config file {str(config)!r} does not exist")
     quick = bool(overrides.pop("quick", False))
-    dotted = {k: v for k, v in overrides.items() if "." in k}
     layer = {k: v for k, v in overrides.items() if "." not in k}
-    layers = [layer]
-    if quick:
-        task = layer.get("task") or load_config(path).task
-        layers = [{**QUICK, "task_options": QUICK_TASK.get(task, {})}, layer]
-    return load_config(path, *layers, overrides=dotted)
+    return load_experiment(config, layer, {k: v for k, v in overrides.items() if "." in k}, quick=quick)
 
 
 def optimize(config: str | Path | None = None, *, out: str | Path | None = None, **overrides: Any) -> Result:
@@ -83,13 +71,13 @@ def optimize(config: str | Path | None = None, *, out: str | Path | None = None,
     run directory (default: a new one under ``runs/``); ``quick=True``: the smoke-run budget.
     """
     from .cli import set_threads
+    from .config import run_hint
     from .loop import Experiment
     from .rundir import RunDir
 
     cfg = _config(config, overrides)
     set_threads(cfg.threads)
-    hint = f"{Path(str(cfg.sim).split(':')[-1]).name}-{cfg.task}"
-    run_dir = RunDir.new(out, name_hint=hint)
+    run_dir = RunDir.new(out, name_hint=run_hint(cfg))
     exp = Experiment(cfg, run_dir)  # set-up errors leave no directory behind
     run_dir.make()
     exp.start_fresh()
@@ -118,9 +106,10 @@ def compare(
     """``python -m lts.compare``: every method's evaluations to the oracle band; returns the
     ``comparison.json`` content (also written under ``out``)."""
     from .compare import _out_dir, check_methods, run_comparison
+    from .config import run_hint
 
     cfg = _config(config, overrides)
     names = check_methods(list(methods), cfg)
-    path = _out_dir(None if out is None else str(out), f"{Path(str(cfg.sim).split(':')[-1]).name}-{cfg.task}")
+    path = _out_dir(None if out is None else str(out), run_hint(cfg))
     path.mkdir(parents=True, exist_ok=True)
     return run_comparison(cfg, budget=budget, seeds=[cfg.seed + i for i in range(seeds)], methods=names, out=path)

@@ -38,7 +38,7 @@ from policies import STRATEGIES, make_strategy
 from simulators.errors import UserError, did_you_mean
 
 from .cli import ArgumentParser, callable_module, parse_set, progress_bar, run_cli, set_threads
-from .config import Config, config_to_dict, load_config, resolve_path
+from .config import Config, config_to_dict, load_experiment, run_hint
 from .evaluation import EvalContext, EvalSpec, Executor, local_executor
 
 __all__ = [
@@ -455,18 +455,13 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
     if not 0 < args.band < 1:
         raise UserError(f"--band must be in (0, 1), got {args.band:g}")
-    config_path = None
-    if args.config:
-        config_path = resolve_path(args.config)
-        if not config_path.is_file():
-            raise UserError(f"config file {args.config!r} does not exist")
     layer = {"target": args.target} if args.target else {}
-    config = load_config(config_path, layer, overrides=parse_set(args.set))
+    config = load_experiment(args.config, layer, parse_set(args.set))
     if args.budget < config.samples:
         raise UserError(f"--budget {args.budget:g} is below one iteration (samples K = {config.samples})")
     methods = check_methods([m.strip() for m in args.methods.split(",") if m.strip()], config)
     set_threads(config.threads)
-    out = _out_dir(args.out, f"{Path(str(config.sim).split(':')[-1]).name}-{config.task}")
+    out = _out_dir(args.out, run_hint(config))
     out.mkdir(parents=True, exist_ok=True)
     seeds = [config.seed + i for i in range(args.seeds)]
     with progress_bar(not args.quiet and sys.stderr.isatty(), unit="eval", dynamic_ncols=True, desc="compare") as bar:

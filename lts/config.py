@@ -17,7 +17,10 @@ from policies import STRATEGIES, strategy_options
 from simulators.errors import UserError, did_you_mean
 from simulators.space import read_yaml as read_yaml_file
 
-__all__ = ["Config", "load_config", "config_to_dict", "describe_config", "resolve_path", "REPO_ROOT"]
+__all__ = [
+    "Config", "load_config", "load_experiment", "run_hint", "config_to_dict", "describe_config", "resolve_path",
+    "REPO_ROOT", "QUICK", "QUICK_TASK",
+]  # fmt: skip
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -292,3 +295,41 @@ def resolve_path(path: str | Path) -> Path:
         return p
     alt = REPO_ROOT / p
     return alt if alt.exists() else p
+
+
+# --quick: the chosen experiment at a tiny budget (a smoke run: under a minute on 2 cores)
+QUICK: dict[str, Any] = {
+    "iterations": 2,
+    "samples": 2,
+    "scenes": 32,
+    "match_iterations": 4,
+    "match_samples": 4,
+    "match_scenes": 8,
+    "target_size": 32,
+    "final_repeats": 1,
+}
+# per task, a training budget to match (steps of each task's own trainer)
+QUICK_TASK = {"counting": {"steps": 40}, "segmentation": {"steps": 40}, "classify": {"steps": 30}}
+
+
+def load_experiment(
+    config: str | Path | None, layer: dict[str, Any], overrides: dict[str, Any], *, quick: bool = False
+) -> Config:
+    """What the command lines and the API run: the defaults, the YAML experiment ``config``
+    (checked to exist), the `QUICK` preset under ``layer`` when ``quick``, then the dotted
+    ``overrides`` (``--set``)."""
+    path = None
+    if config is not None:
+        path = resolve_path(config)
+        if not path.is_file():
+            raise UserError(f"config file {str(config)!r} does not exist")
+    layers = [layer]
+    if quick:
+        task = layer.get("task") or load_config(path).task
+        layers = [{**QUICK, "task_options": QUICK_TASK.get(task, {})}, layer]
+    return load_config(path, *layers, overrides=overrides)
+
+
+def run_hint(config: Config) -> str:
+    """The ``SIM-TASK`` part of a new run directory's name."""
+    return f"{Path(str(config.sim).split(':')[-1]).name}-{config.task}"

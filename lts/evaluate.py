@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from .evaluation import EvalResult, EvalSpec, Evaluator, local_executor, random_
 from .rundir import RunDir, atomic_write_text
 from .seeding import derive_seed
 from .targets import load_target
-from .tasks import reward_of
 
 __all__ = ["main", "evaluate_run"]
 
@@ -59,29 +57,6 @@ def _learned_params(run: RunDir, space: simulators.ParamSpace) -> dict[str, Any]
         else:
             psi[name] = s["mean"]
     return space.validate(psi)
-
-
-class _BothSplits(Evaluator):
-    """Trains each model once and scores it on the target's test split (the result's
-    metrics) and on its validation split (kept in ``validation``, by spec index)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.validation: dict[int, dict[str, float]] = {}
-
-    def __call__(self, spec: EvalSpec) -> EvalResult:
-        res = EvalResult(index=spec.index, params=spec.params)
-        batch = self._frames(spec, res)
-        t0 = time.perf_counter()
-        model = self.task.fit(batch, seed=spec.train_seed, init=spec.init)
-        t1 = time.perf_counter()
-        res.metrics = _floats(self.task.score(model, self.split_batch("test")))
-        self.validation[spec.index] = _floats(self.task.score(model, self.split_batch("validation")))
-        res.reward = reward_of(self.task, res.metrics)
-        res.train_s, res.score_s = t1 - t0, time.perf_counter() - t1
-        if spec.keep_state:
-            res.state = self.task.state_of(model)
-        return res
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
@@ -149,7 +124,7 @@ def evaluate_run(
         test_source = f"the part of {target} left by the file-name split"
     else:
         test_source = "rendered from ψ* with the test seed"
-    evaluator = _BothSplits(sim, task_obj, tgt.batch, refine=refine, test=tgt.test)
+    evaluator = Evaluator(sim, task_obj, tgt.batch, refine=refine, test=tgt.test)
     try:
         evaluator.task.check_target(tgt.batch)
         evaluator.task.check_target(tgt.test)
@@ -179,7 +154,8 @@ def evaluate_run(
             for which, psi in chosen.items():
                 per_scene = random_params(sim.param_space, n, data_seed) if which == "random" else None
                 specs.append(EvalSpec(index=len(specs), params=psi, n=n, data_seed=data_seed, train_seed=train_seed,
-                                      per_scene=per_scene, keep_state=(which == "lts" and real is not None)))  # fmt: skip
+                                      per_scene=per_scene, keep_state=(which == "lts" and real is not None),
+                                      also_test=True))  # fmt: skip
                 which_of.append(which)
         total = len(specs) + (2 * repeats if real is not None else 0)
         done = 0
@@ -201,8 +177,10 @@ def evaluate_run(
         finally:
             executor.close()  # waits for running models; the fine-tuning below gets every thread back
         for spec, res in zip(specs, results):
-            rows[which_of[spec.index]].append(res.metrics)
-            val_rows[which_of[spec.index]].append(evaluator.validation[spec.index])
+            # each model trained once, scored on both splits: test (to report) and validation
+            assert res.test_metrics is not None
+            rows[which_of[spec.index]].append(res.test_metrics)
+            val_rows[which_of[spec.index]].append(res.metrics)
         if real is not None:
             task_ft = tasks_mod.make(cfg.task, **{"device": cfg.device, **task_options,
                                                   **({"steps": finetune_steps} if finetune_steps else {})})  # fmt: skip

@@ -135,6 +135,15 @@ class MatchStage:
             )
         return stage
 
+    def told(self, r: EvalResult) -> Any:
+        """What the stage's strategy is told of a render: −MMD² per signal (REINFORCE's update
+        per signal), or their sum (`EvalResult.reward`) for any other strategy; NaN if it failed."""
+        if not r.ok:
+            return math.nan
+        if not self.signals:
+            return r.reward
+        return {k: -r.metrics[m] for k, m in MMD_METRICS.items() if m in r.metrics}
+
     def result(self) -> tuple[dict[str, Any], tuple[str, ...]]:
         """(the ψ a strategy starts from, the elements it holds)."""
         return self.strategy.recommend(), self.held
@@ -265,9 +274,10 @@ class Experiment:
         self.best_state = state.get("best_state")
         self.t_start, self.cpu_start = time.monotonic(), time.process_time()
 
-    def save(self) -> None:
+    def save(self, policy: dict[str, Any] | None = None) -> None:
+        """The checkpoint and ``policy.json`` (``policy``: the searcher's description, when at hand)."""
         self.run_dir.save_checkpoint(self.state_dict())
-        self.run_dir.write_json(POLICY, self.searcher.describe())
+        self.run_dir.write_json(POLICY, policy if policy is not None else self.searcher.describe())
 
     def start_fresh(self) -> None:
         self.run_dir.write_config(config_to_dict(self.config))
@@ -324,9 +334,10 @@ class Experiment:
         params = searcher.ask(self.config.match_samples if matching else self.config.samples)
         results = self._evaluate(params, it, matching)
         t0 = time.perf_counter()
-        told = [_told(r, matching) for r in results]
-        if matching and self.stage is not None and not self.stage.signals:
-            told = [sum(t.values()) if isinstance(t, dict) else t for t in told]
+        if matching and self.stage is not None:
+            told = [self.stage.told(r) for r in results]
+        else:
+            told = [r.reward if r.ok else math.nan for r in results]
         searcher.tell([r.params or {} for r in results], told)
         if self.config.warm_start and not matching and any(r.ok for r in results):
             self.best_state = max((r for r in results if r.ok), key=lambda r: r.reward).state
@@ -334,7 +345,8 @@ class Experiment:
         row = self._row(it, matching, searcher, results, time.perf_counter() - t0)
         # metrics first, then the checkpoint: a kill in between re-runs this iteration.
         self.run_dir.append_metrics(row)
-        self.save()
+        # the row's description is policy.json's, unless the warm-up just handed over to the search
+        self.save(row["policy"] if searcher is self.searcher else None)
         if self._tb is not None:
             _tensorboard_log(self._tb, row)
         if self.cb.on_iteration:
@@ -541,15 +553,6 @@ def _edited_keys(saved: Mapping[str, Any], now: Mapping[str, Any], prefix: str =
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} → {b!r}")
     return out
-
-
-def _told(r: EvalResult, matching: bool) -> Any:
-    """What a strategy is told of a result: its reward (the stage's: one per signal), NaN if it failed."""
-    if not r.ok:
-        return math.nan
-    if matching:
-        return {k: -r.metrics[m] for k, m in MMD_METRICS.items() if m in r.metrics}
-    return r.reward
 
 
 def _tensorboard_writer(run_dir: RunDir) -> Any:

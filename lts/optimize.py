@@ -11,13 +11,12 @@ import signal
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 from simulators.errors import UserError
 
 from .cli import ArgumentParser, callable_module, parse_set, run_cli, set_threads
-from .config import Config, describe_config, load_config, resolve_path
+from .config import Config, describe_config, load_config, load_experiment, run_hint
 from .report import policy_table, reward_table
 from .rundir import RunDir
 
@@ -25,20 +24,6 @@ __all__ = ["main", "build_parser"]
 
 # Flags that may change when resuming; anything else would break the seeded run.
 from .loop import RESUMABLE as _RESUMABLE  # noqa: E402
-
-# --quick: the chosen experiment at a tiny budget (a smoke run: under a minute on 2 cores)
-QUICK: dict[str, Any] = {
-    "iterations": 2,
-    "samples": 2,
-    "scenes": 32,
-    "match_iterations": 4,
-    "match_samples": 4,
-    "match_scenes": 8,
-    "target_size": 32,
-    "final_repeats": 1,
-}
-# per task, a training budget to match (steps of each task's own trainer)
-QUICK_TASK = {"counting": {"steps": 40}, "segmentation": {"steps": 40}, "classify": {"steps": 30}}
 
 
 def _search_help() -> str:
@@ -185,18 +170,8 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
                 f"{str(run_dir.path)!r} was written by an older lts (before search strategies); start a new run"
             )
         return load_config(None, saved, layer, overrides=overrides), run_dir, True
-    config_path = None
-    if args.config:
-        config_path = resolve_path(args.config)
-        if not config_path.is_file():
-            raise UserError(f"config file {args.config!r} does not exist")
-    layers = [layer]
-    if args.quick:
-        task = layer.get("task") or load_config(config_path).task
-        layers = [{**QUICK, "task_options": QUICK_TASK.get(task, {})}, layer]
-    config = load_config(config_path, *layers, overrides=overrides)
-    hint = f"{Path(str(config.sim).split(':')[-1]).name}-{config.task}"
-    return config, RunDir.new(args.out, name_hint=hint), False
+    config = load_experiment(args.config, layer, overrides, quick=args.quick)
+    return config, RunDir.new(args.out, name_hint=run_hint(config)), False
 
 
 def plan_line(exp: Any) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from simulators.errors import UserError
 from simulators.space import Categorical, Continuous, Integer, ParamSpace, Proportions
 
-__all__ = ["Strategy", "point_json", "failed", "best_index"]
+__all__ = ["Strategy", "point_json", "failed", "best_index", "asked_index"]
 
 
 class Strategy(ABC):
@@ -83,8 +83,19 @@ class Strategy(ABC):
         return self.space.validate({**{n: self.init[n] for n in self.fixed}, **free})
 
 
-def failed(reward: float | None) -> bool:
+def failed(reward: Any) -> bool:
+    """A failed evaluation: None or non-finite (with one reward per signal, any of them)."""
+    if isinstance(reward, Mapping):
+        return any(failed(v) for v in reward.values())
     return reward is None or not math.isfinite(float(reward))
+
+
+def asked_index(asked: Sequence[Mapping[str, Any]], psi: Mapping[str, Any]) -> int:
+    """Where ``psi`` is among the ψ an `ask` handed out (tell may pass them in any order)."""
+    for j, q in enumerate(asked):
+        if q == psi:
+            return j
+    raise ValueError("tell() got a ψ that ask() did not hand out")
 
 
 def best_index(rewards: Sequence[float]) -> int | None:

@@ -24,7 +24,7 @@ import numpy as np
 from simulators.errors import UserError
 from simulators.space import Categorical, ParamSpace
 
-from .base import Strategy, failed
+from .base import Strategy, asked_index, failed
 from .coords import from_unit, unit_names, unit_vector
 
 __all__ = ["CmaMean"]
@@ -37,19 +37,9 @@ class CmaMean(Strategy):
     name = "cma-mean"
 
     def __init__(
-        self,
-        space: ParamSpace,
-        *,
-        seed: int,
-        budget: int | None = None,
-        batch: int | None = None,
-        init: Mapping[str, Any] | None = None,
-        fixed: Sequence[str] = (),
-        sigma0: float = 0.2,
-        lr_adapt: bool = False,
-        average: int = 4,
+        self, space: ParamSpace, *, sigma0: float = 0.2, lr_adapt: bool = False, average: int = 4, **common: Any
     ) -> None:
-        super().__init__(space, seed=seed, budget=budget, batch=batch, init=init, fixed=fixed)
+        super().__init__(space, **common)
         try:
             import cmaes
         except ImportError:
@@ -64,7 +54,7 @@ class CmaMean(Strategy):
         self.sigma0, self.lr_adapt, self.average = float(sigma0), bool(lr_adapt), int(average)
         dim = len(unit_names(self.searched))
         mean = np.clip(unit_vector(self.searched, {n: self.init[n] for n in self.searched}), 1e-3, 1 - 1e-3)
-        self.popsize = max(int(batch or 8), 2)
+        self.popsize = max(int(self.batch or 8), 2)
         self.es = cmaes.CMA(
             mean=mean,
             sigma=self.sigma0,
@@ -92,10 +82,7 @@ class CmaMean(Strategy):
 
     def tell(self, params: Sequence[Mapping[str, Any]], rewards: Sequence[float]) -> None:
         for p, r in zip(params, rewards):
-            j = next((i for i, (_, q) in enumerate(self._pending) if q == p), None)
-            if j is None:
-                raise ValueError("tell() got a ψ that ask() did not hand out")
-            x, _ = self._pending.pop(j)
+            x, _ = self._pending.pop(asked_index([q for _, q in self._pending], p))
             # cmaes minimises; a failed draw ranks below every finite one of its generation
             self._told.append((x, float("inf") if failed(r) else -float(r)))
         while len(self._told) >= self.popsize:

@@ -18,7 +18,7 @@ from typing import Any
 from simulators.errors import UserError
 from simulators.space import Categorical, Continuous, Integer, ParamSpace, Proportions
 
-from .base import Strategy, failed
+from .base import Strategy, asked_index, failed
 from .coords import coords_to_params, params_to_coords, stick_keys
 
 __all__ = ["OptunaStrategy", "TPE", "CmaEs", "GP", "import_optuna"]
@@ -56,8 +56,6 @@ class OptunaStrategy(Strategy):
 
     def __init__(self, space: ParamSpace, **common: Any) -> None:
         super().__init__(space, **common)
-        if not len(self.free):
-            raise UserError(f"search {self.name}: every element is fixed; nothing left to search")
         optuna = import_optuna()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # experimental-feature notices (GPSampler)
@@ -88,10 +86,7 @@ class OptunaStrategy(Strategy):
         from optuna.trial import TrialState
 
         for p, r in zip(params, rewards):
-            j = next((i for i, (_, q) in enumerate(self._pending) if q == p), None)
-            if j is None:
-                raise ValueError("tell() got a ψ that ask() did not hand out")
-            trial, _ = self._pending.pop(j)
+            trial, _ = self._pending.pop(asked_index([q for _, q in self._pending], p))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if failed(r):

@@ -26,7 +26,7 @@ from simulators.errors import UserError
 from simulators.space import ParamSpace
 
 from .distribution import PolicySample
-from .reinforce import ReinforceStrategy, _failed, _find, anneal, moving_average
+from .reinforce import ReinforceStrategy, anneal, moving_average
 
 __all__ = ["clipped_surrogate", "PpoStrategy"]
 
@@ -71,12 +71,8 @@ class PpoStrategy(ReinforceStrategy):
         self.buffer: list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]] = []
 
     def tell(self, params: Sequence[Mapping[str, Any]], rewards: Sequence[Any]) -> None:
-        if self._pending is None:
-            raise RuntimeError("tell() without a pending ask()")
-        sample, self._pending = self._pending, None
-        asked = [self.complete(p) for p in sample.params]
-        ok = [(_find(asked, p), float(r)) for p, r in zip(params, rewards) if not _failed(r)]
-        self.updates += 1
+        sample, told = self._take_pending(params, rewards)
+        ok = [(j, float(r)) for j, r in told]
         if not ok:
             return
         idx = [j for j, _ in ok]
@@ -92,7 +88,7 @@ class PpoStrategy(ReinforceStrategy):
             old = self.policy.log_prob(PolicySample(raw=raw, params=[])).detach()
         self.buffer = (self.buffer + [(raw, old, adv)])[-self.reuse :]
         opt = self.optimizers[""]
-        anneal(opt, self.updates - 1, max(1, (self.budget or 0) // max(self.batch or 1, 1)), self.lr_floor)
+        anneal(opt, self.updates - 1, self.iterations, self.lr_floor)
         raw_all = {n: torch.cat([bf[0][n] for bf in self.buffer]) for n in raw}
         old_all = torch.cat([bf[1] for bf in self.buffer])
         adv_all = torch.cat([bf[2] for bf in self.buffer])

@@ -19,7 +19,7 @@ import torch
 from simulators.errors import UserError
 from simulators.space import Integer, ParamSpace
 
-from .base import Strategy, failed, point_json, rng_for
+from .base import Strategy, asked_index, failed, point_json, rng_for
 from .distribution import DESIGNS, Policy, PolicySample
 
 __all__ = ["UpdateStats", "reinforce_update", "moving_average", "anneal", "ReinforceStrategy"]
@@ -100,11 +100,6 @@ class ReinforceStrategy(Strategy):
         self,
         space: ParamSpace,
         *,
-        seed: int,
-        budget: int | None = None,
-        batch: int | None = None,
-        init: Mapping[str, Any] | None = None,
-        fixed: Sequence[str] = (),
         lr: float = 0.05,
         logit_lr: float = 0.15,
         init_std: float = 0.1,
@@ -116,8 +111,9 @@ class ReinforceStrategy(Strategy):
         baseline_decay: float = 0.7,
         max_grad_norm: float = 1.0,
         signals: Mapping[str, Sequence[str]] | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__(space, seed=seed, budget=budget, batch=batch, init=init, fixed=fixed)
+        super().__init__(space, **common)
         _check(lr > 0 and logit_lr > 0, f"lr and logit_lr must be > 0, got {lr} and {logit_lr}")
         _check(init_std > 0 and init_logit_std > 0, f"init stds must be > 0, got {init_std}, {init_logit_std}")
         _check(0 < min_std <= 1, f"min_std must be in (0, 1], got {min_std}")
@@ -125,8 +121,6 @@ class ReinforceStrategy(Strategy):
         _check(0 <= baseline_decay < 1, f"baseline_decay must be in [0, 1), got {baseline_decay}")
         _check(max_grad_norm >= 0, f"max_grad_norm must be >= 0, got {max_grad_norm}")
         _check(sampling in DESIGNS, f"sampling must be one of {', '.join(DESIGNS)}, got {sampling!r}")
-        if not len(self.free):
-            raise UserError(f"every element is fixed ({', '.join(self.fixed)}): nothing left to search")
         self.sampling, self.lr_floor, self.entropy_coef = sampling, lr_floor, entropy_coef
         self.baseline_decay, self.max_grad_norm = baseline_decay, max_grad_norm
         self.policy = Policy(
@@ -160,23 +154,32 @@ class ReinforceStrategy(Strategy):
         self._pending = self.policy.sample(n, gen, design=self.sampling, columns=self.columns)
         return [self.complete(p) for p in self._pending.params]
 
-    def tell(self, params: Sequence[Mapping[str, Any]], rewards: Sequence[Any]) -> None:
+    @property
+    def iterations(self) -> int:
+        """The updates the budget allows (the learning-rate schedule's length)."""
+        return max(1, (self.budget or 0) // max(self.batch or 1, 1))
+
+    def _take_pending(
+        self, params: Sequence[Mapping[str, Any]], rewards: Sequence[Any]
+    ) -> tuple[PolicySample, list[tuple[int, Any]]]:
+        """The last ask's draws, and (draw index, reward) of those told a reward; counts the update."""
         if self._pending is None:
             raise RuntimeError("tell() without a pending ask()")
         sample, self._pending = self._pending, None
         asked = [self.complete(p) for p in sample.params]
-        index = [_find(asked, p) for p in params]
-        ok = [(j, r) for j, r in zip(index, rewards) if not _failed(r)]
         self.updates += 1
+        return sample, [(asked_index(asked, p), r) for p, r in zip(params, rewards) if not failed(r)]
+
+    def tell(self, params: Sequence[Mapping[str, Any]], rewards: Sequence[Any]) -> None:
+        sample, ok = self._take_pending(params, rewards)
         if not ok:
             return
         sub = PolicySample(
             raw={n: v[[j for j, _ in ok]] for n, v in sample.raw.items()}, params=[sample.params[j] for j, _ in ok]
         )
-        iterations = max(1, (self.budget or 0) // max(self.batch or 1, 1))
         self.last_stats = {}
         for k, opt in self.optimizers.items():
-            anneal(opt, self.updates - 1, iterations, self.lr_floor)
+            anneal(opt, self.updates - 1, self.iterations, self.lr_floor)
             values = [r[k] if self.signals else r for _, r in ok]
             r = torch.tensor([float(v) for v in values], dtype=torch.float64)
             b = self.baselines[k]
@@ -199,8 +202,11 @@ class ReinforceStrategy(Strategy):
         return self.complete(mean)
 
     def describe(self) -> dict[str, Any]:
-        params = point_json(self.space, self.recommend())["params"]
-        params.update(self.policy.to_json()["params"])
+        # the distribution over the free elements; the fixed ones as the points they are
+        fixed = ParamSpace({n: self.space[n] for n in self.fixed}) if self.fixed else None
+        params = self.policy.to_json()["params"]
+        if fixed is not None:
+            params.update(point_json(fixed, self.init)["params"])
         return {"strategy": self.name, "params": {n: params[n] for n in self.space}}
 
     def state_dict(self) -> dict[str, Any]:
@@ -223,16 +229,3 @@ class ReinforceStrategy(Strategy):
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise UserError(f"search reinforce: {msg}")
-
-
-def _failed(r: Any) -> bool:
-    if isinstance(r, Mapping):
-        return any(failed(v) for v in r.values())
-    return failed(r)
-
-
-def _find(asked: list[dict[str, Any]], p: Mapping[str, Any]) -> int:
-    for j, q in enumerate(asked):
-        if q == p:
-            return j
-    raise ValueError("tell() got a ψ that the last ask() did not hand out")
