@@ -28,7 +28,7 @@ import simulators
 from simulators import Batch, Simulator
 
 from . import tasks as tasks_mod
-from .matching import MMD_METRICS
+from .matching import TargetMatch
 from .tasks import Task, reward_of
 
 __all__ = [
@@ -177,8 +177,8 @@ class Evaluator:
             return self.test
         raise ValueError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
 
-    def look(self, spec: EvalSpec, match: Callable[[Batch], dict[str, float]]) -> EvalResult:
-        """The loop's warm-up: render (and refine) only, rewarded by −the MMD²s that ``match``
+    def look(self, spec: EvalSpec, match: TargetMatch) -> EvalResult:
+        """The loop's warm-up: render (and refine) only, rewarded by −the distances that ``match``
         gives (of the frames' look and of their labels to the target's, `lts.matching`);
         nothing is trained."""
         res = EvalResult(index=spec.index, params=spec.params)
@@ -186,7 +186,7 @@ class Evaluator:
         t0 = time.perf_counter()
         mmd2 = match(batch)
         res.score_s = time.perf_counter() - t0
-        res.metrics = {MMD_METRICS[k]: v for k, v in mmd2.items()}
+        res.metrics = {match.metrics[k]: v for k, v in mmd2.items()}
         res.reward = -sum(res.metrics.values())
         return res
 

@@ -36,7 +36,7 @@ from policies import ReinforceStrategy, Strategy, make_strategy
 from . import tasks as tasks_mod
 from .config import Config, config_to_dict
 from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, local_executor, random_params
-from .matching import MMD_METRICS, TargetMatch
+from .matching import TargetMatch
 from .rundir import CHECKPOINT, POLICY, SUMMARY, RunDir
 from .seeding import derive_seed
 from .targets import Target, load_target
@@ -128,7 +128,9 @@ class MatchStage:
         if not config.match_iterations or not config.iterations or not signals:
             return None  # nothing to match, or no search to start (--iterations 0 evaluates nothing)
         stage = cls(config, space, signals)
-        stage.match = TargetMatch(target.batch, label_field if contents else None, look=bool(looks))
+        stage.match = TargetMatch(
+            target.batch, label_field if contents else None, look=bool(looks), classes=config.match_classes
+        )
         if len(stage.held) == len(space):
             raise simulators.UserError(
                 f"match_hold holds {list(stage.held)}, every element there is: the search would have nothing to move"
@@ -142,7 +144,8 @@ class MatchStage:
             return math.nan
         if not self.signals:
             return r.reward
-        return {k: -r.metrics[m] for k, m in MMD_METRICS.items() if m in r.metrics}
+        assert self.match is not None
+        return {k: -r.metrics[m] for k, m in self.match.metrics.items() if m in r.metrics}
 
     def result(self) -> tuple[dict[str, Any], tuple[str, ...]]:
         """(the ψ a strategy starts from, the elements it holds)."""

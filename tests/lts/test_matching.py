@@ -336,3 +336,46 @@ def test_the_toys_warm_up_matches_points_and_labels_and_the_search_starts_there(
     assert rows[12]["params"][0]["balance"] == matched["balance"]  # match_hold: the mix stays
     # charged by what it renders: 8 × 50 of 60-point evaluations an iteration
     assert rows[11]["evaluations"] == pytest.approx(12 * 8 * 50 / 60)
+
+
+def test_class_moments_are_zero_on_the_target_and_a_shifted_class_costs_its_squared_shift():
+    from lts.matching import ClassMoments
+
+    square = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])
+    points = torch.cat([square, square + torch.tensor([3.0, 0.0])])
+    labels = torch.tensor([0] * 4 + [1] * 4)
+    d = ClassMoments(points, labels)
+    assert d(points, labels) == pytest.approx(0.0, abs=1e-12)
+    scale = float(points.double().var(0).sum())
+    moved = torch.cat([square, square + torch.tensor([4.0, 0.0])])  # class 1 one step further
+    assert d(moved, labels) == pytest.approx(0.5 * 1.0 / scale, rel=1e-9)  # its frequency × shift² / variance
+    wider = torch.cat([2.0 * square, square + torch.tensor([3.0, 0.0])])  # class 0 twice as wide
+    # covariances c·I and 4c·I in 2-D (c = 2/3): 2 (√(4c) − √c)² = 2c
+    assert d(wider, labels) == pytest.approx(0.5 * 2 * (2 / 3) / scale, rel=1e-9)
+    # class 0 drawn twice as often (its square twice: covariance 4/7 I instead of 2/3 I):
+    # the squared Hellinger distance of 2/3, 1/3 to 1/2, 1/2, plus that covariance's cost
+    twice = torch.cat([square, square, square + torch.tensor([3.0, 0.0])])
+    hellinger = ((2 / 3) ** 0.5 - 0.5**0.5) ** 2 + ((1 / 3) ** 0.5 - 0.5**0.5) ** 2
+    w2 = 2 * ((4 / 7) ** 0.5 - (2 / 3) ** 0.5) ** 2
+    assert d(twice, torch.tensor([0] * 8 + [1] * 4)) == pytest.approx(hellinger + 0.5 * w2 / scale, rel=1e-9)
+
+
+def test_class_moments_rank_the_true_psi_first_on_the_12_coordinate_problem():
+    from lts.matching import ClassMoments
+
+    sim = simulators.make("gmm", classes=3, dims=3)
+    star = {"c0_x": -2.0, "c0_y": 1.0, "c0_z": 0.5, "c1_x": 1.5, "c1_y": -1.5, "c1_z": 1.0,
+            "c2_x": 0.5, "c2_y": 2.0, "c2_z": -2.0, "std": 1.2, "balance": {"c0": 0.2, "c1": 0.5, "c2": 0.3}}  # fmt: skip
+    target = sim.generate(star, 1000, seed=1)
+    d = ClassMoments(target.features, target.labels)
+    at = [d(b.features, b.labels) for b in (sim.generate(star, 400, seed=s) for s in (2, 3, 4))]
+    for name, value in (("c0_x", -1.5), ("std", 1.0), ("balance", {"c0": 0.35, "c1": 0.35, "c2": 0.3})):
+        off = [d(b.features, b.labels) for b in (sim.generate({**star, name: value}, 400, seed=s) for s in (2, 3, 4))]
+        assert all(o > a for o, a in zip(off, at)), name  # common seeds: ψ* nearer, draw for draw
+
+
+def test_match_classes_on_labels_that_are_not_points_is_one_line_exit_2(tmp_path, capsys):
+    args = _args(tmp_path / "run", "--set", "match_classes=true", "--set", "match_labels=null")
+    assert run_cli(optimize_main, args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: match_classes compares labelled points") and "'counts'" in err and "\n" not in err
