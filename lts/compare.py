@@ -16,6 +16,8 @@ which the handed-over ψ scores within ``band`` (2 %) of the oracle's reward
 (|R − R*| ≤ 0.02·|R*|, or better than R*); ``null`` if never.  Fair by construction: for
 a seed S every method sees the same target, and its i-th iteration the same data and
 training seeds (`lts.loop`), so methods differ by the ψ they ask for, not by luck.
+``OUT/comparison.json`` is rewritten after every seed: an interrupted comparison keeps
+the seeds it finished.
 """
 
 from __future__ import annotations
@@ -250,6 +252,8 @@ def run_comparison(
     runs_of: dict[str, list[_Run]] = {m: [] for m in methods}
     exp: Any = None
     failed = dict.fromkeys(methods, 0)
+    done: list[int] = []
+    report: dict[str, Any] = {}
     for seed in seeds:
         cfg = dataclasses.replace(config, seed=int(seed), workers=workers, ray_address=ray_address)
         runs = []
@@ -272,7 +276,29 @@ def run_comparison(
             d["elapsed_s"].append(run.elapsed_s)
             runs_of[run.method].append(run)
             failed[run.method] += run.failed
-    report = {
+        done.append(int(seed))
+        # written after every seed, so that an interrupted comparison keeps the seeds it finished
+        report = _report(config, task, budget, band, done, workers, ray_address, exp, per, runs_of, failed)
+        atomic_write_text(out / "comparison.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _report(
+    config: Config,
+    task: Any,
+    budget: float,
+    band: float,
+    seeds: list[int],
+    workers: int,
+    ray_address: str | None,
+    exp: Any,
+    per: dict[str, dict[str, list[Any]]],
+    runs_of: dict[str, list[_Run]],
+    failed: dict[str, int],
+) -> dict[str, Any]:
+    """comparison.json's content for the seeds done so far."""
+    methods = list(per)
+    return {
         "sim": config.sim,
         "task": config.task,
         "target": config.target,
@@ -282,7 +308,7 @@ def run_comparison(
         "samples": config.samples,
         "scenes": config.scenes,
         "final_repeats": config.final_repeats,
-        "seeds": [int(s) for s in seeds],
+        "seeds": seeds,
         "workers": workers,
         # CPU-seconds are this process's: with Ray workers their time is not in them
         "cpu_measured": not (workers > 0 or ray_address),
@@ -305,8 +331,6 @@ def run_comparison(
             for m in methods
         },
     }
-    atomic_write_text(out / "comparison.json", json.dumps(report, indent=2) + "\n")
-    return report
 
 
 # -- reporting --------------------------------------------------------------------------

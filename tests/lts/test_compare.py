@@ -183,3 +183,22 @@ def test_lts_runs_its_warm_up_charged_by_what_it_renders_and_the_other_methods_n
     assert [e for e, _ in report["methods"]["lts"]["curve"][0]] == pytest.approx([3.6, 6.6])
     assert [e for e, _ in report["methods"]["random"]["curve"][0]] == [3.0, 6.0]
     assert [r["phase"] for r in RunDir(out / "random-seed0").read_metrics()] == ["task", "task"]
+
+
+def test_an_interrupted_comparison_keeps_the_seeds_it_finished(tmp_path, gmm_target, monkeypatch, capsys):
+    import lts.compare as compare_mod
+
+    run_method = compare_mod._run_method
+
+    def interrupted_on_seed_1(method, config, *args):
+        if config.seed == 1:
+            raise KeyboardInterrupt
+        return run_method(method, config, *args)
+
+    monkeypatch.setattr(compare_mod, "_run_method", interrupted_on_seed_1)
+    out = tmp_path / "cmp"
+    code = run_cli(compare_main, _args(gmm_target, out, "--budget", "6", "--seeds", "2", "--methods", "lts,random"))
+    assert code == 130
+    report = json.loads((out / "comparison.json").read_text())
+    assert report["seeds"] == [0] and [len(d["curve"]) for d in report["methods"].values()] == [1, 1]
+    assert report["methods"]["random"]["curve"][0][-1][0] == 6.0
