@@ -177,8 +177,11 @@ def test_interrupt_writes_checkpoint_and_exits_130(tmp_path, gmm_target):
     out = tmp_path / "run"
     args = tiny_gmm_args(gmm_target, out)
     args[args.index("--iterations") + 1] = "200"
+    # A job started in the background by a non-interactive shell inherits SIGINT ignored,
+    # and Python then keeps it ignored: give the run Ctrl-C's default, as a terminal would.
     proc = subprocess.Popen([sys.executable, "-m", "lts.optimize", *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline and not (
         (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().count("\n") >= 2
