@@ -184,9 +184,9 @@ class Evaluator:
         res = EvalResult(index=spec.index, params=spec.params)
         batch = self._frames(spec, res)
         t0 = time.perf_counter()
-        mmd2 = match(batch)
+        distances = match(batch)
         res.score_s = time.perf_counter() - t0
-        res.metrics = {match.metrics[k]: v for k, v in mmd2.items()}
+        res.metrics = {match.metrics[k]: v for k, v in distances.items()}
         res.reward = -sum(res.metrics.values())
         return res
 

@@ -138,8 +138,8 @@ class MatchStage:
         return stage
 
     def told(self, r: EvalResult) -> Any:
-        """What the stage's strategy is told of a render: −MMD² per signal (REINFORCE's update
-        per signal), or their sum (`EvalResult.reward`) for any other strategy; NaN if it failed."""
+        """What the stage's strategy is told of a render: −its distance per signal (REINFORCE's
+        update per signal), or their sum (`EvalResult.reward`) for any other strategy; NaN if it failed."""
         if not r.ok:
             return math.nan
         if not self.signals:

@@ -25,6 +25,8 @@ distance between target features.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from simulators import Batch
@@ -147,7 +149,8 @@ class ClassMoments:
         self.freq = torch.bincount(y, minlength=self.classes).double() / len(y)
         self.stats = []
         for c in range(self.classes):
-            mean, cov = _moments(x[y == c] if bool((y == c).any()) else x)
+            xc = x[y == c]
+            mean, cov = _moments(xc if len(xc) else x)
             w, v = torch.linalg.eigh(cov)
             self.stats.append((mean, cov, (v * w.clamp(min=0).sqrt()) @ v.T))  # Σ*^½
 
@@ -156,11 +159,18 @@ class ClassMoments:
         freq = torch.bincount(y, minlength=self.classes).double() / max(len(y), 1)
         total = float((freq.sqrt() - self.freq.sqrt()).square().sum())
         for c, (mean, cov, root) in enumerate(self.stats):
-            m, s = _moments(x[y == c] if bool((y == c).any()) else x)  # an absent class: all the points
+            xc = x[y == c]
+            m, s = _moments(xc if len(xc) else x)  # an absent class: all the points
             cross = torch.linalg.eigvalsh(root @ s @ root).clamp(min=0).sqrt().sum()  # tr (Σ*^½ Σ Σ*^½)^½
             w2 = (m - mean).square().sum() + torch.trace(s) + torch.trace(cov) - 2.0 * cross
             total += float(self.freq[c]) * max(float(w2), 0.0) / self.scale
         return total
+
+
+def _labelled_points(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    if batch.features is None or batch.labels is None:
+        raise UserError("the warm-up compares labelled points, but the simulator's batch has none")
+    return batch.features, batch.labels
 
 
 class TargetMatch:
@@ -172,17 +182,18 @@ class TargetMatch:
         self, target: Batch, label_field: str | None = None, *, look: bool = True, classes: bool = False
     ) -> None:
         self.look = AppearanceMatch(target.images) if look else None
-        self.target, self.label_field = target, label_field
         self.metrics = dict(MMD_METRICS)
-        self.labels: _MMD | ClassMoments | None = None
+        self.labels: Callable[[Batch], float] | None = None  # the labels signal's distance of a batch
         if classes:
             if label_field != "labels" or target.features is None or target.labels is None:
                 raise UserError(
                     f"match_classes compares labelled points class by class; this task's labels are {label_field!r}"
                 )
-            self.labels, self.metrics["labels"] = ClassMoments(target.features, target.labels), CLASS_METRIC
+            moments = ClassMoments(target.features, target.labels)
+            self.labels, self.metrics["labels"] = (lambda b: moments(*_labelled_points(b))), CLASS_METRIC
         elif label_field is not None:
-            self.labels = _MMD(label_features(target, label_field, target))
+            mmd = _MMD(label_features(target, label_field, target))
+            self.labels = lambda b: mmd(label_features(b, label_field, target))
 
     def __call__(self, batch: Batch) -> dict[str, float]:
         out = {}
@@ -190,10 +201,6 @@ class TargetMatch:
             if batch.images is None:
                 raise UserError("the warm-up compares how frames look, but the simulator's batch has no images")
             out["look"] = self.look(batch.images)
-        if isinstance(self.labels, ClassMoments):
-            if batch.features is None or batch.labels is None:
-                raise UserError("the warm-up compares labelled points, but the simulator's batch has none")
-            out["labels"] = self.labels(batch.features, batch.labels)
-        elif self.labels is not None and self.label_field is not None:
-            out["labels"] = self.labels(label_features(batch, self.label_field, self.target))
+        if self.labels is not None:
+            out["labels"] = self.labels(batch)
         return out
