@@ -58,13 +58,14 @@ class Config:
     )
     iterations: int = _f(16, "iterations of the search (K evaluations each, on the task's reward)")
     match_iterations: int = _f(
-        80,
+        120,
         "distribution-matching warm-up: iterations before the task's, rewarded by how close rendered frames look "
         "to the target's (−MMD² of banded colour histograms; a render each, no training); 0: none",
     )
     match_scenes: int = _f(
-        32,
-        "scenes rendered per ψ in the warm-up (many iterations of few scenes learn the look better than a few of many)",
+        8,
+        "scenes rendered per ψ in the warm-up (many iterations of few scenes match better than a few of many: "
+        "on counting, 120 × 8 scenes reach the oracle band on 5 seeds of 5, as 80 × 32 did on 3 of 3, at 3/8 of the charge)",
     )
     match_samples: int = _f(
         8, "parameter vectors ψ drawn per warm-up iteration (more draws: each element its own sign column)"

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--match-iterations",
         type=int,
         metavar="N",
-        help="iterations of the render-only warm-up stage before the search (0: none; default 80 for street scenes, "
+        help="iterations of the render-only warm-up stage before the search (0: none; default 120 for street scenes, "
         "each of match_samples ψ × match_scenes scenes)",
     )
     a("--quick", action="store_true", help="a smoke run of the chosen experiment at a tiny budget (under a minute)")
