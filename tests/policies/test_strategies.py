@@ -62,6 +62,7 @@ def test_state_dict_round_trips_mid_run_to_identical_next_asks(name):
     _run(a, 3, np.random.default_rng(0), k=4)
     b = make_strategy(name, SPACE, seed=3, budget=64, batch=4)
     b.load_state_dict(copy.deepcopy(a.state_dict()))
+    assert a.recommend() == b.recommend()
     assert a.ask(4) == b.ask(4)
     # and the same seed alone gives the same run
     c, d = (make_strategy(name, SPACE, seed=5, budget=64, batch=4) for _ in range(2))
