@@ -9,9 +9,10 @@ run directories under ``OUT/METHOD-seedS``) on the same simulator, task, target 
 budget of N evaluations, each simulator call charged by what it renders: an evaluation
 of M scenes counts 1, a warm-up render of m scenes m / M.
 
-After every iteration (K evaluations) the ψ the method would hand over is re-scored with
-the run's final seeds (as the final ``lts`` reward is; these re-scores are not charged),
-and so is ψ* (the oracle).  **Evaluations to the oracle band** is the first count at
+After every iteration (K evaluations), and at the end of the warm-up (the ψ the search
+starts from), the ψ the method would hand over is re-scored with the run's final seeds
+(as the final ``lts`` reward is; these re-scores are not charged), and so is ψ* (the
+oracle).  **Evaluations to the oracle band** is the first count at
 which the handed-over ψ scores within ``band`` (2 %) of the oracle's reward
 (|R − R*| ≤ 0.02·|R*|, or better than R*); ``null`` if never.  Fair by construction: for
 a seed S every method sees the same target, and its i-th iteration the same data and
@@ -174,7 +175,8 @@ def _run_method(method: str, config: Config, budget: float, out: Path, progress:
 
     def on_iteration(row: dict[str, Any]) -> None:
         failed[0] += len(row["errors"])
-        if row["phase"] == "task":
+        # the warm-up's last ψ is a hand-over too: what the search starts from (and policy.json then)
+        if row["phase"] == "task" or row["iteration"] == exp.match_iterations - 1:
             points.append((float(row["evaluations"]), float(row["cpu_s"]), row["recommended"]))
 
     exp.cb = Callbacks(on_eval=on_eval, on_iteration=on_iteration)
@@ -375,7 +377,8 @@ def format_table(report: dict[str, Any]) -> str:
     lines += [
         "",
         "median [min–max] over seeds; never reached counts as more than the budget. Each iteration's handed-over "
-        f"ψ is re-scored with the run's {report['final_repeats']} final seed(s) (not charged).",
+        "ψ (and lts's at the end of its warm-up) is re-scored with the run's "
+        f"{report['final_repeats']} final seed(s) (not charged).",
     ]
     fails = {m: d["failed_evaluations"] for m, d in report["methods"].items() if d["failed_evaluations"]}
     if fails:

@@ -179,8 +179,11 @@ def test_lts_runs_its_warm_up_charged_by_what_it_renders_and_the_other_methods_n
     args = _args(gmm_target, out, "--budget", "7", "--seeds", "1", "--methods", "lts,random", "--no-plot", *stage)
     assert run_cli(compare_main, args) == 0
     report = json.loads((out / "comparison.json").read_text())
-    # the warm-up: 2 iterations × 3 renders of 6 points, against evaluations of 60 points: 0.6
-    assert [e for e, _ in report["methods"]["lts"]["curve"][0]] == pytest.approx([3.6, 6.6])
+    # the warm-up: 2 iterations × 3 renders of 6 points, against evaluations of 60 points: 0.6;
+    # its last ψ (where the search starts) is re-scored there, then each iteration's
+    curve = report["methods"]["lts"]["curve"][0]
+    assert [e for e, _ in curve] == pytest.approx([0.6, 3.6, 6.6])
+    assert all(math.isfinite(r) for _, r in curve)
     assert [e for e, _ in report["methods"]["random"]["curve"][0]] == [3.0, 6.0]
     assert [r["phase"] for r in RunDir(out / "random-seed0").read_metrics()] == ["task", "task"]
 
