@@ -14,9 +14,9 @@ starts from), the ψ the method would hand over is re-scored with the run's fina
 (as the final ``lts`` reward is; these re-scores are not charged), and so is ψ* (the
 oracle).  **Evaluations to the oracle band** is the first count at which the handed-over
 ψ scores within ``band`` (2 %) of the oracle's reward (|R − R*| ≤ 0.02·|R*|, or better
-than R*); ``null`` if never.  Fair by construction: for
-a seed S every method sees the same target, and its i-th iteration the same data and
-training seeds (`lts.loop`), so methods differ by the ψ they ask for, not by luck.
+than R*); ``null`` if never.  Fair by construction: for a seed S every method sees the
+same target, and its i-th iteration the same data and training seeds (`lts.loop`), so
+methods differ by the ψ they ask for, not by luck.
 ``OUT/comparison.json`` is rewritten after every seed: an interrupted comparison keeps
 the seeds it finished.
 """
