@@ -156,8 +156,8 @@ def _run_method(method: str, config: Config, budget: float, out: Path, progress:
     if method != "lts":  # a searcher users already have sees the reward alone: no warm-up stage
         cfg = dataclasses.replace(cfg, match_iterations=0)
     exp = Experiment(cfg, RunDir(out / f"{method}-seed{cfg.seed}"))
-    if exp.match_iterations:  # the warm-up is charged too: fewer search iterations
-        charge = exp.match_iterations * cfg.match_samples * cfg.match_scenes / cfg.scenes
+    if exp.stage is not None:  # the warm-up is charged too: fewer search iterations
+        charge = exp.stage.renders() * cfg.match_scenes / cfg.scenes
         if charge + k > budget:
             raise UserError(
                 f"--budget {budget:g} does not cover the warm-up ({charge:g} evaluations) and one iteration"

@@ -136,7 +136,7 @@ class Evaluator:
         self.sim_lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         self._closed = False
 
-    def _frames(self, spec: EvalSpec, res: EvalResult) -> Batch:
+    def frames(self, spec: EvalSpec, res: EvalResult) -> Batch:
         """Render (and refine) the spec's scenes, timing both into ``res``."""
         with self.sim_lock:
             t0 = time.perf_counter()
@@ -153,7 +153,7 @@ class Evaluator:
 
     def __call__(self, spec: EvalSpec) -> EvalResult:
         res = EvalResult(index=spec.index, params=spec.params)
-        batch = self._frames(spec, res)
+        batch = self.frames(spec, res)
         t2 = time.perf_counter()
         model = self.task.fit(batch, seed=spec.train_seed, init=spec.init)
         t3 = time.perf_counter()
@@ -182,7 +182,7 @@ class Evaluator:
         gives (of the frames' look and of their labels to the target's, `lts.matching`);
         nothing is trained."""
         res = EvalResult(index=spec.index, params=spec.params)
-        batch = self._frames(spec, res)
+        batch = self.frames(spec, res)
         t0 = time.perf_counter()
         distances = match(batch)
         res.score_s = time.perf_counter() - t0

@@ -29,14 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import simulators
 from policies import ReinforceStrategy, Strategy, make_strategy
+from policies.base import point_json
 
 from . import tasks as tasks_mod
 from .config import Config, config_to_dict
 from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, local_executor, random_params
-from .matching import TargetMatch
+from .matching import TargetMatch, simplex_lstsq
 from .rundir import CHECKPOINT, POLICY, SUMMARY, RunDir
 from .seeding import derive_seed
 from .targets import Target, load_target
@@ -83,30 +85,91 @@ class MatchStage:
     """The cheap stage: REINFORCE on −MMD² of the frames' look (``match_elements``, or the
     simulator's `ParamSpace.looks`) and of their labels (``match_labels``, or
     `ParamSpace.contents`), each signal moving its own elements; the rest stay at their
-    defaults.  Its result is where a strategy starts: the matched ψ, with the matched
-    mixes held when ``match_hold`` (they are what its features measure frame by frame;
-    continuous elements go on, the counts place them only on a ridge)."""
+    defaults.  With ``match_moments`` its first iteration solves the mixes instead
+    (`solve`): each choice rendered alone, the mix whose mean features fit the target's
+    (`lts.matching.simplex_lstsq`); the later iterations move the other elements, and
+    there are none when nothing else is left.  Its result is where a strategy starts: the
+    matched ψ, with the matched mixes held when ``match_hold`` (they are what its features
+    measure frame by frame; continuous elements go on, the counts place them only on a ridge)."""
 
     def __init__(self, config: Config, space: simulators.ParamSpace, signals: Mapping[str, Sequence[str]]) -> None:
         self.config, self.space = config, space
         moved = [n for names in signals.values() for n in names]
-        common: dict[str, Any] = {
-            "seed": derive_seed(config.seed, "match"),
-            "budget": config.match_iterations * config.match_samples,
-            "batch": config.match_samples,
-            "fixed": [n for n in space if n not in moved],
-        }
+        #: the mixes the first iteration solves (element → its signal), with ``match_moments``
+        self.mixes: dict[str, str] = {}
+        self.choices: dict[str, tuple[str, ...]] = {}
+        for k, names in signals.items():
+            for n in names:
+                el = space[n]
+                if config.match_moments and isinstance(el, simulators.Proportions):
+                    self.mixes[n], self.choices[n] = k, tuple(el.choices)
+        rest = {k: [n for n in names if n not in self.mixes] for k, names in signals.items()}
+        self.rest = {k: v for k, v in rest.items() if v}  # what REINFORCE (or ``match_search``) moves
+        #: the stage's iterations: the moments (one), then the search of the rest, if any
+        self.iterations = config.match_iterations if self.rest else 1
+        self.start = space.default()
+        self.solved: dict[str, dict[str, float]] | None = None
         # Two signals move two sets of elements: REINFORCE with an update per signal.  One
         # signal is one reward, which any strategy can search (``match_search``).
-        self.signals = len(signals) > 1 or config.match_search == "reinforce"
-        self.strategy: Strategy = (
-            ReinforceStrategy(space, signals=signals, **common)
-            if self.signals
-            else make_strategy(config.match_search, space, **common)
-        )
+        self.signals = len(self.rest) > 1 or config.match_search == "reinforce"
+        self.strategy: Strategy | None = self._strategy(None) if self.rest else None
         held = [n for n in moved if isinstance(space[n], (simulators.Proportions, simulators.Categorical))]
         self.held = tuple(held) if config.match_hold else ()
         self.match: TargetMatch | None = None
+
+    def _strategy(self, init: dict[str, Any] | None) -> Strategy:
+        """The search of the elements the moments do not solve, from ``init``."""
+        config, space = self.config, self.space
+        moved = [n for names in self.rest.values() for n in names]
+        searched = self.iterations - (1 if self.mixes else 0)
+        common: dict[str, Any] = {
+            "seed": derive_seed(config.seed, "match"),
+            "budget": max(searched, 1) * config.match_samples,
+            "batch": config.match_samples,
+            "fixed": [n for n in space if n not in moved],
+            "init": init,
+        }
+        if self.signals:
+            return ReinforceStrategy(space, signals=self.rest, **common)
+        return make_strategy(config.match_search, space, **common)
+
+    def renders(self, done: int = 0) -> int:
+        """Renders the stage makes after its first ``done`` iterations (the moments': one
+        per choice of each mix; each of the rest's iterations: ``match_samples``)."""
+        moments = 1 if self.mixes and done == 0 else 0
+        choices = sum(len(c) for c in self.choices.values())
+        searched = max(self.iterations - max(done, 1 if self.mixes else 0), 0) if self.rest else 0
+        return moments * choices + searched * self.config.match_samples
+
+    def solve(self, render: Callable[[dict[str, Any]], simulators.Batch]) -> dict[str, float]:
+        """The moments: each mix from ``render``'s frames of every choice alone, fitted to the
+        target's mean features; returns each mix's residual (the fit's distance)."""
+        assert self.match is not None
+        solved, residual = {}, {}
+        for name, signal in self.mixes.items():
+            choices = self.choices[name]
+            columns = []
+            for c in choices:
+                batch = render({**self.start, name: {x: float(x == c) for x in choices}})
+                columns.append(self.match.mean_features(batch, signal))
+            m, t = torch.stack(columns, 1), self.match.target_mean(signal).to(columns[0].device)
+            p = simplex_lstsq(m.cpu(), t.cpu())
+            solved[name] = {c: float(x) for c, x in zip(choices, p)}
+            residual[name] = float((m.cpu().double() @ p - t.cpu().double()).norm())
+        self.apply(solved)
+        return residual
+
+    def apply(self, solved: Mapping[str, Mapping[str, float]]) -> None:
+        """Take the solved mixes (`solve`'s, or a checkpoint's): the rest's search starts there."""
+        self.solved = {k: dict(v) for k, v in solved.items()}
+        if self.rest:
+            self.strategy = self._strategy({**self.start, **self.solved})
+
+    def describe(self) -> dict[str, Any]:
+        """``policy.json`` now: the stage's search, or its ψ where nothing is searched."""
+        if self.strategy is not None:
+            return self.strategy.describe()
+        return {"strategy": "moments", "params": point_json(self.space, self.result()[0])["params"]}
 
     @classmethod
     def build(cls, config: Config, space: simulators.ParamSpace, task: Any, target: Target) -> MatchStage | None:
@@ -149,6 +212,8 @@ class MatchStage:
 
     def result(self) -> tuple[dict[str, Any], tuple[str, ...]]:
         """(the ψ a strategy starts from, the elements it holds)."""
+        if self.strategy is None:
+            return self.space.validate({**self.start, **(self.solved or {})}), self.held
         return self.strategy.recommend(), self.held
 
 
@@ -189,7 +254,7 @@ class Experiment:
         self.task = tasks_mod.make(config.task, **{"device": config.device, **config.task_options})
         self.task.check_target(self.target.batch)
         self.stage = MatchStage.build(config, self.space, self.task, self.target)
-        self.match_iterations = config.match_iterations if self.stage is not None else 0
+        self.match_iterations = self.stage.iterations if self.stage is not None else 0
         # The strategy is built where the stage ends (it starts from the stage's ψ); built
         # once now as well, so that a bad search or option fails before anything is written.
         self.strategy: Strategy | None = self._make_strategy()
@@ -222,8 +287,9 @@ class Experiment:
 
     @property
     def searcher(self) -> Strategy:
-        """The strategy asked now: the stage's during the stage, else the search's."""
+        """The strategy asked now: the stage's during the stage (after its moments), else the search's."""
         if self.stage is not None and self.iteration < self.match_iterations:
+            assert self.stage.strategy is not None, "the stage's moments come first"
             return self.stage.strategy
         if self.strategy is None:
             self.strategy = self._make_strategy()
@@ -243,7 +309,10 @@ class Experiment:
             "iteration": self.iteration,
             # pickled: a strategy's state may hold anything (numpy arrays, a generator, an Optuna
             # study); the checkpoint itself stays loadable with torch.load(weights_only=True)
-            "match": None if self.stage is None else pickle.dumps(self.stage.strategy.state_dict()),
+            "match": None
+            if self.stage is None or self.stage.strategy is None
+            else pickle.dumps(self.stage.strategy.state_dict()),
+            "moments": None if self.stage is None else self.stage.solved,
             "strategy": None if self.strategy is None else pickle.dumps(self.strategy.state_dict()),
             "sim_frames": self.sim_frames,
             "evaluations": self.evaluations,
@@ -266,7 +335,9 @@ class Experiment:
                 "put it back, or start a new run (resume may change only --iterations and how evaluations run)"
             )
         self.iteration = int(state["iteration"])
-        if self.stage is not None and state["match"] is not None:
+        if self.stage is not None and state.get("moments") is not None:
+            self.stage.apply(state["moments"])
+        if self.stage is not None and self.stage.strategy is not None and state["match"] is not None:
             self.stage.strategy.load_state_dict(pickle.loads(state["match"]))
         if state["strategy"] is not None:
             self.strategy = self._make_strategy()
@@ -280,7 +351,13 @@ class Experiment:
     def save(self, policy: dict[str, Any] | None = None) -> None:
         """The checkpoint and ``policy.json`` (``policy``: the searcher's description, when at hand)."""
         self.run_dir.save_checkpoint(self.state_dict())
-        self.run_dir.write_json(POLICY, policy if policy is not None else self.searcher.describe())
+        self.run_dir.write_json(POLICY, policy if policy is not None else self.describe())
+
+    def describe(self) -> dict[str, Any]:
+        """``policy.json`` now: what the stage or the search holds."""
+        if self.stage is not None and self.iteration < self.match_iterations:
+            return self.stage.describe()
+        return self.searcher.describe()
 
     def start_fresh(self) -> None:
         self.run_dir.write_config(config_to_dict(self.config))
@@ -333,6 +410,8 @@ class Experiment:
 
     def step(self) -> dict[str, Any]:
         """One iteration, ask → evaluate → tell; returns its metrics.jsonl row."""
+        if self.stage is not None and self.stage.mixes and self.stage.solved is None:
+            return self._moments()
         it, matching, searcher = self.iteration, self.iteration < self.match_iterations, self.searcher
         params = searcher.ask(self.config.match_samples if matching else self.config.samples)
         results = self._evaluate(params, it, matching)
@@ -346,10 +425,47 @@ class Experiment:
             self.best_state = max((r for r in results if r.ok), key=lambda r: r.reward).state
         self.iteration = it + 1
         row = self._row(it, matching, searcher, results, time.perf_counter() - t0)
+        # the row's description is policy.json's, unless the warm-up just handed over to the search
+        return self._record(row, row["policy"] if searcher is self.searcher else None)
+
+    def _moments(self) -> dict[str, Any]:
+        """The stage's first iteration with ``match_moments``: every choice of each mix
+        rendered alone (``match_scenes`` scenes, common seeds) and the mixes solved."""
+        assert self.stage is not None
+        cfg, it, t0 = self.config, self.iteration, time.perf_counter()
+        if self._match_eval is None:  # shares the simulator; the executor's evaluator closes it
+            self._match_eval = self.context.build(sim=self.sim)
+        results: list[EvalResult] = []
+
+        def render(psi: dict[str, Any]) -> simulators.Batch:
+            seed = derive_seed(cfg.seed, "moments")  # common seeds: the choices differ, the scenes not
+            spec = EvalSpec(index=len(results), params=psi, n=cfg.match_scenes, data_seed=seed, train_seed=seed)
+            res = EvalResult(index=spec.index, params=psi)
+            assert self._match_eval is not None
+            batch = self._match_eval.frames(spec, res)
+            res.reward = 0.0
+            results.append(res)
+            self.sim_frames += res.frames
+            self.evaluations += cfg.match_scenes / cfg.scenes  # charged by what it renders
+            if self.cb.on_eval:
+                self.cb.on_eval(res)
+            return batch
+
+        residual = self.stage.solve(render)
+        self.iteration = it + 1
+        row = {
+            **self._row(it, True, None, results, time.perf_counter() - t0),
+            "rewards": [-r for r in residual.values()],  # −the fit's distance, one per mix
+            "reward_mean": -float(np.mean(list(residual.values()))),
+            "residuals": residual,
+        }
+        return self._record(row, None)  # policy.json: the stage's search (if any), else the task's
+
+    def _record(self, row: dict[str, Any], policy: dict[str, Any] | None) -> dict[str, Any]:
+        """Append an iteration's row, checkpoint, log; returns the row."""
         # metrics first, then the checkpoint: a kill in between re-runs this iteration.
         self.run_dir.append_metrics(row)
-        # the row's description is policy.json's, unless the warm-up just handed over to the search
-        self.save(row["policy"] if searcher is self.searcher else None)
+        self.save(policy)
         if self._tb is not None:
             _tensorboard_log(self._tb, row)
         if self.cb.on_iteration:
@@ -399,19 +515,25 @@ class Experiment:
         return out
 
     def _row(
-        self, it: int, matching: bool, searcher: Strategy, results: list[EvalResult], tell_s: float
+        self, it: int, matching: bool, searcher: Strategy | None, results: list[EvalResult], tell_s: float
     ) -> dict[str, Any]:
+        """The metrics.jsonl row of iteration ``it`` (``searcher`` None: the stage's moments)."""
         ok = [r for r in results if r.ok]
         stats = getattr(searcher, "last_stats", None) or None
+        if searcher is None:
+            assert self.stage is not None
+            policy, recommended = self.stage.describe(), self.stage.result()[0]
+        else:
+            policy, recommended = searcher.describe(), searcher.recommend()
         return {
             "iteration": it,
             "phase": "match" if matching else "task",
-            "search": searcher.name,
+            "search": "moments" if searcher is None else searcher.name,
             "rewards": [_finite_or_none(r.reward) for r in results],
             "reward_mean": _finite_or_none(float(np.mean([r.reward for r in ok]))) if ok else None,
             "baseline": getattr(searcher, "baseline", None),
-            "policy": searcher.describe(),
-            "recommended": searcher.recommend(),
+            "policy": policy,
+            "recommended": recommended,
             "sim_frames": self.sim_frames,
             "evaluations": self.evaluations,
             "elapsed_s": self.elapsed(),

@@ -21,10 +21,17 @@ signals, each moving its own elements with its own baseline:
 
 MMD² is the biased (V-statistic) estimate with a Gaussian kernel as wide as the median
 distance between target features.
+
+A mix (a proportions element) needs no search at all: a frame's features averaged over
+many frames are linear in the mix (each scene, or each car, takes choice c with
+probability p_c), so rendering each choice on its own and solving the least-squares fit
+of those means to the target's over the simplex (`simplex_lstsq`) recovers it
+(``match_moments``, `TargetMatch.mean_features`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -33,7 +40,15 @@ from simulators import Batch
 from simulators.errors import UserError
 from simulators.labels import NUM_LABELS
 
-__all__ = ["MMD_METRICS", "AppearanceMatch", "ClassMoments", "TargetMatch", "appearance_features", "label_features"]
+__all__ = [
+    "MMD_METRICS",
+    "AppearanceMatch",
+    "ClassMoments",
+    "TargetMatch",
+    "appearance_features",
+    "label_features",
+    "simplex_lstsq",
+]
 
 MMD_METRICS = {"look": "mmd2", "labels": "mmd2_labels"}  # signal → the metric a warm-up draw reports it as
 CLASS_METRIC = "w2_classes"  # the labels signal's metric for labelled points (`ClassMoments`)
@@ -94,6 +109,34 @@ def label_features(batch: Batch, field: str, like: Batch) -> torch.Tensor:
         onehot = torch.nn.functional.one_hot(labels.long().clamp(0, classes - 1), classes).double()
         return torch.cat([batch.features.double(), onehot * float(like.features.double().std())], 1)
     raise ValueError(f"no label features for the field {field!r} (counts, semantic or labelled points)")
+
+
+def _project_simplex(v: torch.Tensor) -> torch.Tensor:
+    """The point of the probability simplex nearest to ``v`` (Euclidean; by sorting)."""
+    u, _ = torch.sort(v, descending=True)
+    css = u.cumsum(0) - 1.0
+    k = torch.arange(1, len(v) + 1, dtype=v.dtype)
+    rho = int((u - css / k > 0).nonzero().max())
+    return (v - css[rho] / (rho + 1)).clamp(min=0.0)
+
+
+def simplex_lstsq(m: torch.Tensor, t: torch.Tensor, *, steps: int = 5000) -> torch.Tensor:
+    """argmin ‖m p − t‖² over mixes p (p ≥ 0, Σ p = 1): D × k ``m``, D ``t``, k-vector out.
+
+    Accelerated projected gradient (FISTA) from the uniform mix; the problem is convex,
+    so it converges to the minimum (to within 1e-6 here, far below the features' noise)."""
+    m, t = m.double(), t.double()
+    k = m.shape[1]
+    a, b = m.T @ m, m.T @ t
+    lipschitz = float(torch.linalg.eigvalsh(a).max()) or 1.0
+    p = y = torch.full((k,), 1.0 / k, dtype=torch.float64)
+    momentum = 1.0
+    for _ in range(steps):
+        nxt = _project_simplex(y - (a @ y - b) / lipschitz)
+        momentum, prev = (1.0 + math.sqrt(1.0 + 4.0 * momentum**2)) / 2.0, momentum
+        y = nxt + (prev - 1.0) / momentum * (nxt - p)
+        p = nxt
+    return p
 
 
 class _MMD:
@@ -181,6 +224,7 @@ class TargetMatch:
     def __init__(
         self, target: Batch, label_field: str | None = None, *, look: bool = True, classes: bool = False
     ) -> None:
+        self.target, self.label_field = target, label_field
         self.look = AppearanceMatch(target.images) if look else None
         self.metrics = dict(MMD_METRICS)
         self.labels: Callable[[Batch], float] | None = None  # the labels signal's distance of a batch
@@ -194,6 +238,21 @@ class TargetMatch:
         elif label_field is not None:
             mmd = _MMD(label_features(target, label_field, target))
             self.labels = lambda b: mmd(label_features(b, label_field, target))
+
+    def mean_features(self, batch: Batch, signal: str) -> torch.Tensor:
+        """The mean of ``batch``'s features for ``signal`` (``"look"``: the frames' band
+        histograms, ``"labels"``: the task's label features), comparable with `target_mean`'s."""
+        if signal == "look":
+            if batch.images is None:
+                raise UserError("the warm-up compares how frames look, but the simulator's batch has no images")
+            return appearance_features(batch.images).mean(0)
+        if self.label_field is None:
+            raise ValueError("this match compares no labels")
+        return label_features(batch, self.label_field, self.target).double().mean(0)
+
+    def target_mean(self, signal: str) -> torch.Tensor:
+        """The target's mean features for ``signal`` (see `mean_features`)."""
+        return self.mean_features(self.target, signal)
 
     def __call__(self, batch: Batch) -> dict[str, float]:
         out = {}

@@ -178,16 +178,22 @@ def plan_line(exp: Any) -> str:
     """What the run will do, in one line: phases, iterations, evaluations, frames."""
     cfg = exp.config
     parts = []
-    if exp.match_iterations:
-        parts.append(
-            f"warm-up {exp.match_iterations} it × {cfg.match_samples} renders of {cfg.match_scenes} scenes (no training)"
+    stage = exp.stage
+    if stage is not None:
+        then = exp.match_iterations - 1 if stage.rest else 0
+        what = (
+            f"{stage.renders()} renders (mixes by moments"
+            + (f", then {then} it × {cfg.match_samples})" if then else ")")
+            if stage.mixes
+            else f"{exp.match_iterations} it × {cfg.match_samples} renders"
         )
+        parts.append(f"warm-up {what} of {cfg.match_scenes} scenes (no training)")
     if cfg.iterations:
         parts.append(f"{cfg.search} {cfg.iterations} it × {cfg.samples} evaluations of {cfg.scenes} scenes")
         finals = len(exp.final_baselines()) * cfg.final_repeats
         if finals:
             parts.append(f"{finals} final evaluations")
-    frames = exp.match_iterations * cfg.match_samples * cfg.match_scenes
+    frames = (stage.renders() if stage is not None else 0) * cfg.match_scenes
     frames += (
         cfg.iterations * cfg.samples + (len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0)
     ) * cfg.scenes
@@ -213,7 +219,7 @@ class _Progress:
     def start(self, exp: Any) -> None:
         cfg = exp.config
         self.left = {
-            "match": max(exp.match_iterations - exp.iteration, 0) * cfg.match_samples,
+            "match": exp.stage.renders(exp.iteration) if exp.stage is not None else 0,
             "task": min(cfg.iterations, exp.match_iterations + cfg.iterations - exp.iteration) * cfg.samples,
             "final": len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0,
         }

@@ -90,7 +90,7 @@ def _args(out, *extra):
         "--set", "target_size=24", "--set", "final_repeats=1", "--set", "task_options.steps=4",
         "--set", "sim_options.resolution=[32, 64]", "--set", "match_iterations=3", "--set", "match_elements=[weather]",
         "--set", "match_scenes=16", "--set", "match_samples=4", "--set", "match_labels=[]", "--search", "reinforce",
-        *extra,
+        "--set", "match_moments=false", *extra,
     ]  # fmt: skip
 
 
@@ -122,7 +122,7 @@ def _experiment(path, **extra):
         "task_options.steps": 4, "sim_options.resolution": [32, 64], "target_size": 24, "test_size": 24,
         "match_iterations": 3, "match_scenes": 16, "match_samples": 4, "match_labels": [], "samples": 4,
         "scenes": 24, "iterations": 1, "final_repeats": 1, "seed": 3, "match_elements": ["weather"],
-        "search": "reinforce", **extra,
+        "search": "reinforce", "match_moments": False, **extra,
     }  # fmt: skip
     run = RunDir(path)
     run.make()
@@ -379,3 +379,114 @@ def test_match_classes_on_labels_that_are_not_points_is_one_line_exit_2(tmp_path
     assert run_cli(optimize_main, args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: match_classes compares labelled points") and "'counts'" in err and "\n" not in err
+
+
+# -- the moments: each mix solved from pure renders ---------------------------------------
+
+
+def test_simplex_lstsq_recovers_a_mix_and_projects_an_unreachable_target():
+    from lts.matching import simplex_lstsq
+
+    g = torch.Generator().manual_seed(0)
+    m = torch.rand(96, 5, generator=g, dtype=torch.float64)
+    p = torch.tensor([0.05, 0.05, 0.45, 0.35, 0.10], dtype=torch.float64)
+    assert torch.allclose(simplex_lstsq(m, m @ p), p, atol=1e-6)
+    corner = simplex_lstsq(m, m[:, 2])  # a pure choice: the corner, exactly
+    assert torch.allclose(corner, torch.tensor([0.0, 0, 1, 0, 0], dtype=torch.float64), atol=1e-6)
+    # a target beyond every mix: the fit is still a mix, and no other mix fits better
+    q = simplex_lstsq(m, m @ p + 1.0)
+    assert q.min() >= 0 and float(q.sum()) == pytest.approx(1.0)
+    loss = lambda x: float((m @ x - m @ p - 1.0).square().sum())  # noqa: E731
+    for _ in range(200):
+        other = torch.distributions.Dirichlet(torch.ones(5, dtype=torch.float64)).sample()
+        assert loss(q) <= loss(other) + 1e-9
+
+
+def _moments_args(out, *extra):
+    return [
+        "--config", str(REPO / "configs" / "counting.yaml"), "--out", str(out), "--quiet", "--seed", "3",
+        "--iterations", "1", "--samples", "2", "--scenes", "24", "--search", "reinforce",
+        "--set", "target_size=128", "--set", "final_repeats=0", "--set", "task_options.steps=2",
+        "--set", "sim_options.resolution=[32, 64]", "--set", "match_scenes=48", *extra,
+    ]  # fmt: skip
+
+
+def _tv(a, b):
+    return 0.5 * sum(abs(a[k] - b[k]) for k in b)
+
+
+def test_the_moments_recover_the_targets_mixes_in_one_charged_iteration_and_the_search_holds_them(tmp_path):
+    import yaml
+
+    star = yaml.safe_load((REPO / "configs" / "targets" / "default.yaml").read_text())["params"]
+    out = tmp_path / "run"
+    assert run_cli(optimize_main, _moments_args(out)) == 0
+    rows = RunDir(out).read_metrics()
+    assert [(r["phase"], r["search"]) for r in rows] == [("match", "moments"), ("task", "reinforce")]
+    moments = rows[0]
+    # every weather (4) and every car type (5) rendered alone, 48 scenes each, charged 48 / 24
+    assert len(moments["params"]) == 9 and moments["sim_frames"] == 9 * 48
+    assert moments["evaluations"] == pytest.approx(9 * 48 / 24) and moments["timing_s"]["train"] == 0
+    assert [p["weather"] for p in moments["params"][:4]] == [_only(w) for w in WEATHERS]
+    psi = moments["recommended"]
+    start = simulators.make("procedural").param_space.default()
+    for name in ("weather", "car_type"):  # from TV 0.35–0.40 at the start
+        assert _tv(start[name], star[name]) > 0.3
+        assert _tv(psi[name], star[name]) < 0.1, (name, psi[name])
+    assert psi["intersection"] == start["intersection"] and psi["cars_per_scene"] == start["cars_per_scene"]
+    assert set(moments["residuals"]) == {"weather", "car_type"}
+    assert moments["rewards"] == pytest.approx([-moments["residuals"][k] for k in ("weather", "car_type")])
+    task = rows[1]
+    assert all(p["weather"] == psi["weather"] and p["car_type"] == psi["car_type"] for p in task["params"])  # held
+    policy = json.loads((out / "policy.json").read_text())["params"]
+    assert policy["weather"]["mean"] == [psi["weather"][w] for w in WEATHERS]
+
+
+def test_after_the_moments_the_warm_up_moves_what_is_left_and_a_resumed_run_ends_where_the_whole_does(tmp_path):
+    from lts.config import load_config
+    from lts.loop import Experiment
+
+    extra = ["--set", "match_iterations=3", "--set", "match_samples=4", "--set", "match_scenes=16"]
+    whole = tmp_path / "whole"
+    assert run_cli(optimize_main, _moments_args(whole, *extra)) == 0
+    rows = RunDir(whole).read_metrics()
+    assert [r["search"] for r in rows] == ["moments", "reinforce", "reinforce", "reinforce"]
+    assert [r["phase"] for r in rows] == ["match"] * 3 + ["task"]
+    solved = rows[0]["recommended"]
+    for r in rows[1:3]:  # REINFORCE on the labels moves cars per scene and road length, not the solved mixes
+        assert set(r["update"]) == {"labels"}
+        assert all(p["weather"] == solved["weather"] and p["car_type"] == solved["car_type"] for p in r["params"])
+    assert rows[2]["recommended"]["cars_per_scene"] != solved["cars_per_scene"]
+    # charged: 9 renders of 16 scenes, then 4 of 16 an iteration, against evaluations of 24 scenes
+    assert [r["evaluations"] for r in rows[:3]] == pytest.approx([6.0, 6.0 + 64 / 24, 6.0 + 128 / 24])
+    # interrupted after the moments (the process ends), then resumed
+    part = tmp_path / "part"
+    args = _moments_args(part, *extra)
+    exp = Experiment(
+        load_config(REPO / "configs" / "counting.yaml", overrides={
+            "seed": 3, "iterations": 1, "samples": 2, "scenes": 24, "search": "reinforce", "target_size": 128,
+            "final_repeats": 0, "task_options.steps": 2, "sim_options.resolution": [32, 64], "match_scenes": 16,
+            "match_iterations": 3, "match_samples": 4}),
+        RunDir(part),
+    )  # fmt: skip
+    exp.run_dir.make()
+    exp.start_fresh()
+    exp.step()
+    assert "moments" in (part / "metrics.jsonl").read_text()
+    assert run_cli(optimize_main, ["--resume", str(part), "--quiet"]) == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("elapsed_s", "timing_s", "cpu_s")} for r in rows]  # noqa: E731
+    assert strip(RunDir(part).read_metrics()) == strip(rows)
+    assert (part / "policy.json").read_text() == (whole / "policy.json").read_text()
+    del args
+
+
+def test_the_plan_line_counts_the_moments_renders(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    args = [a for a in _moments_args(tmp_path / "run") if a != "--quiet"]
+    assert run_cli(optimize_main, args) == 0
+    err = capsys.readouterr().err
+    plan = next(line for line in err.splitlines() if line.startswith("plan: "))
+    assert plan.startswith("plan: warm-up 9 renders (mixes by moments) of 48 scenes (no training) → reinforce 1 it")
+    assert "11/11 evals" in err  # 9 renders and 2 evaluations: one display
