@@ -150,12 +150,22 @@ class MatchStage:
             choices = self.choices[name]
             columns = []
             for c in choices:
-                batch = render({**self.start, name: {x: float(x == c) for x in choices}})
-                columns.append(self.match.mean_features(batch, signal))
-            m, t = torch.stack(columns, 1), self.match.target_mean(signal).to(columns[0].device)
-            p = simplex_lstsq(m.cpu(), t.cpu())
+                try:
+                    batch = render({**self.start, name: {x: float(x == c) for x in choices}})
+                except (KeyboardInterrupt, simulators.UserError):
+                    raise
+                except Exception as e:  # noqa: BLE001 - said in one line; --resume renders it again
+                    raise simulators.UserError(
+                        f"the warm-up's moments could not render {name} = {c!r} alone ({type(e).__name__}: {e}); "
+                        "fix the simulator and --resume, or set match_moments: false"
+                    ) from None
+                columns.append(self.match.mean_features(batch, signal).cpu())
+            m, t = torch.stack(columns, 1), self.match.target_mean(signal).cpu()
+            if not (torch.isfinite(m).all() and torch.isfinite(t).all()):
+                raise simulators.UserError(f"the warm-up's moments: {name}'s frames gave non-finite features")
+            p = simplex_lstsq(m, t)
             solved[name] = {c: float(x) for c, x in zip(choices, p)}
-            residual[name] = float((m.cpu().double() @ p - t.cpu().double()).norm())
+            residual[name] = float((m.double() @ p - t.double()).norm())
         self.apply(solved)
         return residual
 
@@ -192,7 +202,11 @@ class MatchStage:
             return None  # nothing to match, or no search to start (--iterations 0 evaluates nothing)
         stage = cls(config, space, signals)
         stage.match = TargetMatch(
-            target.batch, label_field if contents else None, look=bool(looks), classes=config.match_classes
+            target.batch,
+            label_field if contents else None,
+            look=bool(looks),
+            classes=config.match_classes,
+            distances=tuple(stage.rest),  # what the later iterations measure (the moments take means)
         )
         if len(stage.held) == len(space):
             raise simulators.UserError(
@@ -328,7 +342,8 @@ class Experiment:
                 f"checkpoint in {str(self.run_dir.path)!r} was written by an older lts (before search strategies); "
                 "start a new run"
             )
-        edited = _edited_keys(state.get("config", {}), config_to_dict(self.config))
+        saved = {"match_moments": False, **state.get("config", {})}  # a run from before the moments ran without
+        edited = _edited_keys(saved, config_to_dict(self.config))
         if edited:
             raise simulators.UserError(
                 f"config.yaml in {str(self.run_dir.path)!r} was edited since the checkpoint ({', '.join(edited)}); "

@@ -32,7 +32,7 @@ of those means to the target's over the simplex (`simplex_lstsq`) recovers it
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 
@@ -126,6 +126,8 @@ def simplex_lstsq(m: torch.Tensor, t: torch.Tensor, *, steps: int = 5000) -> tor
     Accelerated projected gradient (FISTA) from the uniform mix; the problem is convex,
     so it converges to the minimum (to within 1e-6 here, far below the features' noise)."""
     m, t = m.double(), t.double()
+    if not (torch.isfinite(m).all() and torch.isfinite(t).all()):
+        raise ValueError("simplex_lstsq: the features hold NaN or infinite values")
     k = m.shape[1]
     a, b = m.T @ m, m.T @ t
     lipschitz = float(torch.linalg.eigvalsh(a).max()) or 1.0
@@ -219,10 +221,18 @@ def _labelled_points(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
 class TargetMatch:
     """``match(batch)``: {``"look"``: MMD² of the frames' appearance to the target
     frames', ``"labels"``: how far their labels are from the target's (with ``label_field``):
-    MMD², or with ``classes`` `ClassMoments` of labelled points}.  ``metrics`` names each signal's metric."""
+    MMD², or with ``classes`` `ClassMoments` of labelled points}.  ``metrics`` names each signal's metric;
+    ``distances`` the signals ``match`` measures (default: every one it has; the others serve only
+    `mean_features`, the warm-up's moments)."""
 
     def __init__(
-        self, target: Batch, label_field: str | None = None, *, look: bool = True, classes: bool = False
+        self,
+        target: Batch,
+        label_field: str | None = None,
+        *,
+        look: bool = True,
+        classes: bool = False,
+        distances: Collection[str] | None = None,
     ) -> None:
         self.target, self.label_field = target, label_field
         self.look = AppearanceMatch(target.images) if look else None
@@ -238,6 +248,9 @@ class TargetMatch:
         elif label_field is not None:
             mmd = _MMD(label_features(target, label_field, target))
             self.labels = lambda b: mmd(label_features(b, label_field, target))
+        if distances is not None:
+            self.look = self.look if "look" in distances else None
+            self.labels = self.labels if "labels" in distances else None
 
     def mean_features(self, batch: Batch, signal: str) -> torch.Tensor:
         """The mean of ``batch``'s features for ``signal`` (``"look"``: the frames' band

@@ -165,6 +165,7 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
                 f"cannot change {', '.join(changed)} when resuming (allowed: {', '.join(sorted(_RESUMABLE))})"
             )
         saved = run_dir.read_config()
+        saved.setdefault("match_moments", False)  # a run from before the moments ran without them
         if "policy" in saved and "search" not in saved:
             raise UserError(
                 f"{str(run_dir.path)!r} was written by an older lts (before search strategies); start a new run"
@@ -181,9 +182,10 @@ def plan_line(exp: Any) -> str:
     stage = exp.stage
     if stage is not None:
         then = exp.match_iterations - 1 if stage.rest else 0
+        renders = stage.renders() - then * cfg.match_samples
         what = (
-            f"{stage.renders()} renders (mixes by moments"
-            + (f", then {then} it × {cfg.match_samples})" if then else ")")
+            f"{renders} renders (mixes by moments)"
+            + (f", then {then} it × {cfg.match_samples} renders," if then else "")
             if stage.mixes
             else f"{exp.match_iterations} it × {cfg.match_samples} renders"
         )

@@ -454,7 +454,7 @@ def test_after_the_moments_the_warm_up_moves_what_is_left_and_a_resumed_run_ends
     assert [r["phase"] for r in rows] == ["match"] * 3 + ["task"]
     solved = rows[0]["recommended"]
     for r in rows[1:3]:  # REINFORCE on the labels moves cars per scene and road length, not the solved mixes
-        assert set(r["update"]) == {"labels"}
+        assert set(r["update"]) == {"labels"} and all(set(m) == {"mmd2_labels"} for m in r["metrics"])
         assert all(p["weather"] == solved["weather"] and p["car_type"] == solved["car_type"] for p in r["params"])
     assert rows[2]["recommended"]["cars_per_scene"] != solved["cars_per_scene"]
     # charged: 9 renders of 16 scenes, then 4 of 16 an iteration, against evaluations of 24 scenes
@@ -490,3 +490,38 @@ def test_the_plan_line_counts_the_moments_renders(tmp_path, capsys, monkeypatch)
     plan = next(line for line in err.splitlines() if line.startswith("plan: "))
     assert plan.startswith("plan: warm-up 9 renders (mixes by moments) of 48 scenes (no training) → reinforce 1 it")
     assert "11/11 evals" in err  # 9 renders and 2 evaluations: one display
+
+
+def test_a_render_the_moments_cannot_make_is_one_line_and_the_run_can_resume(tmp_path, monkeypatch):
+    from lts.evaluation import Evaluator
+
+    exp = _experiment(tmp_path / "run", match_moments=True, match_iterations=1)
+    frames = Evaluator.frames
+
+    def broken(self, spec, res):
+        if spec.params["weather"]["cloudy_noon"] == 1.0:
+            raise RuntimeError("server gone")
+        return frames(self, spec, res)
+
+    monkeypatch.setattr(Evaluator, "frames", broken)
+    with pytest.raises(UserError, match="could not render weather = 'cloudy_noon' alone .RuntimeError: server gone.") as e:
+        exp.step()
+    assert "\n" not in str(e.value) and exp.iteration == 0 and exp.stage.solved is None
+
+
+def test_a_run_from_before_the_moments_resumes_without_them(tmp_path):
+    import yaml
+
+    part = tmp_path / "part"
+    exp = _experiment(part)  # the REINFORCE warm-up, as every run was before match_moments
+    exp.step()
+    run = RunDir(part)
+    config = yaml.safe_load((part / "config.yaml").read_text())
+    del config["match_moments"]
+    (part / "config.yaml").write_text(yaml.safe_dump(config))
+    state = run.load_checkpoint()
+    del state["config"]["match_moments"]
+    run.save_checkpoint(state)
+    assert run_cli(optimize_main, ["--resume", str(part), "--quiet"]) == 0
+    rows = run.read_metrics()
+    assert [r["search"] for r in rows] == ["reinforce"] * 4 and [r["phase"] for r in rows].count("match") == 3
