@@ -504,7 +504,9 @@ def test_a_render_the_moments_cannot_make_is_one_line_and_the_run_can_resume(tmp
         return frames(self, spec, res)
 
     monkeypatch.setattr(Evaluator, "frames", broken)
-    with pytest.raises(UserError, match="could not render weather = 'cloudy_noon' alone .RuntimeError: server gone.") as e:
+    with pytest.raises(
+        UserError, match="could not render weather = 'cloudy_noon' alone .RuntimeError: server gone."
+    ) as e:
         exp.step()
     assert "\n" not in str(e.value) and exp.iteration == 0 and exp.stage.solved is None
 
