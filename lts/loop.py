@@ -163,9 +163,12 @@ class MatchStage:
             m, t = torch.stack(columns, 1), self.match.target_mean(signal).cpu()
             if not (torch.isfinite(m).all() and torch.isfinite(t).all()):
                 raise simulators.UserError(f"the warm-up's moments: {name}'s frames gave non-finite features")
-            p = simplex_lstsq(m, t)
+            p = simplex_lstsq(m, t, scale=self.match.scale_free(signal))
             solved[name] = {c: float(x) for c, x in zip(choices, p)}
-            residual[name] = float((m.double() @ p - t.double()).norm())
+            fit = m.double() @ p
+            if self.match.scale_free(signal):  # the residual of the scaled fit
+                fit = fit * float(fit @ t.double()) / max(float(fit @ fit), 1e-300)
+            residual[name] = float((fit - t.double()).norm())
         self.apply(solved)
         return residual
 

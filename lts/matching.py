@@ -120,8 +120,11 @@ def _project_simplex(v: torch.Tensor) -> torch.Tensor:
     return (v - css[rho] / (rho + 1)).clamp(min=0.0)
 
 
-def simplex_lstsq(m: torch.Tensor, t: torch.Tensor, *, steps: int = 5000) -> torch.Tensor:
+def simplex_lstsq(m: torch.Tensor, t: torch.Tensor, *, scale: bool = False, steps: int = 5000) -> torch.Tensor:
     """argmin ‖m p − t‖² over mixes p (p ≥ 0, Σ p = 1): D × k ``m``, D ``t``, k-vector out.
+    With ``scale`` the fit may scale the mix too (argmin ‖m q − t‖² over q ≥ 0, p = q / Σ q):
+    for features that grow with something the mix does not set (car counts with the
+    number of cars), so that a target busier than the renders does not tilt the mix.
 
     Accelerated projected gradient (FISTA) from the uniform mix; the problem is convex,
     so it converges to the minimum (to within 1e-6 here, far below the features' noise)."""
@@ -133,12 +136,14 @@ def simplex_lstsq(m: torch.Tensor, t: torch.Tensor, *, steps: int = 5000) -> tor
     lipschitz = float(torch.linalg.eigvalsh(a).max()) or 1.0
     p = y = torch.full((k,), 1.0 / k, dtype=torch.float64)
     momentum = 1.0
+    project = (lambda v: v.clamp(min=0.0)) if scale else _project_simplex
     for _ in range(steps):
-        nxt = _project_simplex(y - (a @ y - b) / lipschitz)
+        nxt = project(y - (a @ y - b) / lipschitz)
         momentum, prev = (1.0 + math.sqrt(1.0 + 4.0 * momentum**2)) / 2.0, momentum
         y = nxt + (prev - 1.0) / momentum * (nxt - p)
         p = nxt
-    return p
+    total = float(p.sum())
+    return p / total if total > 0 else torch.full((k,), 1.0 / k, dtype=torch.float64)
 
 
 class _MMD:
@@ -262,6 +267,11 @@ class TargetMatch:
         if self.label_field is None:
             raise ValueError("this match compares no labels")
         return label_features(batch, self.label_field, self.target).double().mean(0)
+
+    def scale_free(self, signal: str) -> bool:
+        """Whether ``signal``'s mean features grow with what a mix does not set (car counts
+        with the cars a scene holds): its fit may scale the mix (`simplex_lstsq`)."""
+        return signal == "labels" and self.label_field == "counts"
 
     def target_mean(self, signal: str) -> torch.Tensor:
         """The target's mean features for ``signal`` (see `mean_features`)."""

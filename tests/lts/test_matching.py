@@ -402,6 +402,29 @@ def test_simplex_lstsq_recovers_a_mix_and_projects_an_unreachable_target():
         assert loss(q) <= loss(other) + 1e-9
 
 
+def test_a_scaled_fit_recovers_a_mix_whose_features_grow_with_what_the_mix_does_not_set():
+    from lts.matching import simplex_lstsq
+
+    g = torch.Generator().manual_seed(1)
+    m = torch.rand(5, 5, generator=g, dtype=torch.float64) + 3 * torch.eye(5, dtype=torch.float64)  # counts by type
+    p = torch.tensor([0.05, 0.05, 0.45, 0.35, 0.10], dtype=torch.float64)
+    busier = 2.5 * (m @ p)  # the same mix in scenes with 2.5 times the cars
+    assert torch.allclose(simplex_lstsq(m, busier, scale=True), p, atol=1e-6)
+    assert 0.5 * float((simplex_lstsq(m, busier) - p).abs().sum()) > 0.1  # the plain fit tilts the mix
+    zero = simplex_lstsq(torch.zeros(3, 4, dtype=torch.float64), torch.ones(3, dtype=torch.float64), scale=True)
+    assert torch.equal(zero, torch.full((4,), 0.25, dtype=torch.float64))  # nothing to fit: uniform
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        simplex_lstsq(m, torch.full((5,), float("nan"), dtype=torch.float64))
+
+
+def test_only_car_counts_are_fitted_up_to_a_scale(street):
+    sim, base, _ = street
+    target = sim.generate(base, 8, seed=1)
+    match = TargetMatch(target, "counts")
+    assert match.scale_free("labels") and not match.scale_free("look")
+    assert not TargetMatch(target, None).scale_free("labels")
+
+
 def _moments_args(out, *extra):
     return [
         "--config", str(REPO / "configs" / "counting.yaml"), "--out", str(out), "--quiet", "--seed", "3",
