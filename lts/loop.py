@@ -155,9 +155,10 @@ class MatchStage:
                 except (KeyboardInterrupt, simulators.UserError):
                     raise
                 except Exception as e:  # noqa: BLE001 - said in one line; --resume renders it again
+                    said = " ".join(str(e).split())  # one line
                     raise simulators.UserError(
-                        f"the warm-up's moments could not render {name} = {c!r} alone ({type(e).__name__}: {e}); "
-                        "fix the simulator and --resume, or set match_moments: false"
+                        f"the warm-up's moments could not render {name} = {c!r} alone ({type(e).__name__}: {said}); "
+                        "fix the simulator and --resume, or start a run with match_moments: false"
                     ) from None
                 columns.append(self.match.mean_features(batch, signal).cpu())
             m, t = torch.stack(columns, 1), self.match.target_mean(signal).cpu()

@@ -523,7 +523,7 @@ def test_a_render_the_moments_cannot_make_is_one_line_and_the_run_can_resume(tmp
 
     def broken(self, spec, res):
         if spec.params["weather"]["cloudy_noon"] == 1.0:
-            raise RuntimeError("server gone")
+            raise RuntimeError("server\ngone")
         return frames(self, spec, res)
 
     monkeypatch.setattr(Evaluator, "frames", broken)
