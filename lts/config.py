@@ -312,6 +312,10 @@ def resolve_path(path: str | Path) -> Path:
     return alt if alt.exists() else p
 
 
+# Keys a run directory written before they existed ran without: read into its saved config
+# (config.yaml and the checkpoint's) on --resume, so that it resumes as it ran.
+LEGACY_DEFAULTS: dict[str, Any] = {"match_moments": False}
+
 # --quick: the chosen experiment at a tiny budget (a smoke run: under a minute on 2 cores)
 QUICK: dict[str, Any] = {
     "iterations": 2,

@@ -36,9 +36,9 @@ from policies import ReinforceStrategy, Strategy, make_strategy
 from policies.base import point_json
 
 from . import tasks as tasks_mod
-from .config import Config, config_to_dict
+from .config import LEGACY_DEFAULTS, Config, config_to_dict
 from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, local_executor, random_params
-from .matching import TargetMatch, simplex_lstsq
+from .matching import TargetMatch, mix_fit
 from .rundir import CHECKPOINT, POLICY, SUMMARY, RunDir
 from .seeding import derive_seed
 from .targets import Target, load_target
@@ -133,13 +133,16 @@ class MatchStage:
             return ReinforceStrategy(space, signals=self.rest, **common)
         return make_strategy(config.match_search, space, **common)
 
+    @property
+    def moment_renders(self) -> int:
+        """The moments' renders: one per choice of each mix."""
+        return sum(len(c) for c in self.choices.values())
+
     def renders(self, done: int = 0) -> int:
-        """Renders the stage makes after its first ``done`` iterations (the moments': one
-        per choice of each mix; each of the rest's iterations: ``match_samples``)."""
-        moments = 1 if self.mixes and done == 0 else 0
-        choices = sum(len(c) for c in self.choices.values())
+        """Renders the stage makes after its first ``done`` iterations (the moments', then
+        ``match_samples`` each of the rest's iterations)."""
         searched = max(self.iterations - max(done, 1 if self.mixes else 0), 0) if self.rest else 0
-        return moments * choices + searched * self.config.match_samples
+        return (self.moment_renders if done == 0 else 0) + searched * self.config.match_samples
 
     def solve(self, render: Callable[[dict[str, Any]], simulators.Batch]) -> dict[str, float]:
         """The moments: each mix from ``render``'s frames of every choice alone, fitted to the
@@ -161,15 +164,13 @@ class MatchStage:
                         "fix the simulator and --resume, or start a run with match_moments: false"
                     ) from None
                 columns.append(self.match.mean_features(batch, signal).cpu())
-            m, t = torch.stack(columns, 1), self.match.target_mean(signal).cpu()
-            if not (torch.isfinite(m).all() and torch.isfinite(t).all()):
-                raise simulators.UserError(f"the warm-up's moments: {name}'s frames gave non-finite features")
-            p = simplex_lstsq(m, t, scale=self.match.scale_free(signal))
+            try:
+                p, residual[name] = mix_fit(
+                    torch.stack(columns, 1), self.match.target_mean(signal).cpu(), scale=self.match.scale_free(signal)
+                )
+            except ValueError:
+                raise simulators.UserError(f"the warm-up's moments: {name}'s frames gave non-finite features") from None
             solved[name] = {c: float(x) for c, x in zip(choices, p)}
-            fit = m.double() @ p
-            if self.match.scale_free(signal):  # the residual of the scaled fit
-                fit = fit * float(fit @ t.double()) / max(float(fit @ fit), 1e-300)
-            residual[name] = float((fit - t.double()).norm())
         self.apply(solved)
         return residual
 
@@ -346,8 +347,7 @@ class Experiment:
                 f"checkpoint in {str(self.run_dir.path)!r} was written by an older lts (before search strategies); "
                 "start a new run"
             )
-        saved = {"match_moments": False, **state.get("config", {})}  # a run from before the moments ran without
-        edited = _edited_keys(saved, config_to_dict(self.config))
+        edited = _edited_keys({**LEGACY_DEFAULTS, **state.get("config", {})}, config_to_dict(self.config))
         if edited:
             raise simulators.UserError(
                 f"config.yaml in {str(self.run_dir.path)!r} was edited since the checkpoint ({', '.join(edited)}); "

@@ -47,6 +47,7 @@ __all__ = [
     "TargetMatch",
     "appearance_features",
     "label_features",
+    "mix_fit",
     "simplex_lstsq",
 ]
 
@@ -120,6 +121,27 @@ def _project_simplex(v: torch.Tensor) -> torch.Tensor:
     return (v - css[rho] / (rho + 1)).clamp(min=0.0)
 
 
+def mix_fit(m: torch.Tensor, t: torch.Tensor, *, scale: bool = False, steps: int = 5000) -> tuple[torch.Tensor, float]:
+    """`simplex_lstsq`'s mix and the fit's residual ‖m q − t‖ (q: the mix, scaled as fitted)."""
+    m, t = m.double(), t.double()
+    if not (torch.isfinite(m).all() and torch.isfinite(t).all()):
+        raise ValueError("simplex_lstsq: the features hold NaN or infinite values")
+    k = m.shape[1]
+    a, b = m.T @ m, m.T @ t
+    lipschitz = float(torch.linalg.eigvalsh(a).max()) or 1.0
+    q = y = torch.full((k,), 1.0 / k, dtype=torch.float64)
+    momentum = 1.0
+    project = (lambda v: v.clamp(min=0.0)) if scale else _project_simplex
+    for _ in range(steps):
+        nxt = project(y - (a @ y - b) / lipschitz)
+        momentum, prev = (1.0 + math.sqrt(1.0 + 4.0 * momentum**2)) / 2.0, momentum
+        y = nxt + (prev - 1.0) / momentum * (nxt - q)
+        q = nxt
+    residual = float((m @ q - t).norm())
+    total = float(q.sum())
+    return (q / total if total > 0 else torch.full((k,), 1.0 / k, dtype=torch.float64)), residual
+
+
 def simplex_lstsq(m: torch.Tensor, t: torch.Tensor, *, scale: bool = False, steps: int = 5000) -> torch.Tensor:
     """argmin ‖m p − t‖² over mixes p (p ≥ 0, Σ p = 1): D × k ``m``, D ``t``, k-vector out.
     With ``scale`` the fit may scale the mix too (argmin ‖m q − t‖² over q ≥ 0, p = q / Σ q):
@@ -128,22 +150,7 @@ def simplex_lstsq(m: torch.Tensor, t: torch.Tensor, *, scale: bool = False, step
 
     Accelerated projected gradient (FISTA) from the uniform mix; the problem is convex,
     so it converges to the minimum (to within 1e-6 here, far below the features' noise)."""
-    m, t = m.double(), t.double()
-    if not (torch.isfinite(m).all() and torch.isfinite(t).all()):
-        raise ValueError("simplex_lstsq: the features hold NaN or infinite values")
-    k = m.shape[1]
-    a, b = m.T @ m, m.T @ t
-    lipschitz = float(torch.linalg.eigvalsh(a).max()) or 1.0
-    p = y = torch.full((k,), 1.0 / k, dtype=torch.float64)
-    momentum = 1.0
-    project = (lambda v: v.clamp(min=0.0)) if scale else _project_simplex
-    for _ in range(steps):
-        nxt = project(y - (a @ y - b) / lipschitz)
-        momentum, prev = (1.0 + math.sqrt(1.0 + 4.0 * momentum**2)) / 2.0, momentum
-        y = nxt + (prev - 1.0) / momentum * (nxt - p)
-        p = nxt
-    total = float(p.sum())
-    return p / total if total > 0 else torch.full((k,), 1.0 / k, dtype=torch.float64)
+    return mix_fit(m, t, scale=scale, steps=steps)[0]
 
 
 class _MMD:

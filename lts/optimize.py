@@ -16,7 +16,7 @@ from typing import Any
 from simulators.errors import UserError
 
 from .cli import ArgumentParser, callable_module, parse_set, run_cli, set_threads
-from .config import Config, describe_config, load_config, load_experiment, run_hint
+from .config import LEGACY_DEFAULTS, Config, describe_config, load_config, load_experiment, run_hint
 from .report import policy_table, reward_table
 from .rundir import RunDir
 
@@ -164,8 +164,7 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
             raise UserError(
                 f"cannot change {', '.join(changed)} when resuming (allowed: {', '.join(sorted(_RESUMABLE))})"
             )
-        saved = run_dir.read_config()
-        saved.setdefault("match_moments", False)  # a run from before the moments ran without them
+        saved = {**LEGACY_DEFAULTS, **run_dir.read_config()}
         if "policy" in saved and "search" not in saved:
             raise UserError(
                 f"{str(run_dir.path)!r} was written by an older lts (before search strategies); start a new run"
@@ -182,9 +181,8 @@ def plan_line(exp: Any) -> str:
     stage = exp.stage
     if stage is not None:
         then = exp.match_iterations - 1 if stage.rest else 0
-        renders = stage.renders() - then * cfg.match_samples
         what = (
-            f"{renders} renders (mixes by moments)"
+            f"{stage.moment_renders} renders (mixes by moments)"
             + (f", then {then} it × {cfg.match_samples} renders," if then else "")
             if stage.mixes
             else f"{exp.match_iterations} it × {cfg.match_samples} renders"
