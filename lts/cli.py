@@ -1,6 +1,6 @@
 """Shared command-line plumbing: the exit-status contract and small argparse helpers.
 
-Exit status (DESIGN.md contract 7): 0 done; 2 a user error, reported as one
+Exit status (docs/design.md, contract 7): 0 done; 2 a user error, reported as one
 ``error: …`` line on stderr with no traceback; 130 interrupted.
 """
 

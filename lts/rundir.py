@@ -1,4 +1,4 @@
-"""Run directories (DESIGN.md contract 3): their files, atomic writes and checks.
+"""Run directories (docs/design.md, contract 3): their files, atomic writes and checks.
 
 A run directory holds ``config.yaml``, ``metrics.jsonl``, ``policy.json``,
 ``checkpoint.pt`` and, once finished, ``summary.json``.  Files are written to a

@@ -1,7 +1,7 @@
 """Targets: the validation set a task is scored on (the reward) and the held-out test set
 that a user reports.
 
-Either rendered from hidden parameters ψ* (a target parameter file, DESIGN.md contract
+Either rendered from hidden parameters ψ* (a target parameter file, docs/design.md, contract
 5), the validation set with seed ``derive_seed(run_seed, "target")`` and the test set with
 ``derive_seed(run_seed, "target-test")``, seeds the loop never uses for training; or read
 from a directory of real labelled images (Cityscapes or KITTI layout, `lts.datasets`),

@@ -105,7 +105,7 @@ def best_index(rewards: Sequence[float]) -> int | None:
 
 
 def point_json(space: ParamSpace, psi: Mapping[str, Any]) -> dict[str, Any]:
-    """A single ψ in the ``policy.json`` form (DESIGN.md contract 4)."""
+    """A single ψ in the ``policy.json`` form (docs/design.md, contract 4)."""
     params: dict[str, Any] = {}
     for name, el in space.items():
         v = psi[name]

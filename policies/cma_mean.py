@@ -40,10 +40,7 @@ class CmaMean(Strategy):
         self, space: ParamSpace, *, sigma0: float = 0.2, lr_adapt: bool = False, average: int = 4, **common: Any
     ) -> None:
         super().__init__(space, **common)
-        try:
-            import cmaes
-        except ImportError:
-            raise UserError('search cma-mean needs the cmaes package: pip install -e ".[ray]"') from None
+        import cmaes  # a base dependency; imported here so that importing policies stays light
         if not sigma0 > 0:
             raise UserError(f"search cma-mean: sigma0 must be > 0, got {sigma0}")
         self.searched = ParamSpace({n: el for n, el in self.free.items() if not isinstance(el, Categorical)})

@@ -286,7 +286,7 @@ class Policy(nn.Module):
 
     @torch.no_grad()
     def to_json(self) -> dict[str, Any]:
-        """The ``policy.json`` form (DESIGN.md contract 4)."""
+        """The ``policy.json`` form (docs/design.md, contract 4)."""
         mean = self.mean()
         params: dict[str, Any] = {}
         for name, el in self.space.items():

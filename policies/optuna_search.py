@@ -23,7 +23,7 @@ from .coords import coords_to_params, params_to_coords, stick_keys
 
 __all__ = ["OptunaStrategy", "TPE", "CmaEs", "GP", "import_optuna"]
 
-_HINT = 'pip install -e ".[ray]" (Optuna and its CMA-ES back-end)'
+_HINT = 'pip install -e ".[ray]"'
 
 
 def import_optuna() -> Any:
@@ -161,10 +161,6 @@ class CmaEs(OptunaStrategy):
         super().__init__(space, **common)
 
     def _sampler(self, optuna: Any) -> Any:
-        try:
-            import cmaes  # noqa: F401 - Optuna's CMA-ES back-end
-        except ImportError:
-            raise UserError(f"search cmaes needs the cmaes package: {_HINT}") from None
         kw: dict[str, Any] = {"seed": self.seed, "popsize": self.popsize, "n_startup_trials": 0}
         if self.sigma0 is not None:
             kw["sigma0"] = self.sigma0

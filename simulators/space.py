@@ -1,6 +1,6 @@
 """Parameter spaces: the named elements of ψ that a simulator exposes.
 
-Four kinds of element (DESIGN.md): ``Continuous(low, high)``, ``Integer(low, high)``,
+Four kinds of element (docs/design.md): ``Continuous(low, high)``, ``Integer(low, high)``,
 ``Categorical(choices)`` (one choice for the whole dataset) and ``Proportions(choices)``
 (a probability vector from which the simulator draws each scene's attribute).
 

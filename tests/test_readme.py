@@ -70,12 +70,49 @@ def test_readme_toy_smoke_run_as_written(tmp_path):
     _check_smoke_output(_run_as_written(cmd, tmp_path / "run"), tmp_path / "run")
 
 
+def _example_output() -> str:
+    """The quick-start's example output block (the one that follows the commands)."""
+    text = README.read_text()
+    m = re.search(r"<!-- quick-start -->.*?```bash\n.*?```.*?```\n(.*?)```", text, re.S)
+    assert m, "README lost the quick-start's example output"
+    return m.group(1)
+
+
+_COUNTS = re.compile(r"^([\d.]+) evaluations \((\d+) simulated frames\)", re.M)
+
+
 @pytest.mark.slow
 def test_readme_default_smoke_run_as_written(tmp_path):
     cmd = quick_start_commands()[1]
     proc = _run_as_written(cmd, tmp_path / "run")
     _check_smoke_output(proc, tmp_path / "run")
-    assert "warm-up" in proc.stdout + proc.stderr  # the street scenes' plan starts with the warm-up
+    text = proc.stdout + proc.stderr
+    # the README's example is this run: its plan line and its counts are what the code prints
+    example = _example_output()
+    plan = re.search(r"^plan: .*$", example, re.M)
+    assert plan and plan.group(0) in text.splitlines(), (plan and plan.group(0), text)
+    readme_counts, printed = _COUNTS.search(example), _COUNTS.search(text)
+    assert readme_counts and printed and readme_counts.groups() == printed.groups()
+
+
+def _readme_commands() -> tuple[str, str]:
+    """The README's two set-up commands: install + run, install + test."""
+    setup = README.read_text().split("## Set-up", 1)[1]
+    blocks = re.findall(r"```bash\n(.*?)\n```", setup, re.S)
+    return blocks[0].strip(), blocks[1].strip()
+
+
+def test_ci_runs_the_readme_commands_on_a_clean_base_install():
+    run, test = _readme_commands()
+    install = run.split(" && ")[0]
+    assert install == 'pip install "torch==2.13.0" -e .'  # the base install: no extra
+    ci = (REPO / ".ci" / "run").read_text()
+    lines = [line.strip() for line in ci.splitlines()]
+    # the base install happens in a fresh virtual environment, before the test extra is installed
+    assert install in lines and test in lines
+    assert lines.index(install) < lines.index(test)
+    assert any(line.startswith("python -m venv") for line in lines[: lines.index(install)])
+    assert "python -m lts.optimize --quick --quiet --out" in ci  # the main job, on the base install
 
 
 def test_readme_is_short_and_names_no_commits():
