@@ -41,6 +41,7 @@ class CmaMean(Strategy):
     ) -> None:
         super().__init__(space, **common)
         import cmaes  # a base dependency; imported here so that importing policies stays light
+
         if not sigma0 > 0:
             raise UserError(f"search cma-mean: sigma0 must be > 0, got {sigma0}")
         self.searched = ParamSpace({n: el for n, el in self.free.items() if not isinstance(el, Categorical)})
