@@ -142,6 +142,7 @@ class _Run:
     options: dict[str, Any]
     elapsed_s: float
     failed: int
+    spent: float  # evaluations charged when the search ended (the budget, or fewer where it stopped)
     curve: list[list[float | None]] = dataclasses.field(default_factory=list)
 
 
@@ -150,19 +151,13 @@ def _run_method(method: str, config: Config, budget: float, out: Path, progress:
     from .loop import Callbacks, Experiment
     from .rundir import RunDir
 
-    k = config.samples
     search = method_search(method, config)
-    cfg = dataclasses.replace(config, search=search, iterations=max(int(budget // k), 1))
-    if method != "lts":  # a searcher users already have sees the reward alone: no warm-up stage
-        cfg = dataclasses.replace(cfg, match_iterations=0)
+    # the loop spends the budget (the warm-up charged too); lts stops as its config says, and a
+    # searcher users already have runs as they have it: the reward alone, no warm-up, no stopper
+    cfg = dataclasses.replace(config, search=search, budget=budget, time_budget=None)
+    if method != "lts":
+        cfg = dataclasses.replace(cfg, match_iterations=0, stop=False)
     exp = Experiment(cfg, RunDir(out / f"{method}-seed{cfg.seed}"))
-    if exp.stage is not None:  # the warm-up is charged too: fewer search iterations
-        charge = exp.stage.renders() * cfg.match_scenes / cfg.scenes
-        if charge + k > budget:
-            raise UserError(
-                f"--budget {budget:g} does not cover the warm-up ({charge:g} evaluations) and one iteration"
-            )
-        exp.config = dataclasses.replace(cfg, iterations=int((budget - charge) // k))
     done = [0]
 
     def on_eval(res: Any) -> None:
@@ -184,7 +179,8 @@ def _run_method(method: str, config: Config, budget: float, out: Path, progress:
     exp.start_fresh()
     exp.run(final=False)
     policy = exp.run_dir.read_json("policy.json")
-    return _Run(method, cfg.seed, points, policy.get("options", {}), exp.elapsed(), failed[0]), exp
+    run = _Run(method, cfg.seed, points, policy.get("options", {}), exp.elapsed(), failed[0], exp.evaluations)
+    return run, exp
 
 
 def _rescore(runs: list[_Run], exp: Any, oracle_params: dict[str, Any] | None, ex: Executor) -> dict[str, float | None]:
@@ -249,7 +245,8 @@ def run_comparison(
         raise UserError(f"--budget {budget:g} is below one iteration (samples K = {config.samples})")
     task = tasks_mod.make(config.task, **{"device": config.device, **config.task_options})
     per: dict[str, dict[str, list[Any]]] = {
-        m: {k: [] for k in ("evals_to_band", "cpu_s_to_band", "final", "oracle", "curve", "elapsed_s")} for m in methods
+        m: {k: [] for k in ("evals_to_band", "cpu_s_to_band", "final", "spent", "oracle", "curve", "elapsed_s")}
+        for m in methods
     }
     runs_of: dict[str, list[_Run]] = {m: [] for m in methods}
     exp: Any = None
@@ -273,6 +270,7 @@ def run_comparison(
             cpu = next((c for e, c, _ in run.points if e == reached), None) if reached is not None else None
             d["cpu_s_to_band"].append(cpu)
             d["final"].append(run.curve[-1][1] if run.curve else None)
+            d["spent"].append(run.spent)
             d["oracle"].append(oracle)
             d["curve"].append(run.curve)
             d["elapsed_s"].append(run.elapsed_s)
@@ -328,6 +326,7 @@ def _report(
                     "evals_to_band": _summary(per[m]["evals_to_band"], budget),
                     "cpu_s_to_band": _summary(per[m]["cpu_s_to_band"], None),
                     "final": _summary(per[m]["final"], None),
+                    "spent": _summary(per[m]["spent"], None),
                 },
             }
             for m in methods
@@ -364,19 +363,24 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['band']['rel']:.0%} of the oracle's"
         + (f" (oracle median {float(np.median(oracle)):.4f})" if oracle else ""),
         "",
-        f"{'method':<22} {'evaluations to band (reached)':>32}  {'CPU-s to band':>24}  {'final reward':>28}",
+        f"{'method':<22} {'evaluations to band (reached)':>32}  {'CPU-s to band':>24}  {'final reward':>28}  "
+        f"{'evaluations spent':>24}",
     ]
     for m, d in report["methods"].items():
         opts = ", ".join(f"{k}={v}" for k, v in d["options"].items() if v is not None)
         name = m if m == d["search"] else f"{m} ({d['search']})"
         s = d["summary"]
         cpu = _range(s["cpu_s_to_band"], 0, " s") if report["cpu_measured"] else "not measured (Ray)"
-        lines.append(f"{name:<22} {_range(s['evals_to_band'], 1):>32}  {cpu:>24}  {_range(s['final'], 4):>28}")
+        spent = _range(s["spent"], 1).rsplit(" (", 1)[0] if "spent" in s else "—"
+        lines.append(
+            f"{name:<22} {_range(s['evals_to_band'], 1):>32}  {cpu:>24}  {_range(s['final'], 4):>28}  {spent:>24}"
+        )
         if opts:
             lines.append(f"{'':<22}   {opts}")
     lines += [
         "",
-        "median [min–max] over seeds; never reached counts as more than the budget. Each iteration's handed-over "
+        "median [min–max] over seeds; never reached counts as more than the budget; lts's search stops at a "
+        "plateau of its rewards (--set stop=false: the whole budget). Each iteration's handed-over "
         "ψ (and lts's at the end of its warm-up) is re-scored with the run's "
         f"{report['final_repeats']} final seed(s) (not charged).",
     ]

@@ -17,6 +17,8 @@ from policies import STRATEGIES, strategy_options
 from simulators.errors import UserError, did_you_mean
 from simulators.space import read_yaml as read_yaml_file
 
+from .stopping import parse_duration
+
 __all__ = [
     "Config", "load_config", "load_experiment", "run_hint", "config_to_dict", "describe_config", "resolve_path",
     "REPO_ROOT", "QUICK", "QUICK_TASK",
@@ -56,7 +58,23 @@ class Config:
         "options of the search strategy (python -m lts.optimize --help lists each one's); a key that names a strategy "
         "holds that strategy's options, used when it is the search",
     )
-    iterations: int = _f(16, "iterations of the search (K evaluations each, on the task's reward)")
+    iterations: int = _f(
+        16, "iterations of the search (K evaluations each, on the task's reward); with budget set, as many as fit"
+    )
+    budget: float | None = _f(
+        None,
+        "evaluations to spend, counted as lts.compare counts them (an evaluation of M scenes 1, a warm-up render "
+        "of m scenes m/M); sets the search's iterations",
+    )
+    time_budget: str | None = _f(
+        None,
+        "wall-clock limit such as 90s, 10m or 1.5h: the search stops in time for the final evaluation to end within it",
+    )
+    stop: bool = _f(
+        True,
+        "stop the search when its rewards stop climbing beyond their own noise (a trend over the last iterations, "
+        "lts/stopping.py); false: spend the whole budget",
+    )
     match_iterations: int = _f(
         1,
         "distribution-matching warm-up: iterations before the task's, rewarded by how close rendered frames and "
@@ -136,6 +154,12 @@ class Config:
                 raise UserError(msg)
 
         need(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
+        need(self.budget is None or self.budget > 0, f"budget must be > 0 evaluations, got {self.budget}")
+        if self.time_budget is not None:
+            try:
+                parse_duration(self.time_budget)
+            except ValueError as e:
+                raise UserError(f"time_budget: expected {e}") from None
         need(self.match_iterations >= 0, f"match_iterations must be >= 0, got {self.match_iterations}")
         need(self.match_samples >= 1, f"match_samples must be >= 1, got {self.match_samples}")
         need(self.match_scenes >= 1, f"match_scenes must be >= 1, got {self.match_scenes}")

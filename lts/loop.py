@@ -41,6 +41,7 @@ from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, 
 from .matching import TargetMatch, mix_fit
 from .rundir import CHECKPOINT, POLICY, SUMMARY, RunDir
 from .seeding import derive_seed
+from .stopping import PlateauStopper, parse_duration
 from .targets import Target, load_target
 
 __all__ = ["Experiment", "Callbacks", "MatchStage", "make_executor", "BASELINES", "CHECKPOINT_VERSION"]
@@ -274,6 +275,7 @@ class Experiment:
         self.task.check_target(self.target.batch)
         self.stage = MatchStage.build(config, self.space, self.task, self.target)
         self.match_iterations = self.stage.iterations if self.stage is not None else 0
+        self.iterations = self._search_iterations()
         # The strategy is built where the stage ends (it starts from the stage's ψ); built
         # once now as well, so that a bad search or option fails before anything is written.
         self.strategy: Strategy | None = self._make_strategy()
@@ -285,10 +287,33 @@ class Experiment:
         self.elapsed_before = 0.0
         self.cpu_before = 0.0
         self.best_state: dict[str, Any] | None = None
+        self.stopper = PlateauStopper() if config.stop else None
+        self.time_budget = None if config.time_budget is None else parse_duration(config.time_budget)
+        self.task_means: list[float | None] = []  # each search iteration's mean reward: what the stopper reads
+        self.stopped: str | None = None  # why the search stopped before its iterations ran out
+        self._last_task_seconds: float | None = None  # wall seconds of the last search iteration
         self.t_start, self.cpu_start = time.monotonic(), time.process_time()
         self.executor: Executor | None = None
         self._match_eval: Evaluator | None = None
         self._tb: Any = None
+
+    @property
+    def warmup_charge(self) -> float:
+        """Evaluations the warm-up is charged (m/M a render)."""
+        return self.stage.renders() * self.config.match_scenes / self.config.scenes if self.stage is not None else 0.0
+
+    def _search_iterations(self) -> int:
+        """The search's iterations: the config's, or as many as the evaluation budget holds."""
+        cfg = self.config
+        if cfg.budget is None:
+            return cfg.iterations
+        n = int((cfg.budget - self.warmup_charge) // cfg.samples + 1e-9)
+        if n < 1:
+            raise simulators.UserError(
+                f"budget {cfg.budget:g} does not cover the warm-up ({self.warmup_charge:g} evaluations) and one "
+                f"iteration of {cfg.samples}"
+            )
+        return n
 
     def _make_strategy(self) -> Strategy:
         cfg = self.config
@@ -297,7 +322,7 @@ class Experiment:
             cfg.search,
             self.space,
             seed=derive_seed(cfg.seed, "search"),
-            budget=cfg.iterations * cfg.samples,
+            budget=self.iterations * cfg.samples,
             batch=cfg.samples,
             init=init,
             fixed=fixed,
@@ -338,6 +363,8 @@ class Experiment:
             "elapsed_s": self.elapsed(),
             "cpu_s": self.cpu_s(),
             "best_state": self.best_state,
+            "task_means": list(self.task_means),
+            "stopped": self.stopped,
             "config": config_to_dict(self.config),
         }
 
@@ -365,6 +392,10 @@ class Experiment:
         self.evaluations = float(state["evaluations"])
         self.elapsed_before, self.cpu_before = float(state["elapsed_s"]), float(state["cpu_s"])
         self.best_state = state.get("best_state")
+        self.task_means = list(state.get("task_means", []))
+        # a plateau stop holds while the stopper is on; a budget's is judged again (resume may raise it)
+        stopped = state.get("stopped")
+        self.stopped = stopped if stopped and stopped.startswith("plateau") and self.config.stop else None
         self.t_start, self.cpu_start = time.monotonic(), time.process_time()
 
     def save(self, policy: dict[str, Any] | None = None) -> None:
@@ -417,7 +448,7 @@ class Experiment:
             while self.iteration < self.match_iterations:  # renders here, before Ray may take the simulator
                 self.step()
             self.executor = make_executor(cfg, self.context, self.sim, self.run_dir)
-            while self.iteration < self.match_iterations + cfg.iterations:
+            while self.iteration < self.match_iterations + self.iterations and not self._stop_before():
                 self.step()
             summary = self.finish() if final else None
         finally:
@@ -432,6 +463,7 @@ class Experiment:
         if self.stage is not None and self.stage.mixes and self.stage.solved is None:
             return self._moments()
         it, matching, searcher = self.iteration, self.iteration < self.match_iterations, self.searcher
+        started = time.monotonic()
         params = searcher.ask(self.config.match_samples if matching else self.config.samples)
         results = self._evaluate(params, it, matching)
         t0 = time.perf_counter()
@@ -444,6 +476,13 @@ class Experiment:
             self.best_state = max((r for r in results if r.ok), key=lambda r: r.reward).state
         self.iteration = it + 1
         row = self._row(it, matching, searcher, results, time.perf_counter() - t0)
+        if not matching:
+            self._last_task_seconds = time.monotonic() - started
+            self.task_means.append(row["reward_mean"])
+            left = self.match_iterations + self.iterations - self.iteration
+            if self.stopper is not None and left > 0:
+                self.stopped = self.stopper.reason(self.task_means)
+            row["stopped"] = self.stopped
         # the row's description is policy.json's, unless the warm-up just handed over to the search
         return self._record(row, row["policy"] if searcher is self.searcher else None)
 
@@ -572,10 +611,37 @@ class Experiment:
             "update": None if stats is None else {k or "task": v.__dict__ for k, v in stats.items()},
         }
 
+    def _stop_before(self) -> bool:
+        """Whether the search stops before its next iteration: the stopper said so, or the next
+        iteration (and, under a time budget, the final evaluation) would overrun a budget."""
+        cfg = self.config
+        if self.stopped is None and cfg.budget is not None and self.evaluations + cfg.samples > cfg.budget + 1e-9:
+            self.stopped = (
+                f"budget: {self.evaluations:g} of {cfg.budget:g} evaluations spent, an iteration costs {cfg.samples}"
+            )
+        if self.stopped is None and self.time_budget is not None:
+            # an evaluation's seconds, from the search's last iteration (or none measured yet)
+            last = self._last_task_seconds
+            per_eval = last / cfg.samples if last is not None else 0.0
+            finals = len(self.final_baselines()) * cfg.final_repeats
+            need = per_eval * (cfg.samples + finals)
+            if self.elapsed() + need > self.time_budget:
+                self.stopped = (
+                    f"time budget: {self.elapsed():.0f} s spent of {self.time_budget:.0f} s, and an iteration and the "
+                    f"final evaluation take about {need:.0f} s"
+                )
+        return self.stopped is not None
+
+    @property
+    def evaluations_saved(self) -> float:
+        """Evaluations the search's stop left unspent, of the iterations it had."""
+        left = max(self.match_iterations + self.iterations - self.iteration, 0)
+        return float(left * self.config.samples) if self.stopped is not None else 0.0
+
     # -- final baselines ----------------------------------------------------------------
     def final_baselines(self) -> list[str]:
         """What the final evaluations score (none after a run of no iteration)."""
-        if not self.config.iterations:
+        if not self.iterations:
             return []
         return [w for w in BASELINES if not (w == "oracle" and self.target.params is None)]
 
@@ -641,6 +707,8 @@ class Experiment:
             "search": cfg.search,
             "iterations": self.iteration,
             "match_iterations": min(self.match_iterations, self.iteration),
+            "stopped": self.stopped,
+            "evaluations_saved": self.evaluations_saved,
             "sim_frames": self.sim_frames,
             "evaluations": self.evaluations,
             "elapsed_s": self.elapsed(),
@@ -682,7 +750,10 @@ def mean_metrics(results: Sequence[EvalResult], split: str = "validation") -> tu
 
 
 # Keys a resume may change: more iterations, and how (not what) the evaluations run.
-RESUMABLE = ("iterations", "parallel", "workers", "ray_address", "final_repeats", "tensorboard", "device", "threads")
+RESUMABLE = (
+    "iterations", "budget", "time_budget", "stop", "parallel", "workers", "ray_address", "final_repeats",
+    "tensorboard", "device", "threads",
+)  # fmt: skip
 
 
 def _edited_keys(saved: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") -> list[str]:

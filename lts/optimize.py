@@ -19,6 +19,7 @@ from .cli import ArgumentParser, callable_module, parse_set, run_cli, set_thread
 from .config import LEGACY_DEFAULTS, Config, describe_config, load_config, load_experiment, run_hint
 from .report import policy_table, reward_table
 from .rundir import RunDir
+from .stopping import WINDOW
 
 __all__ = ["main", "build_parser"]
 
@@ -65,6 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a("--search", metavar="NAME", help="search strategy (below; default cma-mean)")
     a("--iterations", type=int, metavar="N", help="search iterations of K evaluations each (0: none, and no warm-up)")
+    a(
+        "--budget",
+        type=float,
+        metavar="N",
+        help="evaluations to spend, warm-up renders charged m/M (as lts.compare counts them); sets the iterations",
+    )
+    a(
+        "--time-budget",
+        metavar="T",
+        help="wall-clock limit, e.g. 90s, 10m, 1.5h: the search stops in time for the final evaluation",
+    )
+    a(
+        "--no-stop",
+        dest="stop",
+        action="store_false",
+        default=None,
+        help="spend the whole budget (default: the search stops when its rewards plateau within their noise)",
+    )
     a("--samples", type=int, metavar="K", help="ψ drawn per iteration")
     a("--scenes", type=int, metavar="M", help="scenes rendered per ψ")
     a(
@@ -128,6 +147,9 @@ def _flags_to_layer(args: argparse.Namespace) -> dict[str, Any]:
         "device",
         "warm_start",
         "tensorboard",
+        "budget",
+        "time_budget",
+        "stop",
     ):
         v = getattr(args, key)
         if v is not None:
@@ -188,17 +210,25 @@ def plan_line(exp: Any) -> str:
             else f"{exp.match_iterations} it × {cfg.match_samples} renders"
         )
         parts.append(f"warm-up {what} of {cfg.match_scenes} scenes (no training)")
-    if cfg.iterations:
-        parts.append(f"{cfg.search} {cfg.iterations} it × {cfg.samples} evaluations of {cfg.scenes} scenes")
+    iterations = exp.iterations
+    if iterations:
+        upto = "up to " if cfg.stop or cfg.time_budget else ""
+        parts.append(f"{cfg.search} {upto}{iterations} it × {cfg.samples} evaluations of {cfg.scenes} scenes")
         finals = len(exp.final_baselines()) * cfg.final_repeats
         if finals:
             parts.append(f"{finals} final evaluations")
     frames = (stage.renders() if stage is not None else 0) * cfg.match_scenes
-    frames += (
-        cfg.iterations * cfg.samples + (len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0)
-    ) * cfg.scenes
-    trainings = cfg.iterations * cfg.samples + (len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0)
-    return f"plan: {' → '.join(parts) or 'nothing to evaluate'}; {trainings} trainings, {frames:,} frames"
+    finals = len(exp.final_baselines()) * cfg.final_repeats if iterations else 0
+    frames += (iterations * cfg.samples + finals) * cfg.scenes
+    trainings = iterations * cfg.samples + finals
+    limits = [f"{exp.warmup_charge + iterations * cfg.samples:g} evaluations"]
+    if cfg.time_budget:
+        limits.append(f"{cfg.time_budget} of wall-clock time")
+    stop = "; stops early at a plateau (--no-stop: never)" if cfg.stop and iterations > WINDOW else ""
+    return (
+        f"plan: {' → '.join(parts) or 'nothing to evaluate'}; {trainings} trainings, {frames:,} frames; "
+        f"budget {' or '.join(limits)}{stop}"
+    )
 
 
 class _Progress:
@@ -220,11 +250,11 @@ class _Progress:
         cfg = exp.config
         self.left = {
             "match": exp.stage.renders(exp.iteration) if exp.stage is not None else 0,
-            "task": min(cfg.iterations, exp.match_iterations + cfg.iterations - exp.iteration) * cfg.samples,
-            "final": len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0,
+            "task": min(exp.iterations, exp.match_iterations + exp.iterations - exp.iteration) * cfg.samples,
+            "final": len(exp.final_baselines()) * cfg.final_repeats if exp.iterations else 0,
         }
         self.phase = "match" if self.left["match"] else "task"
-        self.iters, self.done_iters = exp.match_iterations + cfg.iterations, exp.iteration
+        self.iters, self.done_iters = exp.match_iterations + exp.iterations, exp.iteration
         if not self.enabled:
             return
         from tqdm.auto import tqdm
@@ -286,6 +316,9 @@ class _Progress:
             ok = [r for r in row["rewards"] if r is not None]
             if ok:
                 self.best = max([*ok, *([self.best] if self.best is not None else [])])
+        if row.get("stopped") and self.bar is not None:  # the search ends here: its evaluations left go
+            self.bar.total -= self.left["task"]
+            self.left["task"] = 0
         if not self.left["match"]:
             self.phase = "task" if self.left["task"] else "final"
         self.t_last = time.monotonic()
@@ -350,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     print(policy_table(run_dir.read_json("policy.json"), summary.get("target"), _initial_policy(exp)))
     print()
     print(reward_table(summary))
+    if summary.get("stopped"):
+        print(f"\nsearch stopped, {summary['evaluations_saved']:g} evaluations unspent: {summary['stopped']}")
     print(
         f"\n{summary['evaluations']:g} evaluations ({summary['sim_frames']} simulated frames) in "
         f"{summary['elapsed_s']:.1f} s; run directory {run_dir.path}"
