@@ -244,6 +244,8 @@ class Experiment:
         self.config = config
         self.run_dir = run_dir
         self.cb = callbacks or Callbacks()
+        if config.workers > 0 or config.ray_address:  # before anything connects or renders
+            simulators.check_workers(config.sim, config.sim_options, max(config.workers, 1))
         self.sim = simulators.make(config.sim, **config.sim_options)
         self.space = self.sim.param_space
         self.target: Target = load_target(

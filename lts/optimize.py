@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--carla-port", metavar="PORT[,PORT…]", help="server port, or one per Ray worker")
     g.add_argument("--carla-timeout", type=float, metavar="S", help="seconds to wait for the server")
     g.add_argument("--carla-town", metavar="TOWN", help="map to load, e.g. Town10HD_Opt")
+    g.add_argument(
+        "--carla-shared",
+        action="store_true",
+        default=None,
+        help="let workers given one port take turns on that server (default: refused)",
+    )
     a("--quiet", action="store_true", help="no progress bar")
     a("--help-config", action="store_true", help="list every config key with its default and exit")
     return p
@@ -169,6 +175,8 @@ def _flags_to_layer(args: argparse.Namespace) -> dict[str, Any]:
         carla["timeout"] = args.carla_timeout
     if args.carla_town is not None:
         carla["town"] = args.carla_town
+    if args.carla_shared:
+        carla["shared"] = True
     if carla:
         layer["sim_options"] = carla
     return layer

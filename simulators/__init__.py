@@ -12,7 +12,7 @@ Importing the package registers the Gymnasium environment ``"lts/Scene-v0"``
 from .base import Batch, Simulator
 from .errors import ParamError, UnknownNameError, UserError
 from .gym import SCENE_ENV_ID, register_envs
-from .registry import ENTRY_POINT_GROUP, available, make, register, resolve
+from .registry import ENTRY_POINT_GROUP, available, check_workers, make, register, resolve
 from .space import (
     Categorical,
     Continuous,
@@ -37,6 +37,7 @@ __all__ = [
     "register",
     "available",
     "resolve",
+    "check_workers",
     "ENTRY_POINT_GROUP",
     "UserError",
     "ParamError",

@@ -139,6 +139,11 @@ class Simulator:
     def close(self) -> None:
         """Release what the simulator holds (connections, actors, GPU memory)."""
 
+    @classmethod
+    def check_workers(cls, options: Mapping[str, Any], workers: int) -> None:
+        """Raise `UserError` where ``workers`` copies built from ``options`` cannot run at
+        once (called before any is built); by default any number can."""
+
     def __enter__(self) -> Simulator:
         return self
 

@@ -10,26 +10,35 @@ so target files and learned policies carry over) into scenes on a CARLA 0.9.14+ 
 - ``car_type`` proportions and ``cars_per_scene`` → a Poisson number of vehicles from
   blueprint groups, placed on the lanes ahead of the camera;
 - RGB, semantic-segmentation, depth and instance-segmentation cameras on one transform,
-  in synchronous mode, each image matched to the frame that ``world.tick()`` returned.
+  spawned once per simulator and moved to each scene's pose, in synchronous mode; each
+  image is kept only if its frame is the last tick's and its pose the scene's.
 
-This module owns the connection (and its failure messages), the world settings it
-changes (restored on `close`), and every actor it spawns (destroyed after each scene,
-on errors and on Ctrl-C).  ``carla`` is imported only when a simulator is built.
+This module owns the connection (and its failure messages), the world it takes over
+(synchronous settings, the map's parked-vehicle layer unloaded; both restored on `close`),
+and every actor it spawns (cars destroyed after each scene, cameras on `close`; both on
+errors and on Ctrl-C).  ``carla`` is imported only when a simulator is built.
 
 Pitfalls it is written against (carla-simulator/carla issues): labels a tick behind the
 image (#1098, #2069), ticks that hang (#2809, #3395), sensors never destroyed (#6799,
-#9067), semantic ids before 0.9.14 (#6902), spawns failing on collision (#1873, #5545).
+#9067), semantic ids before 0.9.14 (#6902), spawns failing on collision (#1873, #5545),
+servers that leak on every ``listen`` and crash after a few thousand camera cycles (#7156,
+#7413, #7987), a new camera's auto-exposure adapting over frames (#3594), a client that
+never recovers from a server restart (#3707).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import queue
 import re
 import socket
+import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import Any, ClassVar
@@ -50,6 +59,7 @@ __all__ = [
     "classify_junction",
     "find_junctions",
     "parse_ports",
+    "check_worker_ports",
     "probe_server",
     "decode_bgra",
     "decode_depth",
@@ -102,6 +112,10 @@ _SENSORS = {
     "instance": "sensor.camera.instance_segmentation",
 }
 ROLE_NAME = "lts"  # role_name of every actor lts spawns, so they can be told apart in a world
+# From 0.9.16 the instance camera's green/blue bytes are the CARLA actor id (low 16 bits).
+_ACTOR_ID_INSTANCES = (0, 9, 16)
+_POSE_TOLERANCE = (0.05, 0.5)  # metres, degrees: an image rendered from the scene's camera pose
+_MOVE_TICKS = 3  # extra ticks allowed for a camera move to show in the images
 _MAX_DEPTH = 1000.0  # metres: the far plane of CARLA's depth camera
 
 
@@ -138,6 +152,29 @@ def parse_ports(port: int | str | Sequence[int]) -> list[int]:
     if not ports:
         raise UserError(f"CARLA port: expected at least one port, got {port!r}")
     return ports
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"{name}: expected true or false, got {value!r}")
+    return value
+
+
+def check_worker_ports(port: int | str | Sequence[int], workers: int, *, shared: bool = False) -> None:
+    """Refuse ``workers`` workers that would share a CARLA port (worker *i* takes
+    ``ports[i % len(ports)]``), unless ``shared``: a server serves one synchronous client."""
+    ports = parse_ports(port)
+    if _flag(shared, "shared") or workers < 2:
+        return
+    used = [ports[i % len(ports)] for i in range(int(workers))]
+    twice = sorted({p for p in used if used.count(p) > 1})
+    if twice:
+        raise UserError(
+            f"{workers} workers on CARLA port(s) {','.join(map(str, ports))} would share port "
+            f"{', '.join(map(str, twice))}, and a CARLA server serves one client (weather, ticks and cars "
+            "are the whole world's); start one server per worker and list every port (--carla-port 2000,3000), "
+            "or pass --carla-shared to have the workers take turns on one server"
+        )
 
 
 def _no_server(host: str, port: int, why: str) -> SimulatorUnavailable:
@@ -364,12 +401,14 @@ def _project_box(
 def _assign_instances(
     tags: np.ndarray, uids: np.ndarray, depth: np.ndarray, boxes: Sequence[tuple | None], margin: float = 1.0
 ) -> np.ndarray:
-    """Instance map (0 = none, k = k-th placed car) from the instance camera.
+    """Instance map (0 = none, k = k-th placed car) from the instance camera, for servers
+    before 0.9.16.
 
-    The instance camera's green/blue bytes are the Unreal object's ``GetUniqueID()``, not
-    the CARLA actor id (ATagger::GetActorLabelColor), so a segment (vehicle tag, one id)
-    is given to the placed car whose projected box and depth range hold most of its
-    pixels; segments no placed car explains (parked cars of the map) stay 0.
+    There the instance camera's green/blue bytes are the Unreal object's ``GetUniqueID()``,
+    not the CARLA actor id, so a segment (vehicle tag, one id) is given to the placed car
+    whose projected box and depth range hold most of its pixels; segments no placed car
+    explains (parked cars of the map) stay 0.  A car whose mesh outgrows its bounding box
+    can be missed; 0.9.16 servers are read by actor id instead (`_instances_by_actor`).
     """
     inst = np.zeros(tags.shape, dtype=np.int64)
     vehicle = np.isin(tags, _VEHICLE_TAGS)
@@ -399,6 +438,55 @@ def _assign_instances(
         k = int(np.lexsort((dist, gap, -votes))[0])
         inst[seg] = k + 1
     return inst
+
+
+def _instances_by_actor(tags: np.ndarray, ids: np.ndarray, actor_ids: Sequence[int]) -> np.ndarray:
+    """Instance map (0 = none, k = k-th placed car) from a 0.9.16 instance camera, whose
+    green/blue bytes are the actor id's low 16 bits."""
+    inst = np.zeros(tags.shape, dtype=np.int64)
+    vehicle = np.isin(tags, _VEHICLE_TAGS)
+    for k, actor_id in enumerate(actor_ids):
+        inst[vehicle & (ids == (int(actor_id) & 0xFFFF))] = k + 1
+    return inst
+
+
+def _pose_matches(image: Any, where: Any) -> bool:
+    """Whether an image was rendered from the camera pose ``where`` (`carla.Image.transform`)."""
+    t = getattr(image, "transform", None)
+    if t is None:
+        return True  # an image without a pose cannot be checked
+    metres, degrees = _POSE_TOLERANCE
+    a, b = t.location, where.location
+    if math.dist((a.x, a.y, a.z), (b.x, b.y, b.z)) > metres:
+        return False
+    return all(_angle_diff(getattr(t.rotation, k), getattr(where.rotation, k)) <= degrees for k in ("yaw", "pitch"))
+
+
+class _ServerLock:
+    """Turns on one server for the workers that share it (``shared``): a lock file per
+    ``host:port`` (``flock``, held by one process of this machine at a time) and a lock for
+    the threads of this process."""
+
+    _threads: ClassVar[dict[str, threading.Lock]] = {}
+
+    def __init__(self, host: str, port: int) -> None:
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{host}-{port}")
+        self.path = os.path.join(tempfile.gettempdir(), f"lts-carla-{name}.lock")
+        self.local = self._threads.setdefault(self.path, threading.Lock())
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with self.local, open(self.path, "a+") as fh:
+            try:
+                import fcntl
+            except ImportError:  # not POSIX: only the threads of this process take turns
+                yield
+                return
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # ----------------------------------------------------------------------------- the simulator
@@ -433,6 +521,12 @@ class CarlaSimulator(Simulator):
     - ``fixed_delta``: the synchronous-mode time step (seconds).
     - ``warmup_ticks``: ticks after spawning before the captured one (cars settle on the
       road, the new weather and the cameras' exposure take effect).
+    - ``exposure``: ``"auto"`` (CARLA's histogram auto-exposure, its adaptation speeded up
+      so that it settles within the warm-up ticks instead of carrying the previous scene's
+      light over) or ``"manual"`` (fixed: the blueprint's shutter speed, ISO and f-stop).
+    - ``shared``: take turns on a server with other lts workers given the same port (each
+      `generate` holds a lock per ``host:port`` on this machine, takes the world over and
+      gives it back); without it a server already in synchronous mode is refused.
     - ``min_visible_pixels``: a placed car counts as visible with at least this many pixels.
     - ``car_blueprints``: optional ``{car_type: [blueprint ids or patterns]}`` replacing
       the size heuristic of `classify_vehicle`.
@@ -465,6 +559,8 @@ class CarlaSimulator(Simulator):
         min_visible_pixels: int = 8,
         spawn_attempts: int = 8,
         car_blueprints: Mapping[str, Sequence[str]] | None = None,
+        exposure: str = "auto",
+        shared: bool = False,
         client_factory: Callable[[str, int], Any] | None = None,
         connect: bool = True,
     ) -> None:
@@ -472,7 +568,7 @@ class CarlaSimulator(Simulator):
             host=host, port=port, timeout=timeout, town=town, resolution=resolution, fixed_delta=fixed_delta,
             worker_index=worker_index, fov=fov, camera_height=camera_height, camera_pitch=camera_pitch,
             warmup_ticks=warmup_ticks, min_visible_pixels=min_visible_pixels, spawn_attempts=spawn_attempts,
-            car_blueprints=car_blueprints, client_factory=client_factory,
+            car_blueprints=car_blueprints, exposure=exposure, shared=shared, client_factory=client_factory,
         )  # fmt: skip
         if not isinstance(host, str) or not host.strip():
             raise UserError(f"CARLA host: expected a host name or address, got {host!r}")
@@ -504,6 +600,11 @@ class CarlaSimulator(Simulator):
             unknown = [k for k in self.car_blueprints if k not in CAR_TYPES]
             if unknown:
                 raise UserError(f"car_blueprints: unknown car type {unknown[0]!r}, expected some of {list(CAR_TYPES)}")
+        if exposure not in ("auto", "manual"):
+            raise UserError(f"exposure: expected 'auto' or 'manual', got {exposure!r}")
+        self.exposure = exposure
+        self.shared = _flag(shared, "shared")
+        self._lock = _ServerLock(self.host, self.port) if self.shared else None
         self._client_factory = client_factory
         self._carla: Any = None
         self._client: Any = None
@@ -515,6 +616,10 @@ class CarlaSimulator(Simulator):
         self._groups: dict[str, list[Any]] | None = None  # car type → blueprints
         self._sensor_bps: dict[str, Any] | None = None
         self._leaked: set[int] = set()  # ids a failed destroy left behind; retried later
+        self._cameras: dict[str, tuple[Any, queue.Queue]] | None = None  # spawned once, moved per scene
+        self._holding = False  # the world is in our settings, its parked layer unloaded
+        self._broken = False  # a call failed: the next use makes a new client
+        self._actor_ids = True  # the instance camera encodes actor ids (0.9.16+)
         self._warned: set[str] = set()
         self._closed = False
         if connect:
@@ -533,6 +638,11 @@ class CarlaSimulator(Simulator):
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @classmethod
+    def check_workers(cls, options: Mapping[str, Any], workers: int) -> None:
+        """Refuse workers that would share a port (see `check_worker_ports`)."""
+        check_worker_ports(options.get("port", 2000), workers, shared=options.get("shared", False))
 
     # -------------------------------------------------------------- connection & settings
 
@@ -554,6 +664,8 @@ class CarlaSimulator(Simulator):
             except RuntimeError as e:
                 raise _no_server(self.host, self.port, f"no answer within {self.timeout:g} s") from e
             self._check_versions(str(client.get_client_version()), server_version)
+            sv = _version_tuple(server_version)
+            self._actor_ids = not sv or sv >= _ACTOR_ID_INSTANCES
             self._client = client
         self._ensure_world()
 
@@ -580,6 +692,8 @@ class CarlaSimulator(Simulator):
         except RuntimeError as e:
             if type(e) is not RuntimeError:  # RecursionError, NotImplementedError: bugs, not the server
                 raise
+            # A CARLA client does not recover once its server went away (#3707): use a new one next time.
+            self._broken = True
             detail = str(e).splitlines()[0] if str(e) else type(e).__name__
             if _is_timeout(e):
                 why = f"the server did not answer {what} within {self.timeout:g} s"
@@ -591,8 +705,8 @@ class CarlaSimulator(Simulator):
             ) from e
 
     def _ensure_world(self) -> None:
-        """(Re)load the town and apply synchronous settings where the world is new to us
-        (first use, or a server restarted since)."""
+        """(Re)load the town where the world is new to us (first use, a new client, a world
+        reloaded since), then take it over (`_take_world`) unless workers take turns on it."""
         world = self._call("get_world", self._client.get_world)
         if world.id == self._world_id:
             self._world = world
@@ -603,24 +717,99 @@ class CarlaSimulator(Simulator):
             world = self._load_town(self.town)
             carla_map = self._call("get_map", world.get_map)
         self._world, self._world_id, self._map = world, world.id, carla_map
+        self._cameras = None  # a new world: cameras of the old one are gone with it
+        if not self.shared:
+            self._take_world()
+
+    def _take_world(self) -> None:
+        """Synchronous settings and the parked-vehicle layer unloaded, so that every car in a
+        frame is one lts placed.  A server already synchronous under another client is refused
+        (its weather, ticks and cars would land in our scenes), unless ``shared``."""
+        world = self._world
         settings = self._call("get_settings", world.get_settings)
-        if settings.synchronous_mode:
-            warnings.warn(
-                f"CARLA server {self.address} is already in synchronous mode (another client, or a run that "
-                "crashed); lts will tick it — give each run its own server",
-                stacklevel=3,
+        if settings.synchronous_mode and not self._holding:
+            if not self.shared:
+                raise UserError(
+                    f"CARLA server {self.address} is already in synchronous mode: another client drives it (or a "
+                    "run that was killed left it so); give each run its own server (--carla-port), restart this "
+                    "one, or pass --carla-shared to take turns on it with other lts workers"
+                )
+            self._warn_once(
+                "sync",
+                f"CARLA server {self.address} is in synchronous mode outside lts' turns (a client that does "
+                "not take turns, or a run that was killed); its ticks and weather may land in our scenes",
             )
-        self._original_settings = settings
+        if self._original_settings is None:
+            self._original_settings = settings
         wanted = self._call("get_settings", world.get_settings)
         wanted.synchronous_mode = True
         wanted.fixed_delta_seconds = self.fixed_delta
         wanted.no_rendering_mode = False  # the cameras need rendering
         self._call("apply_settings", world.apply_settings, wanted)
+        self._holding = True
+        # Town10HD_Opt and the other _Opt maps keep their parked cars in a layer; where a map
+        # has none this does nothing, and `unplaced_car_pixels` shows what is left.
+        self._call("unload_map_layer", world.unload_map_layer, self._carla.MapLayer.ParkedVehicles)
         self._warn_leftovers(world)
+
+    def _release_world(self) -> None:
+        """Destroy the cameras, and give the world back as it was found.  Raises where the
+        server cannot be reached (after destroying what it could)."""
+        self._drop_cameras()
+        if self._leaked:
+            self._destroy_ids(sorted(self._leaked))
+        if self._holding:
+            self._holding = False
+            self._world.load_map_layer(self._carla.MapLayer.ParkedVehicles)
+            if self._original_settings is not None:
+                self._world.apply_settings(self._original_settings)
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """The world, for one `generate`: held throughout, or (``shared``) taken over under the
+        server's lock and given back afterwards, so that workers take turns."""
+        if self._lock is None:
+            yield
+            return
+        with self._lock.held():
+            try:
+                self._take_world()
+                yield
+            finally:
+                try:
+                    self._release_world()
+                except Exception as e:  # noqa: BLE001 - the server is gone; the error that ended the turn says so
+                    self._broken = True
+                    self._warn_once("release", f"could not give the CARLA world at {self.address} back: {e}")
+
+    def _reconnect(self) -> None:
+        """A new client after a failed call: the old one never recovers if the server restarted
+        (#3707), and a restart cannot be told apart (world and actor ids start afresh), so the
+        world is set up again either way.  Cameras and leftovers are destroyed only where they
+        are still in the world with lts' role name."""
+        if self._cameras is not None:
+            self._leaked.update(sensor.id for sensor, _ in self._cameras.values())
+            self._cameras = None
+        self._client, self._world, self._world_id, self._broken = None, None, None, False
+        self.connect()
+        if self._leaked:
+            try:
+                ours = {
+                    a.id
+                    for a in self._world.get_actors(sorted(self._leaked))
+                    if a.attributes.get("role_name") == ROLE_NAME
+                }
+            except Exception:  # noqa: BLE001 - retried on the next scene
+                return
+            self._leaked &= ours
 
     def _warn_leftovers(self, world: Any) -> None:
         try:
-            left = [a for a in world.get_actors() if a.attributes.get("role_name") == ROLE_NAME]
+            left = [
+                a
+                for a in world.get_actors()
+                if a.attributes.get("role_name") == ROLE_NAME and a.id not in self._leaked  # not our own
+            ]
         except (RuntimeError, AttributeError):
             return
         if left:
@@ -649,17 +838,15 @@ class CarlaSimulator(Simulator):
         return world
 
     def close(self) -> None:
-        """Destroy what is left and restore the world's settings (synchronous mode)."""
+        """Destroy the cameras and what is left, and restore the world's settings
+        (synchronous mode) and its parked-vehicle layer."""
         if self._closed:
             return
         self._closed = True
         if self._client is None or self._world is None:
             return
         try:
-            if self._leaked:
-                self._destroy_ids(sorted(self._leaked))
-            if self._original_settings is not None:
-                self._world.apply_settings(self._original_settings)
+            self._release_world()
         except Exception as e:  # a dead server: nothing left to restore
             warnings.warn(f"could not restore the CARLA world settings at {self.address}: {e}", stacklevel=2)
         finally:
@@ -790,11 +977,14 @@ class CarlaSimulator(Simulator):
             raise UserError("this CARLA simulator was closed; make a new one")
         if self._client is None:
             self.connect()
+        elif self._broken:
+            self._reconnect()
         else:
             self._ensure_world()
-        if self._leaked:
-            self._destroy_ids(sorted(self._leaked))
-        scenes = [self._scene(psi, rng) for _ in range(int(n))]
+        with self._turn():
+            if self._leaked:
+                self._destroy_ids(sorted(self._leaked))
+            scenes = [self._scene(psi, rng) for _ in range(int(n))]
         return self._batch(scenes)
 
     def _batch(self, scenes: list[_Scene]) -> Batch:
@@ -841,9 +1031,12 @@ class CarlaSimulator(Simulator):
                 "set_weather", self._world.set_weather, getattr(carla.WeatherParameters, WEATHER_PRESETS[weather])
             )
             cars = self._place_cars(types, groups, cam_wp, road_length, rng, spawned)
-            sensors = self._spawn_sensors(cam_tf, spawned)
-            frame, images = self._tick_and_collect(sensors)
-            scene = self._decode(images, cars, cam_tf)
+            sensors = self._cameras_at(cam_tf)
+            frame, images = self._tick_and_collect(sensors, cam_tf)
+            scene = self._decode(images, cars, cam_tf, town)
+        except BaseException:
+            self._drop_cameras()  # destroyed on errors and Ctrl-C too; the next scene spawns them again
+            raise
         finally:
             self._destroy(spawned)
         scene.attributes.update(
@@ -949,54 +1142,101 @@ class CarlaSimulator(Simulator):
                 return alt
         raise AssertionError("unreachable: _blueprint_groups refuses servers without car blueprints")
 
-    def _spawn_sensors(self, where: Any, spawned: list[Any]) -> dict[str, tuple[Any, queue.Queue]]:
+    def _cameras_at(self, where: Any) -> dict[str, tuple[Any, queue.Queue]]:
+        """The four cameras at ``where``: spawned (and listened to) once per simulator, then
+        moved in one batch, because every new camera allocates render targets and every
+        ``listen`` leaks on the server (#7156, #7413) until it crashes (#7987)."""
+        if self._cameras is not None:
+            carla = self._carla
+            cams = list(self._cameras.values())
+            moves = [carla.command.ApplyTransform(sensor.id, where) for sensor, _ in cams]
+            responses = self._call("apply_batch_sync", self._client.apply_batch_sync, moves, False)
+            if not any(r.has_error() for r in responses):
+                for _, q in cams:  # images of earlier scenes are never wanted again
+                    _drain(q)
+                return self._cameras
+            self._drop_cameras()  # a camera is gone (destroyed by someone else): start afresh
+        self._cameras = self._spawn_cameras(where)
+        return self._cameras
+
+    def _spawn_cameras(self, where: Any) -> dict[str, tuple[Any, queue.Queue]]:
         h, w = self.resolution
+        spawned: list[Any] = []
         sensors: dict[str, tuple[Any, queue.Queue]] = {}
-        for key, bp in self._sensor_blueprints().items():
-            for name, value in (("image_size_x", w), ("image_size_y", h), ("fov", self.fov), ("sensor_tick", 0.0)):
-                if bp.has_attribute(name):
-                    bp.set_attribute(name, str(value))
-            if bp.has_attribute("role_name"):
-                bp.set_attribute("role_name", ROLE_NAME)
-            sensor = self._call(f"spawn_actor({bp.id})", self._world.spawn_actor, bp, where)
-            spawned.append(sensor)
-            q: queue.Queue = queue.Queue()
-            sensor.listen(q.put)
-            sensors[key] = (sensor, q)
+        try:
+            for key, bp in self._sensor_blueprints().items():
+                values: list[tuple[str, Any]] = [("image_size_x", w), ("image_size_y", h), ("fov", self.fov)]
+                values += [("sensor_tick", 0.0), ("role_name", ROLE_NAME)]
+                if key == "rgb":
+                    values += self._exposure_attributes()
+                for name, value in values:
+                    if bp.has_attribute(name):
+                        bp.set_attribute(name, value if isinstance(value, str) else f"{value:g}")
+                sensor = self._call(f"spawn_actor({bp.id})", self._world.spawn_actor, bp, where)
+                spawned.append(sensor)
+                q: queue.Queue = queue.Queue()
+                self._call(f"listen({bp.id})", sensor.listen, q.put)
+                sensors[key] = (sensor, q)
+        except BaseException:
+            self._destroy(spawned)
+            raise
         return sensors
 
-    def _tick_and_collect(self, sensors: dict[str, tuple[Any, queue.Queue]]) -> tuple[int, dict[str, Any]]:
+    def _exposure_attributes(self) -> list[tuple[str, Any]]:
+        if self.exposure == "manual":
+            return [("exposure_mode", "manual")]
+        # Auto-exposure adapts at exposure_speed_up/down f-stops per second of simulated time
+        # (CARLA's defaults 3 and 1: more than the warm-up's 0.5 s for a scene change, #3594);
+        # 10 stops within the warm-up settles any change of weather or view.
+        speed = 10.0 / (max(self.warmup_ticks, 1) * self.fixed_delta)
+        return [("exposure_mode", "histogram"), ("exposure_speed_up", speed), ("exposure_speed_down", speed)]
+
+    def _drop_cameras(self) -> None:
+        if self._cameras is not None:
+            cams = [sensor for sensor, _ in self._cameras.values()]
+            self._cameras = None
+            self._destroy(cams)
+
+    def _tick_and_collect(self, sensors: dict[str, tuple[Any, queue.Queue]], where: Any) -> tuple[int, dict[str, Any]]:
         """Tick ``warmup_ticks + 1`` times, then take from every sensor's queue the image
         whose frame number is the last tick's: older ones (a tick late) are dropped, and
-        one not yet delivered is waited for, at most ``timeout`` seconds."""
+        one not yet delivered is waited for, at most ``timeout`` seconds.  Where one was
+        rendered from another pose than ``where`` (a move that has not landed yet), tick
+        again, up to `_MOVE_TICKS` times."""
         for _ in range(self.warmup_ticks):
             self._call("tick", self._world.tick, self.timeout)
-        frame = int(self._call("tick", self._world.tick, self.timeout))
-        deadline = time.monotonic() + self.timeout
-        out: dict[str, Any] = {}
-        for key, (_, q) in sensors.items():
-            while True:
-                left = deadline - time.monotonic()
-                try:
-                    image = q.get(timeout=max(left, 0.0))
-                except queue.Empty:
-                    raise SimulatorUnavailable(
-                        f"CARLA server {self.address}: no {key} image for frame {frame} within {self.timeout:g} s; "
-                        "restart the server (./CarlaUE4.sh -RenderOffScreen) and resume the run"
-                    ) from None
-                if int(image.frame) == frame:
-                    out[key] = image
-                    break
-                # Older frames are stale; a newer one means another client ticks this server.
-                if int(image.frame) > frame:
-                    self._warn_once(
-                        "newer-frame",
-                        f"CARLA server {self.address} delivered frame {image.frame} after tick {frame}: "
-                        "another client is ticking it; give each run its own server",
-                    )
-        return frame, out
+        for _ in range(_MOVE_TICKS + 1):
+            frame = int(self._call("tick", self._world.tick, self.timeout))
+            out = {key: self._image(key, q, frame) for key, (_, q) in sensors.items()}
+            if all(_pose_matches(image, where) for image in out.values()):
+                return frame, out
+        raise SimulatorUnavailable(
+            f"CARLA server {self.address}: the cameras still render from another pose {_MOVE_TICKS} ticks after "
+            "being moved (another client moving them?); restart the server and resume the run"
+        )
 
-    def _decode(self, frame: dict[str, Any], cars: list[tuple[Any, str]], cam_tf: Any) -> _Scene:
+    def _image(self, key: str, q: queue.Queue, frame: int) -> Any:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                image = q.get(timeout=max(left, 0.0))
+            except queue.Empty:
+                raise SimulatorUnavailable(
+                    f"CARLA server {self.address}: no {key} image for frame {frame} within {self.timeout:g} s; "
+                    "restart the server (./CarlaUE4.sh -RenderOffScreen) and resume the run"
+                ) from None
+            if int(image.frame) == frame:
+                return image
+            # Older frames are stale; a newer one means another client ticks this server.
+            if int(image.frame) > frame:
+                self._warn_once(
+                    "newer-frame",
+                    f"CARLA server {self.address} delivered frame {image.frame} after tick {frame}: "
+                    "another client is ticking it; give each run its own server",
+                )
+
+    def _decode(self, frame: dict[str, Any], cars: list[tuple[Any, str]], cam_tf: Any, town: str) -> _Scene:
         h, w = self.resolution
         rgb = decode_bgra(frame["rgb"])[..., [2, 1, 0]].transpose(2, 0, 1).copy()
         sem = decode_bgra(frame["semantic"])[..., 2].astype(np.int64)
@@ -1005,10 +1245,21 @@ class CarlaSimulator(Simulator):
         ins = decode_bgra(frame["instance"])
         tags = ins[..., 2].astype(np.int64)
         uids = ins[..., 1].astype(np.int64) | (ins[..., 0].astype(np.int64) << 8)
-        f = w / (2.0 * math.tan(math.radians(self.fov) / 2.0))
-        cam_inv = np.array(cam_tf.get_inverse_matrix(), dtype=np.float64)
-        boxes = [self._call("get_transform", _project_box, actor, cam_inv, f, w, h) for actor, _ in cars]
-        instances = _assign_instances(tags, uids, depth, boxes)
+        if self._actor_ids:
+            instances = _instances_by_actor(tags, uids, [actor.id for actor, _ in cars])
+        else:
+            f = w / (2.0 * math.tan(math.radians(self.fov) / 2.0))
+            cam_inv = np.array(cam_tf.get_inverse_matrix(), dtype=np.float64)
+            boxes = [self._call("get_transform", _project_box, actor, cam_inv, f, w, h) for actor, _ in cars]
+            instances = _assign_instances(tags, uids, depth, boxes)
+        unplaced = int((np.isin(tags, _VEHICLE_TAGS) & (instances == 0)).sum())
+        if unplaced >= self.min_visible_pixels:
+            self._warn_once(
+                "unplaced",
+                f"CARLA map {town!r} at {self.address}: a scene has {unplaced} car pixels that belong to no car lts "
+                "placed (parked cars of a map without a ParkedVehicles layer, or another client's cars); they are "
+                "car in `semantic` but not in `counts` (per scene: attributes['unplaced_car_pixels'])",
+            )
         pixels = np.bincount(instances.ravel(), minlength=len(cars) + 1)[1:]
         counts = np.zeros(len(CAR_TYPES), dtype=np.int64)
         keep = np.zeros(len(cars) + 1, dtype=bool)
@@ -1017,7 +1268,10 @@ class CarlaSimulator(Simulator):
                 counts[CAR_TYPES.index(kind)] += 1
                 keep[k + 1] = True
         instances[~keep[instances]] = 0  # cars below the visibility threshold are background
-        return _Scene(rgb=rgb, semantic=sem, depth=depth, instances=instances, counts=counts)
+        return _Scene(
+            rgb=rgb, semantic=sem, depth=depth, instances=instances, counts=counts,
+            attributes={"unplaced_car_pixels": unplaced},
+        )  # fmt: skip
 
     # -------------------------------------------------------------- clean-up
 
@@ -1050,6 +1304,14 @@ class CarlaSimulator(Simulator):
                 self._leaked.add(i)
             else:
                 self._leaked.discard(i)
+
+
+def _drain(q: queue.Queue) -> None:
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return
 
 
 def _probs(value: Mapping[str, float], choices: Sequence[str]) -> np.ndarray:

@@ -5,14 +5,14 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
 from .base import Simulator
 from .errors import UnknownNameError, UserError, did_you_mean
 
-__all__ = ["make", "register", "available", "resolve", "ENTRY_POINT_GROUP"]
+__all__ = ["check_workers", "make", "register", "available", "resolve", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "lts.simulators"
 
@@ -98,3 +98,12 @@ def make(name: str, **options: Any) -> Simulator:
     if not hasattr(sim, "param_space") or not hasattr(sim, "generate"):
         raise UserError(f"simulator {name!r} does not provide 'param_space' and 'generate'")
     return sim
+
+
+def check_workers(name: str, options: Mapping[str, Any], workers: int) -> None:
+    """Refuse, before anything is built or rendered, ``workers`` copies of simulator ``name``
+    with ``options`` running at once where the simulator says it cannot serve them (its
+    optional ``check_workers(options, workers)`` hook; a CARLA server serves one client)."""
+    hook = getattr(resolve(name), "check_workers", None)
+    if callable(hook):
+        hook(options, int(workers))

@@ -13,7 +13,19 @@ real server's streaming port does.  Every image carries a marker of its frame, a
 server keeps the ground truth of which spawned actor is visible by how many pixels.
 
 Faults are injected per method (`FakeServer.inject`) or for the whole server
-(``server.dead``: every call times out, as when the server process died).
+(``server.dead``: every call times out, as while the server hangs; `FakeServer.restart`:
+the process died and a new one started, which no existing client can talk to, #3707).
+
+What a real 0.9.16 server does that the adapter must cope with, built in here so that tests
+can fail: every sensor spawned costs (`Costs`) and every ``listen`` leaks a stream resource
+that is never freed (#7156, #7413; ``crash_after_listens`` ends the server as #7987 reports);
+the map's parked cars are a map layer that ``unload_map_layer(MapLayer.ParkedVehicles)``
+removes (``parked_layer=False``: a map whose parked cars are part of the map itself);
+``apply_settings`` into synchronous mode ticks; another client (`FakeServer.other_client`)
+sets its own weather and ticks the world; the instance camera encodes actor ids from 0.9.16
+on (Unreal object ids before), and a vehicle's mesh may be larger than its bounding box
+(``mesh_scale``); a camera moved with ``set_transform`` may render from its old pose for
+``move_lag`` more ticks.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -43,6 +56,21 @@ def timeout_error(host: str = "localhost", port: int = 2000, ms: int = 10000) ->
         f"time-out of {ms}ms while waiting for the simulator, make sure the simulator is ready and "
         f"connected to {host}:{port}"
     )
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds the fake server spends on what a real one does per call (0: free, for tests).
+
+    Assumed figures for a benchmark of the adapter's call pattern, not measured on CARLA."""
+
+    rpc: float = 0.0  # every call's round trip
+    spawn_sensor: float = 0.0  # a camera: actor, render target, stream
+    listen: float = 0.0  # subscribing to a sensor's stream
+    destroy: float = 0.0  # per destroyed actor
+    tick: float = 0.0  # per tick, plus
+    tick_per_camera: float = 0.0  # per listening camera rendered in it
+    spawn_vehicle: float = 0.0
 
 
 # ----------------------------------------------------------------------------- blueprints
@@ -166,6 +194,8 @@ def make_library(
         if sid.endswith("instance_segmentation") and not with_instance_camera:
             continue
         attrs = {"image_size_x": 800, "image_size_y": 600, "fov": 90.0, "sensor_tick": 0.0, "role_name": "front"}
+        if sid.endswith(".rgb"):  # CARLA's defaults: histogram auto-exposure, adapting slowly
+            attrs.update(exposure_mode="histogram", exposure_speed_up=3.0, exposure_speed_down=1.0)
         bps.append(FakeBlueprint(sid, attrs))
     return FakeBlueprintLibrary(bps)
 
@@ -404,6 +434,7 @@ class FakeImage:
 class FakeActor:
     def __init__(self, server: FakeServer, actor_id: int, bp: FakeBlueprint, transform: carla.Transform) -> None:
         self._server = server
+        self._epoch = server.epoch
         self.id = actor_id
         self.type_id = bp.id
         self.attributes = bp.attribute_dict()
@@ -413,6 +444,8 @@ class FakeActor:
         self._transform = carla.Transform(
             carla.Location(transform.location.x, transform.location.y, transform.location.z), transform.rotation
         )
+        self.render_pose = self._transform  # where a camera renders from (a move may land ticks late)
+        self._pending: list[list[Any]] = []  # [ticks left, pose] of moves not yet rendered
         self.uid = server.new_uid()  # Unreal's GetUniqueID(): not the actor id
         self.is_alive = True
 
@@ -422,8 +455,12 @@ class FakeActor:
     def get_location(self) -> carla.Location:
         return self._transform.location
 
+    def set_transform(self, transform: carla.Transform) -> None:
+        self._server.rpc("set_transform", self._epoch)
+        self._server.move(self, transform)
+
     def destroy(self) -> bool:
-        self._server.rpc("destroy")
+        self._server.rpc("destroy", self._epoch)
         return self._server.destroy_actor(self.id)
 
 
@@ -436,7 +473,8 @@ class FakeSensor(FakeActor):
         return self._callback is not None
 
     def listen(self, callback: Callable[[Any], None]) -> None:
-        self._server.rpc("listen")
+        self._server.rpc("listen", self._epoch)
+        self._server.on_listen()
         self._callback = callback
 
     def stop(self) -> None:
@@ -455,15 +493,19 @@ class FakeResponse:
 class FakeWorld:
     def __init__(self, server: FakeServer, world_id: int, fmap: FakeMap) -> None:
         self._server = server
+        self._epoch = server.epoch
         self.id = world_id
         self._map = fmap
 
+    def _rpc(self, method: str) -> None:
+        self._server.rpc(method, self._epoch)
+
     def get_map(self) -> FakeMap:
-        self._server.rpc("get_map")
+        self._rpc("get_map")
         return self._map
 
     def get_settings(self) -> carla.WorldSettings:
-        self._server.rpc("get_settings")
+        self._rpc("get_settings")
         s = self._server.settings
         return carla.WorldSettings(
             synchronous_mode=s["synchronous_mode"],
@@ -472,7 +514,7 @@ class FakeWorld:
         )
 
     def apply_settings(self, settings: carla.WorldSettings) -> int:
-        self._server.rpc("apply_settings")
+        self._rpc("apply_settings")
         new = {
             "synchronous_mode": bool(settings.synchronous_mode),
             "no_rendering_mode": bool(settings.no_rendering_mode),
@@ -480,45 +522,65 @@ class FakeWorld:
         }
         self._server.settings = new
         self._server.settings_log.append(dict(new))
+        if new["synchronous_mode"]:  # the server ticks so that the settings take effect
+            return self._server.tick(by_client=False)
         return self._server.frame
 
     def get_blueprint_library(self) -> FakeBlueprintLibrary:
-        self._server.rpc("get_blueprint_library")
+        self._rpc("get_blueprint_library")
         return self._server.library
 
     def set_weather(self, weather: carla.WeatherParameters) -> None:
-        self._server.rpc("set_weather")
+        self._rpc("set_weather")
         self._server.on_set_weather(weather)
 
     def get_weather(self) -> carla.WeatherParameters:
         return self._server.weather
 
+    def unload_map_layer(self, layers: Any) -> None:
+        self._rpc("unload_map_layer")
+        self._server.set_layer(layers, loaded=False)
+
+    def load_map_layer(self, layers: Any) -> None:
+        self._rpc("load_map_layer")
+        self._server.set_layer(layers, loaded=True)
+
     def try_spawn_actor(self, bp: FakeBlueprint, transform: carla.Transform, attach_to: Any = None) -> Any:
-        self._server.rpc("try_spawn_actor")
+        self._rpc("try_spawn_actor")
         return self._server.spawn(bp, transform)
 
     def spawn_actor(self, bp: FakeBlueprint, transform: carla.Transform, attach_to: Any = None) -> Any:
-        self._server.rpc("spawn_actor")
+        self._rpc("spawn_actor")
         actor = self._server.spawn(bp, transform)
         if actor is None:
             raise RuntimeError("Spawn failed because of collision at spawn position")
         return actor
 
-    def get_actors(self) -> list[FakeActor]:
-        self._server.rpc("get_actors")
-        return list(self._server.actors.values())
+    def get_actors(self, actor_ids: Iterable[int] | None = None) -> list[FakeActor]:
+        self._rpc("get_actors")
+        actors = list(self._server.actors.values())
+        if actor_ids is not None:
+            wanted = set(actor_ids)
+            actors = [a for a in actors if a.id in wanted]
+        return actors
 
     def tick(self, seconds: float = 0.0) -> int:
-        self._server.rpc("tick")
+        self._rpc("tick")
+        for hook in list(self._server.before_tick):
+            hook()
         return self._server.tick()
 
 
 class FakeClient:
     def __init__(self, server: FakeServer, host: str, port: int) -> None:
         self._server = server
+        self._epoch = server.epoch
         self.host, self.port = host, port
         self.timeout: float | None = None
         server.clients.append(self)
+
+    def _rpc(self, method: str) -> None:
+        self._server.rpc(method, self._epoch)
 
     def set_timeout(self, seconds: float) -> None:
         self.timeout = seconds
@@ -527,29 +589,34 @@ class FakeClient:
         return carla.Client("localhost", 1).get_client_version()
 
     def get_server_version(self) -> str:
-        self._server.rpc("get_server_version")
+        self._rpc("get_server_version")
         return self._server.version
 
     def get_world(self) -> FakeWorld:
-        self._server.rpc("get_world")
+        self._rpc("get_world")
         return self._server.world
 
     def get_available_maps(self) -> list[str]:
-        self._server.rpc("get_available_maps")
+        self._rpc("get_available_maps")
         return ["/Game/Carla/Maps/" + name for name in self._server.towns]
 
     def load_world(self, name: str, reset_settings: bool = True) -> FakeWorld:
-        self._server.rpc("load_world")
+        self._rpc("load_world")
         self._server.load(name)
         return self._server.world
 
     def apply_batch_sync(self, commands: list[Any], do_tick: bool = False) -> list[FakeResponse]:
-        self._server.rpc("apply_batch_sync")
+        self._rpc("apply_batch_sync")
         out = []
         for cmd in commands:
             if isinstance(cmd, carla.command.DestroyActor):
                 ok = self._server.destroy_actor(cmd.actor_id)
                 out.append(FakeResponse(cmd.actor_id, "" if ok else f"actor {cmd.actor_id} not found"))
+            elif isinstance(cmd, carla.command.ApplyTransform):
+                actor = self._server.actors.get(cmd.actor_id)
+                if actor is not None:
+                    self._server.move(actor, cmd.transform)
+                out.append(FakeResponse(cmd.actor_id, "" if actor else f"actor {cmd.actor_id} not found"))
             else:
                 out.append(FakeResponse(0, f"unsupported command {type(cmd).__name__}"))
         return out
@@ -574,7 +641,7 @@ class SceneRecord:
     """What the server saw between two ``set_weather`` calls (one scene)."""
 
     weather: Any
-    live_at_start: int
+    live_at_start: int  # lts vehicles in the world when the scene began
     spawn_tries: int = 0
     spawn_failures: int = 0
     vehicles: list[int] = field(default_factory=list)
@@ -598,7 +665,12 @@ class FakeServer:
         stale_prob: float = 0.25,
         spawn_fail_prob: float = 0.0,
         parked_cars: bool = True,
+        parked_layer: bool = True,
         collision_distance: float = 3.0,
+        costs: Costs | None = None,
+        crash_after_listens: int | None = None,
+        mesh_scale: float = 1.0,
+        move_lag: int = 0,
     ) -> None:
         self.towns = towns or {"Town99": main_town()}
         self.version = version or carla.Client("localhost", 1).get_client_version()
@@ -608,6 +680,21 @@ class FakeServer:
         self.spawn_fail_prob = spawn_fail_prob
         self.collision_distance = collision_distance
         self.with_parked = parked_cars
+        self.parked_layer = parked_layer  # False: the parked cars are part of the map, no layer
+        self.parked_loaded = True
+        self.layer_log: list[tuple[str, int]] = []  # ("unload" | "load", layer bits)
+        self.costs = costs or Costs()
+        self.crash_after_listens = crash_after_listens
+        self.mesh_scale = float(mesh_scale)
+        self.move_lag = int(move_lag)
+        self.epoch = 0  # the server process; a restart starts the next one
+        self.listen_calls = 0
+        self.stream_leaks = 0  # stream resources `listen` allocated and nothing frees (#7156, #7413)
+        self.sensors_spawned = 0
+        self.before_tick: list[Callable[[], None]] = []  # another client's work, before each of ours
+        self.weather_at: dict[int, Any] = {}  # frame → the weather it was rendered in
+        self.apply_ticks: list[int] = []  # frames `apply_settings` ticked
+        self.poses: dict[int, set[tuple]] = {}  # frame → poses (x, y, z, yaw) the cameras rendered from
         self.settings = {"synchronous_mode": False, "no_rendering_mode": True, "fixed_delta_seconds": 0.0}
         self.original_settings = dict(self.settings)
         self.settings_log: list[dict[str, Any]] = []
@@ -649,10 +736,12 @@ class FakeServer:
         """Make the ``skip+1``-th next call of ``method`` raise ``exc`` (or run it, if callable)."""
         self.faults.append(Fault(method, exc, skip, times))
 
-    def rpc(self, method: str) -> None:
+    def rpc(self, method: str, epoch: int | None = None) -> None:
         self.calls[method] = self.calls.get(method, 0) + 1
-        if self.dead:
-            raise timeout_error()
+        if self.costs.rpc:
+            time.sleep(self.costs.rpc)
+        if self.dead or (epoch is not None and epoch != self.epoch):
+            raise timeout_error()  # a client of a server process that died never reconnects (#3707)
         for f in list(self.faults):
             if f.method != method:
                 continue
@@ -674,6 +763,72 @@ class FakeServer:
                 self._uids.add(uid)
                 return uid
 
+    def restart(self) -> None:
+        """The server process died and a new one was started on the same port: every client,
+        world and actor handed out so far is dead for good; ids (actors, episodes) and settings
+        start afresh, the parked cars are back."""
+        self.epoch += 1
+        self.dead = False
+        with self._cv:
+            self._heap.clear()
+        for a in self.actors.values():
+            a.is_alive = False
+        self.actors.clear()
+        self._ids = itertools.count(100)
+        self._world_ids = itertools.count(1)
+        self.settings = dict(self.original_settings)
+        self.parked_loaded = True
+        self.world = FakeWorld(self, next(self._world_ids), self.world._map)
+        self._last_image.clear()
+
+    def other_client(self, weather: Any, *, ticks: int = 1) -> None:
+        """Another client on this server: before each of our ticks it sets its weather and
+        ticks the world itself (``ticks`` times)."""
+
+        def act() -> None:
+            self.weather = weather
+            for _ in range(ticks):
+                self.tick(by_client=False)
+
+        self.before_tick.append(act)
+
+    def on_listen(self) -> None:
+        self.listen_calls += 1
+        self.stream_leaks += 1
+        if self.crash_after_listens is not None and self.listen_calls > self.crash_after_listens:
+            self.dead = True  # out of memory: the server process is gone (#7987)
+            raise timeout_error()
+        if self.costs.listen:
+            time.sleep(self.costs.listen)
+
+    def set_layer(self, layers: Any, *, loaded: bool) -> None:
+        bits = int(layers)
+        self.layer_log.append(("load" if loaded else "unload", bits))
+        if bits & int(carla.MapLayer.ParkedVehicles) and self.parked_layer:
+            self.parked_loaded = loaded
+
+    def move(self, actor: FakeActor, transform: carla.Transform) -> None:
+        pose = carla.Transform(
+            carla.Location(transform.location.x, transform.location.y, transform.location.z), transform.rotation
+        )
+        actor._transform = pose
+        if self.move_lag <= 0:
+            actor.render_pose = pose
+            actor._pending.clear()
+        else:
+            actor._pending.append([self.move_lag, pose])
+
+    def actor_encoding(self) -> bool:
+        """Whether the instance camera encodes actor ids (0.9.16 on) rather than Unreal ids."""
+        m = re.match(r"(\d+)\.(\d+)\.(\d+)", self.version)
+        return bool(m) and tuple(int(x) for x in m.groups()) >= (0, 9, 16)
+
+    def __enter__(self) -> FakeServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         with self._cv:
             self._stop = True
@@ -688,6 +843,7 @@ class FakeServer:
         for a in list(self.actors.values()):
             self.destroy_actor(a.id)
         self.settings = dict(self.original_settings)
+        self.parked_loaded = True
         self.world = FakeWorld(self, next(self._world_ids), self.towns[base])
         self._parked = self._make_parked()
 
@@ -705,12 +861,18 @@ class FakeServer:
     def lts_actors(self) -> list[FakeActor]:
         return [a for a in self.actors.values() if a.attributes.get("role_name") == "lts"]
 
+    def lts_vehicles(self) -> list[FakeActor]:
+        return [a for a in self.lts_actors() if a.type_id.startswith("vehicle.")]
+
+    def lts_sensors(self) -> list[FakeActor]:
+        return [a for a in self.lts_actors() if isinstance(a, FakeSensor)]
+
     def listening_sensors(self) -> list[FakeSensor]:
         return [a for a in self.actors.values() if isinstance(a, FakeSensor) and a.is_listening()]
 
     def on_set_weather(self, weather: Any) -> None:
         self.weather = weather
-        self.scenes.append(SceneRecord(weather, live_at_start=len(self.lts_actors())))
+        self.scenes.append(SceneRecord(weather, live_at_start=len(self.lts_vehicles())))
 
     def spawn(self, bp: FakeBlueprint, transform: carla.Transform) -> FakeActor | None:
         is_vehicle = bp.id.startswith("vehicle.")
@@ -729,6 +891,12 @@ class FakeServer:
                     rec.spawn_failures += 1
                 return None
         cls = FakeSensor if bp.id.startswith("sensor.") else FakeActor
+        if cls is FakeSensor:
+            self.sensors_spawned += 1
+            if self.costs.spawn_sensor:
+                time.sleep(self.costs.spawn_sensor)
+        elif self.costs.spawn_vehicle:
+            time.sleep(self.costs.spawn_vehicle)
         actor = cls(self, next(self._ids), bp, transform)
         self.actors[actor.id] = actor
         self.spawned_ids.append(actor.id)
@@ -746,23 +914,40 @@ class FakeServer:
             actor.stop()
         actor.is_alive = False
         self.destroyed_ids.append(actor_id)
+        if self.costs.destroy:
+            time.sleep(self.costs.destroy)
         return True
 
     # -- ticking and the sensor stream
 
-    def tick(self) -> int:
+    def tick(self, *, by_client: bool = True) -> int:
+        """One frame; ``by_client``: a client's ``world.tick()`` (else `apply_settings`' own)."""
         if not self.settings["synchronous_mode"]:
             self.violations.append("tick outside synchronous mode")
         self.frame += 1
         frame = self.frame
-        if self.scenes:
+        self.weather_at[frame] = self.weather
+        if self.scenes and by_client:
             self.scenes[-1].ticks.append(frame)
+        if not by_client:
+            self.apply_ticks.append(frame)
+        cameras = 0
+        for actor in list(self.actors.values()):
+            for move in list(actor._pending):
+                move[0] -= 1
+                if move[0] <= 0:
+                    actor.render_pose = move[1]
+                    actor._pending.remove(move)
         now = time.monotonic()
         rendered: dict[tuple, dict[str, FakeImage]] = {}
         for actor in list(self.actors.values()):
             if not isinstance(actor, FakeSensor) or not actor.is_listening() or self.drop_images:
                 continue
-            t = actor.get_transform()
+            cameras += 1
+            t = actor.render_pose
+            self.poses.setdefault(frame, set()).add(
+                (round(t.location.x, 3), round(t.location.y, 3), round(t.location.z, 3), round(t.rotation.yaw, 3))
+            )
             w = int(actor.attributes["image_size_x"])
             h = int(actor.attributes["image_size_y"])
             fov = float(actor.attributes["fov"])
@@ -780,6 +965,9 @@ class FakeServer:
                     heapq.heappush(self._heap, (now + delay + self.max_delay, next(self._seq), actor, old))
                 self._last_image[actor.id] = image
                 self._cv.notify_all()
+        cost = self.costs.tick + cameras * self.costs.tick_per_camera
+        if cost:
+            time.sleep(cost)
         return frame
 
     def _deliver(self) -> None:
@@ -812,11 +1000,17 @@ class FakeServer:
             ]
         inv = np.array(cam.get_inverse_matrix())
         objects = []
+        by_actor = self.actor_encoding()
+        k = self.mesh_scale  # a mesh larger than the bounding box the server reports
         for a in self.actors.values():
             if a.type_id.startswith("vehicle."):
-                objects.append((a.bounding_box, a.get_transform(), a.blueprint.extra["tag"], a.uid, a.id))
-        for t, bb, puid in self._parked:
-            objects.append((bb, t, L.CAR, puid, -1))
+                e, c = a.bounding_box.extent, a.bounding_box.location
+                mesh = carla.BoundingBox(carla.Location(c.x, c.y, c.z * k), carla.Vector3D(e.x * k, e.y * k, e.z * k))
+                iid = a.id & 0xFFFF if by_actor else a.uid  # 0.9.16: the actor id, 16 bits (G, B)
+                objects.append((mesh, a.get_transform(), a.blueprint.extra["tag"], iid, a.id))
+        if self.parked_loaded or not self.parked_layer:
+            for t, bb, puid in self._parked:  # map meshes, not actors: no actor id to encode
+                objects.append((bb, t, L.CAR, 0 if by_actor else puid, -1))
         drawn = []
         for bb, t, otag, ouid, oid in objects:
             corners = np.array([[c.x, c.y, c.z, 1.0] for c in bb.get_world_vertices(t)]) @ inv.T

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -210,7 +211,6 @@ def test_version_mismatch_and_old_servers_warn():
         srv.close()
 
 
-@pytest.mark.filterwarnings("ignore:.*already in synchronous mode:UserWarning")
 def test_ports_per_worker():
     assert parse_ports(2000) == [2000]
     assert parse_ports("2000, 3000") == [2000, 3000]
@@ -218,12 +218,11 @@ def test_ports_per_worker():
     for bad in ("20x0", 0, 70000, [], "2000,", True):
         with pytest.raises(UserError, match="CARLA port"):
             parse_ports(bad)
-    srv = F.FakeServer()
+    srv = F.FakeServer()  # one fake behind every port: one client at a time
     try:
-        sims = [make_sim(srv, port="2000,3000", worker_index=i) for i in range(3)]
+        for i in range(3):
+            make_sim(srv, port="2000,3000", worker_index=i).close()
         assert [c.port for c in srv.clients] == [2000, 3000, 2000]
-        for s in sims:
-            s.close()
     finally:
         srv.close()
 
@@ -285,8 +284,10 @@ def test_frames_matched_although_images_arrive_late_and_out_of_order():
         srv.close()
 
 
-def test_counts_are_visible_placed_cars_by_type_and_parked_cars_never_count(server):
-    with make_sim(server) as sim:
+@pytest.mark.filterwarnings("ignore:.*no car lts placed:UserWarning")
+def test_counts_are_visible_placed_cars_by_type_and_parked_cars_never_count():
+    server = F.FakeServer(seed=0, parked_layer=False)  # parked cars that are part of the map
+    with server, make_sim(server) as sim:
         batch = sim.generate(psi(cars_per_scene=10.0), 30, seed=2)
     parked_seen = 0
     for i, frame in enumerate(batch.attributes["frame"]):
@@ -486,7 +487,7 @@ def test_tick_timeout_is_a_clear_error_and_the_simulator_goes_on_afterwards(serv
         msg = str(info.value)
         assert "localhost:2000" in msg and "did not answer tick" in msg and "resume the run" in msg and "\n" not in msg
         assert isinstance(info.value, UserError)
-        assert not server.lts_actors() and not server.listening_sensors()
+        assert not server.lts_actors() and not server.listening_sensors()  # cameras too, on errors
         assert len(sim.generate(psi(), 2, seed=2)) == 2  # the server is back
     assert not server.violations
 
@@ -524,7 +525,7 @@ def test_server_dying_mid_scene_leaks_nothing_once_it_is_back(server):
         assert sim._leaked and server.lts_actors()  # could not be destroyed while it was down
         server.dead = False
         sim.generate(psi(cars_per_scene=0.0), 1, seed=2)
-        assert not sim._leaked and not server.lts_actors()
+        assert not sim._leaked and not server.lts_vehicles() and len(server.lts_sensors()) == 4  # the new cameras
     assert server.settings == server.original_settings
 
 
@@ -572,12 +573,15 @@ def test_zero_leaked_actors_over_100_scenes_with_injected_failures():
                     srv.inject("tick", die)
                     expect = SimulatorUnavailable
                 raised = None
+                had_cameras = bool(srv.lts_sensors())  # then no camera is spawned or listened to
                 try:
                     sim.generate(psi(cars_per_scene=float(rng.uniform(0, 10))), 1, seed=i)
                 except BaseException as e:  # noqa: BLE001 - the point is to see what escapes
                     raised = e
                 if expect is None:
                     assert raised is None
+                elif kind in ("sensor", "listen") and had_cameras:
+                    assert raised is None, (kind, raised)  # cameras are moved, not spawned: never fired
                 elif not (kind == "spawn" and raised is None):  # no car to spawn: the fault never fired
                     assert isinstance(raised, expect), (kind, raised)
                 srv.faults.clear()
@@ -587,13 +591,18 @@ def test_zero_leaked_actors_over_100_scenes_with_injected_failures():
                     assert srv.lts_actors()  # left while the server was down...
                     srv.dead = False
                 else:
-                    assert not srv.lts_actors(), (i, kind)
-                assert not srv.listening_sensors()
+                    assert not srv.lts_vehicles(), (i, kind)
+                # the cameras: kept (and listening) after a good scene, destroyed after a failed one
+                cams = srv.lts_sensors()
+                assert len(cams) == (4 if raised is None else 0) or kind == "dead", (i, kind)
+                assert {a.id for a in srv.listening_sensors()} <= {a.id for a in cams}
                 # every scene starts on an empty world (the previous scene cleaned up)
                 assert srv.scenes[-1].live_at_start == 0 or kind in ("weather",)
         # every planted fault but a spawn fault in a scene without cars made its scene fail
-        assert all(outcomes[k] == 12 + (k in ("none", "tick", "spawn", "sensor")) for k in outcomes if k != "spawn")
-        assert outcomes["spawn"] >= 8 and "none" not in outcomes
+        fixed = ("tick", "ctrl-c", "weather", "dead")
+        assert all(outcomes[k] == 12 + (k == "tick") for k in fixed)
+        assert outcomes["spawn"] >= 8 and outcomes["sensor"] >= 6 and outcomes["listen"] >= 6
+        assert "none" not in outcomes
         assert not srv.lts_actors() and not srv.actors  # ...and destroyed once it was back
         assert sorted(srv.destroyed_ids) == sorted(srv.spawned_ids)
         assert not srv.violations  # no sensor destroyed while listening, no tick outside sync mode
@@ -602,31 +611,33 @@ def test_zero_leaked_actors_over_100_scenes_with_injected_failures():
         srv.close()
 
 
-@pytest.mark.filterwarnings("ignore:.*already in synchronous mode:UserWarning")  # two clients, one server
 def test_a_copy_reconnects_on_first_use(server):
-    sim = make_sim(server)
+    sim = make_sim(server, shared=True)
     state = sim.__getstate__()
     assert "client_factory" in state and pickle.dumps({k: v for k, v in state.items() if k != "client_factory"})
+    assert state["shared"] is True
     copy = CarlaSimulator.__new__(CarlaSimulator)
     copy.__setstate__(state)
     assert copy._client is None
     assert len(copy.generate(psi(), 1, seed=0)) == 1
     copy.close()
     sim.close()
+    assert len(server.clients) == 2 and server.settings == server.original_settings
 
 
-def test_leftovers_of_a_killed_run_and_a_server_already_in_sync_mode_are_reported():
+def test_leftovers_of_a_killed_run_are_reported():
     srv = F.FakeServer()
     try:
-        srv.settings["synchronous_mode"] = True
         bp = srv.library.find("vehicle.fake.sedan_mid")
         bp.set_attribute("role_name", "lts")
         srv.spawn(bp, carla.Transform(carla.Location(5000, 0, 0.5)))
         bp.set_attribute("role_name", "autopilot")
-        with pytest.warns(UserWarning) as rec:
+        with pytest.warns(UserWarning, match="earlier lts run"):
             make_sim(srv).close()
-        text = " ".join(str(w.message) for w in rec)
-        assert "already in synchronous mode" in text and "earlier lts run" in text
+        srv.settings["synchronous_mode"] = True  # and left synchronous: --carla-shared goes on, warning
+        with pytest.warns(UserWarning, match="synchronous mode outside lts' turns"):
+            with make_sim(srv, shared=True) as sim:
+                sim.generate(psi(), 1, seed=0)
     finally:
         srv.close()
 
@@ -653,3 +664,222 @@ def test_one_scene_on_a_live_server():
     client = carla.Client(host, port)
     client.set_timeout(10.0)
     assert client.get_world().get_settings().synchronous_mode == sim._original_settings.synchronous_mode
+
+
+# ----------------------------------------------------------------------------- what a real 0.9.16 server does (#38)
+
+
+def test_cameras_are_spawned_once_per_simulator_and_moved_for_each_scene():
+    # Defect 1: four cameras per scene (48 for 12 scenes), each listen leaking on the server.
+    srv = F.FakeServer(seed=12, late_prob=0.5, stale_prob=0.5)
+    try:
+        with make_sim(srv) as sim:
+            batches = [sim.generate(psi(cars_per_scene=5.0), 4, seed=s) for s in range(3)]
+            assert len(srv.lts_sensors()) == 4 and not srv.lts_vehicles()
+        assert srv.sensors_spawned <= 8 and srv.listen_calls <= 8 and srv.stream_leaks <= 8
+        assert not srv.lts_actors() and not srv.violations  # stopped, then destroyed, on close
+        for batch in batches:
+            for frame, cam in zip(batch.attributes["frame"], batch.attributes["camera"], strict=True):
+                assert srv.poses[frame] == {cam}  # every camera rendered the kept frame from this scene's pose
+                np.testing.assert_array_equal(batch.counts[batch.attributes["frame"].index(frame)].numpy(),
+                                              truth_counts(srv, frame))  # fmt: skip
+    finally:
+        srv.close()
+
+
+def test_a_server_that_dies_after_many_listens_renders_a_whole_batch():
+    # Defect 1: the server crashes after so many listen cycles (carla #7987); 12 scenes used 48.
+    srv = F.FakeServer(seed=13, crash_after_listens=20)
+    try:
+        with make_sim(srv) as sim:
+            assert len(sim.generate(psi(), 12, seed=0)) == 12
+        assert not srv.dead
+    finally:
+        srv.close()
+
+
+def test_only_frames_rendered_from_the_new_pose_are_kept_when_a_move_lands_late():
+    srv = F.FakeServer(seed=14, move_lag=2)
+    try:
+        with make_sim(srv, warmup_ticks=0) as sim:
+            batch = sim.generate(psi(cars_per_scene=5.0), 6, seed=1)
+        for i, (frame, cam) in enumerate(zip(batch.attributes["frame"], batch.attributes["camera"], strict=True)):
+            assert srv.poses[frame] == {cam}
+            np.testing.assert_array_equal(batch.counts[i].numpy(), truth_counts(srv, frame))
+    finally:
+        srv.close()
+
+
+def test_rgb_exposure_settles_within_the_warm_up():
+    with F.FakeServer() as srv, make_sim(srv, warmup_ticks=4, fixed_delta=0.05) as sim:
+        sim.generate(psi(), 1, seed=0)
+        (rgb,) = [a for a in srv.lts_sensors() if a.type_id == "sensor.camera.rgb"]
+        assert rgb.attributes["exposure_mode"] == "histogram"
+        # f-stops per second: at least 10 stops within the 0.2 s of warm-up, either way
+        for key in ("exposure_speed_up", "exposure_speed_down"):
+            assert float(rgb.attributes[key]) * 4 * 0.05 >= 10.0
+    with F.FakeServer() as srv, make_sim(srv, exposure="manual") as sim:
+        sim.generate(psi(), 1, seed=0)
+        (rgb,) = [a for a in srv.lts_sensors() if a.type_id == "sensor.camera.rgb"]
+        assert rgb.attributes["exposure_mode"] == "manual"
+    with pytest.raises(UserError, match="exposure: expected 'auto' or 'manual', got 'fixed'"):
+        CarlaSimulator(exposure="fixed", connect=False)
+
+
+def test_the_parked_vehicle_layer_is_unloaded_while_rendering_and_restored_on_close(server):
+    # Defect 2: Town10HD_Opt's parked cars (a map layer) were seen in `semantic`, never counted.
+    parked = int(carla.MapLayer.ParkedVehicles)
+    with make_sim(server) as sim:
+        assert not server.parked_loaded and server.layer_log == [("unload", parked)]
+        batch = sim.generate(psi(cars_per_scene=10.0), 30, seed=2)
+    assert server.parked_loaded and server.layer_log == [("unload", parked), ("load", parked)]
+    for i, frame in enumerate(batch.attributes["frame"]):
+        assert server.visible_parked[frame] == 0
+        assert batch.attributes["unplaced_car_pixels"][i] == 0
+        np.testing.assert_array_equal(batch.counts[i].numpy(), truth_counts(server, frame))
+    # every car pixel is a placed car's (counted, or below the visibility threshold)
+    cars = np.isin(batch.semantic.numpy(), [L.CAR, L.TRUCK])
+    assert int(cars.sum()) == sum(px for f in batch.attributes["frame"] for px in server.visible[f].values())
+
+
+def test_a_map_without_a_parked_layer_reports_car_pixels_of_no_placed_car():
+    srv = F.FakeServer(seed=2, parked_layer=False)
+    try:
+        with (
+            make_sim(srv) as sim,
+            pytest.warns(UserWarning, match="car pixels that belong to no car lts placed") as rec,
+        ):
+            batch = sim.generate(psi(cars_per_scene=10.0), 30, seed=2)
+        assert sum("no car lts placed" in str(w.message) for w in rec) == 1
+        unplaced = batch.attributes["unplaced_car_pixels"]
+        assert unplaced == [srv.visible_parked[f] for f in batch.attributes["frame"]]
+        assert sum(u > 0 for u in unplaced) >= 3
+    finally:
+        srv.close()
+
+
+def test_a_server_in_synchronous_mode_under_another_client_is_refused():
+    # Defect 3: another client's weather and ticks landed in our scenes with only a warning.
+    srv = F.FakeServer()
+    try:
+        srv.settings["synchronous_mode"] = True
+        srv.other_client(carla.WeatherParameters.HardRainNoon)
+        with pytest.raises(UserError) as info:
+            make_sim(srv)
+        msg = str(info.value)
+        assert "\n" not in msg and "localhost:2000" in msg and "already in synchronous mode" in msg
+        assert "--carla-shared" in msg
+        assert not srv.scenes and srv.settings["synchronous_mode"]  # nothing rendered, nothing changed
+    finally:
+        srv.close()
+
+
+def test_workers_sharing_a_port_are_refused_unless_shared():
+    check = simulators.check_workers
+    for port, workers in ((2000, 2), ("2000,3000", 3), ([2000, 2000], 2)):
+        with pytest.raises(UserError) as info:
+            check("carla", {"port": port}, workers)
+        msg = str(info.value)
+        assert "\n" not in msg and "2000" in msg and "--carla-shared" in msg
+        check("carla", {"port": port, "shared": True}, workers)
+    check("carla", {"port": "2000,3000"}, 2)
+    check("carla", {}, 1)
+    check("procedural", {}, 4)  # simulators without the hook take any number
+    with pytest.raises(UserError, match="shared: expected true or false"):
+        check("carla", {"port": 2000, "shared": "yes"}, 2)
+
+
+def test_two_workers_given_one_port_exit_2_before_anything_is_rendered(tmp_path, capsys):
+    from lts.cli import run_cli
+    from lts.optimize import main
+
+    port = free_port()
+    out = tmp_path / "run"
+    argv = ["--sim", "carla", "--workers", "2", "--carla-port", str(port), "--out", str(out), "--quiet"]
+    t0 = time.monotonic()
+    assert run_cli(main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ") and "Traceback" not in err
+    assert f"{port}" in err and "2 workers" in err and "--carla-shared" in err
+    assert time.monotonic() - t0 < 5.0
+    assert not out.exists() or not any(out.iterdir())
+    # --carla-shared lets it through to the connection (here: no server)
+    assert run_cli(main, [*argv[:-3], "--carla-shared", "--carla-timeout", "1", "--out", str(tmp_path / "b")]) == 2
+    assert "no CARLA server at" in capsys.readouterr().err
+
+
+def test_shared_workers_take_turns_on_one_server():
+    srv = F.FakeServer(seed=15)
+    weathers = ("clear_noon", "hard_rain_noon")
+    out: dict[str, Any] = {}
+
+    def work(w: str) -> None:
+        with make_sim(srv, shared=True) as sim:
+            out[w] = [sim.generate(psi(weather={w: 1.0}, cars_per_scene=4.0), 3, seed=s) for s in range(3)]
+
+    try:
+        threads = [threading.Thread(target=work, args=(w,)) for w in weathers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert set(out) == set(weathers)
+        frames = []
+        for w in weathers:
+            for batch in out[w]:
+                for i, frame in enumerate(batch.attributes["frame"]):
+                    # the weather the frame was rendered in is the one its label names
+                    assert srv.weather_at[frame] == getattr(carla.WeatherParameters, WEATHER_PRESETS[w])
+                    np.testing.assert_array_equal(batch.counts[i].numpy(), truth_counts(srv, frame))
+                    frames.append(frame)
+        assert len(set(frames)) == len(frames) == 18
+        assert srv.settings == srv.original_settings and not srv.lts_actors() and not srv.violations
+    finally:
+        srv.close()
+
+
+def test_instance_ids_are_actor_ids_on_0916_even_where_meshes_outgrow_their_boxes():
+    # Defect 4: the box-and-depth match missed cars whose mesh is larger than the bounding box.
+    srv = F.FakeServer(seed=16, mesh_scale=1.6)
+    try:
+        with make_sim(srv) as sim:
+            batch = sim.generate(psi(cars_per_scene=8.0), 20, seed=3)
+        for i, frame in enumerate(batch.attributes["frame"]):
+            np.testing.assert_array_equal(batch.counts[i].numpy(), truth_counts(srv, frame))
+            inst = batch.instances[i].numpy()
+            assert int((inst > 0).sum()) == sum(px for px in srv.visible[frame].values() if px >= MIN_PX)
+        assert int(batch.counts.sum()) >= 20
+    finally:
+        srv.close()
+
+
+def test_servers_before_0916_keep_the_projected_box_match():
+    srv = F.FakeServer(seed=17, version="0.9.15")
+    try:
+        with pytest.warns(UserWarning, match="differ"), make_sim(srv) as sim:
+            batch = sim.generate(psi(cars_per_scene=8.0), 10, seed=3)
+        assert not srv.actor_encoding()
+        for i, frame in enumerate(batch.attributes["frame"]):
+            np.testing.assert_array_equal(batch.counts[i].numpy(), truth_counts(srv, frame))
+        assert int(batch.counts.sum()) >= 10
+    finally:
+        srv.close()
+
+
+def test_a_restarted_server_gets_a_new_client_and_is_set_up_again():
+    # Defect 4: world ids restart at 1 in a new server process, and the old client never recovers.
+    srv = F.FakeServer(seed=18)
+    try:
+        with make_sim(srv) as sim:
+            sim.generate(psi(), 2, seed=0)
+            srv.restart()
+            assert srv.world.id == sim._world_id  # the id alone cannot tell
+            with pytest.raises(SimulatorUnavailable, match="resume the run"):
+                sim.generate(psi(), 1, seed=1)  # the old client times out once
+            batch = sim.generate(psi(cars_per_scene=6.0), 3, seed=2)
+            assert len(srv.clients) == 2 and srv.settings["synchronous_mode"] and not srv.parked_loaded
+            for i, frame in enumerate(batch.attributes["frame"]):
+                np.testing.assert_array_equal(batch.counts[i].numpy(), truth_counts(srv, frame))
+        assert srv.settings == srv.original_settings and srv.parked_loaded and not srv.lts_actors()
+    finally:
+        srv.close()
