@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
+from policies.trend import trend_t
 
 __all__ = ["PlateauStopper", "trend_t", "parse_duration", "WINDOW"]
 
@@ -28,23 +28,6 @@ __all__ = ["PlateauStopper", "trend_t", "parse_duration", "WINDOW"]
 WINDOW = 4
 # The slope must exceed this many standard errors for the search to go on.
 MIN_T = 1.0
-
-
-def trend_t(values: Sequence[float]) -> float:
-    """The least-squares slope of ``values`` against their index, in standard errors
-    (+inf for a noiseless rise, -inf for a noiseless fall or flat line)."""
-    y = np.asarray(values, dtype=float)
-    if len(y) < 3:
-        raise ValueError(f"a trend needs at least 3 values, got {len(y)}")
-    t = np.arange(len(y), dtype=float)
-    t -= t.mean()
-    sxx = float((t * t).sum())
-    slope = float((t * (y - y.mean())).sum()) / sxx
-    resid = y - y.mean() - slope * t
-    se = math.sqrt(float((resid**2).sum()) / (len(y) - 2) / sxx)
-    if se == 0.0:
-        return math.inf if slope > 0 else -math.inf
-    return slope / se
 
 
 @dataclass(frozen=True)

@@ -70,9 +70,7 @@ def test_failed_iterations_are_left_out_and_the_reason_names_the_trend():
     assert reason is not None and reason.startswith("plateau") and f"last {WINDOW} iterations" in reason
 
 
-@pytest.mark.parametrize(
-    "text, seconds", [("90", 90.0), ("90s", 90.0), ("10m", 600.0), ("1.5h", 5400.0), (2, 2.0)]
-)
+@pytest.mark.parametrize("text, seconds", [("90", 90.0), ("90s", 90.0), ("10m", 600.0), ("1.5h", 5400.0), (2, 2.0)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 

@@ -67,3 +67,24 @@ def test_ppo_clip_stops_the_gradient_beyond_the_trust_ratio():
     clipped_surrogate(lp, torch.zeros(2), torch.tensor([1.0, -1.0]), 0.2).backward()
     # ρ = e^0.5 > 1.2 with A > 0 and ρ = e^-0.5 < 0.8 with A < 0: both clipped
     assert lp.grad.tolist() == [0.0, 0.0]
+
+
+def test_cma_mean_hands_over_the_average_over_the_generations_it_cannot_tell_apart():
+    space = ParamSpace(x=Continuous(0.0, 1.0), y=Continuous(0.0, 1.0))
+
+    def run(reward):
+        s = make_strategy("cma-mean", space, seed=0, batch=4, init={"x": 0.5, "y": 0.5})
+        rng = np.random.default_rng(0)
+        for g in range(8):
+            ps = s.ask(4)
+            s.tell(ps, [reward(g, p) + 0.01 * rng.standard_normal() for p in ps])
+        return s
+
+    flat = run(lambda g, p: 0.0)  # the reward cannot tell any ψ apart
+    assert flat.handover_span() == 9  # all eight generations' means and the start
+    start = np.array([0.5, 0.5])
+    path = [start, *flat.means]
+    assert flat.recommend()["x"] == pytest.approx(float(np.mean([m[0] for m in path])))
+    climbing = run(lambda g, p: float(g))  # every generation better than the last
+    assert climbing.handover_span() == 4  # the last `average` means only, as before
+    assert climbing.recommend()["x"] == pytest.approx(float(np.mean([m[0] for m in climbing.means[-4:]])))
