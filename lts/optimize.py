@@ -198,7 +198,11 @@ def plan_line(exp: Any) -> str:
         cfg.iterations * cfg.samples + (len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0)
     ) * cfg.scenes
     trainings = cfg.iterations * cfg.samples + (len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0)
-    return f"plan: {' → '.join(parts) or 'nothing to evaluate'}; {trainings} trainings, {frames:,} frames"
+    # a strategy that cannot move an element says so (the warm-up's, or the search's when it is built)
+    searches = [s for s in (stage.strategy if stage is not None else None, exp.strategy) if s is not None]
+    unmoved = sorted({n for s in searches for n in s.unmoved()})
+    tail = f"; unmoved: {', '.join(unmoved)} (policy.json says why)" if unmoved else ""
+    return f"plan: {' → '.join(parts) or 'nothing to evaluate'}; {trainings} trainings, {frames:,} frames{tail}"
 
 
 class _Progress:
