@@ -68,12 +68,14 @@ class RingsSimulator(Simulator):
         cum = np.cumsum([[p["mix"][c] for c in _CLASSES] for p in ps], axis=1)
         labels = (rng.random(n)[:, None] >= cum[:, :-1]).sum(1).astype(np.int64)
         noise = rng.standard_normal((n, 2))
-        points = np.empty((n, 2))
-        for i, (p, c) in enumerate(zip(ps, labels)):
-            t = np.deg2rad(p["rotation"])
-            turn = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
-            local = p["radius"] * _layout(p["layout"])[c] + p["spread"] * noise[i] * [p["stretch"], 1.0]
-            points[i] = turn @ local
+        col = lambda key: np.array([p[key] for p in ps], dtype=np.float64)  # noqa: E731
+        centres = np.stack([_layout(p["layout"])[c] for p, c in zip(ps, labels)])
+        local = col("radius")[:, None] * centres + col("spread")[:, None] * noise * np.stack(
+            [col("stretch"), np.ones(n)], 1
+        )
+        t = np.deg2rad(col("rotation"))
+        cos, sin = np.cos(t), np.sin(t)
+        points = np.stack([cos * local[:, 0] - sin * local[:, 1], sin * local[:, 0] + cos * local[:, 1]], 1)
         return Batch(
             features=torch.from_numpy(points.astype(np.float32)),
             labels=torch.from_numpy(labels),
