@@ -68,7 +68,8 @@ class CmaMean(Strategy):
         if mixed not in ("catcma", "split"):
             raise UserError(f"search cma-mean: mixed must be 'catcma' or 'split', got {mixed!r}")
         self.sigma0, self.lr_adapt, self.average, self.mixed = float(sigma0), bool(lr_adapt), int(average), mixed
-        self.cats = [n for n, el in self.free.items() if isinstance(el, Categorical)]
+        self.cat_els = {n: el for n, el in self.free.items() if isinstance(el, Categorical)}
+        self.cats = list(self.cat_els)
         has_int = any(isinstance(el, Integer) for el in self.free.values())
         # a space of continuous elements and mixes keeps the numeric CMA-ES exactly as it was
         self.engine = "cma" if not self.cats and (mixed == "split" or not has_int) else mixed
@@ -95,14 +96,15 @@ class CmaMean(Strategy):
         self.x_idx = np.array([i for i, b in enumerate(is_int) if not b], dtype=int)
         self.z_idx = np.array([i for i, b in enumerate(is_int) if b], dtype=int)
         if self.cats:
-            k = [len(self.free[n].choices) for n in self.cats]
+            k = [len(self.cat_els[n].choices) for n in self.cats]
             q = np.zeros((len(k), max(k)))
             for i, n in enumerate(self.cats):
-                q[i, : k[i]] = tilted_probs(self.free[n], self.init[n] if self.has_init else None)
+                q[i, : k[i]] = tilted_probs(self.cat_els[n], self.init[n] if self.has_init else None)
         if self.engine == "catcma":
             z_space = []
             for i in self.z_idx:
                 el = self.searched[names[i]]
+                assert isinstance(el, Integer)  # z_idx holds the integer coordinates only
                 z_space.append([(v - el.low) / (el.high - el.low) for v in range(el.low, el.high + 1)])
             numeric = self.dim > 0
             self.es = cmaes.CatCMAwM(
@@ -133,7 +135,8 @@ class CmaMean(Strategy):
     def _choices(self, q: np.ndarray) -> dict[str, str]:
         """Each categorical element's most probable choice under ``q`` (one row each)."""
         return {
-            n: self.free[n].choices[int(np.argmax(q[i, : len(self.free[n].choices)]))] for i, n in enumerate(self.cats)
+            n: self.cat_els[n].choices[int(np.argmax(q[i][: len(self.cat_els[n].choices)]))]
+            for i, n in enumerate(self.cats)
         }
 
     def _draw(self) -> tuple[Any, dict[str, Any]]:
@@ -212,7 +215,7 @@ class CmaMean(Strategy):
         if self.engine != "cma":
             q = self._probs(self._centre())
             for i, n in enumerate(self.cats):
-                p = q[i, : len(self.free[n].choices)]
+                p = q[i][: len(self.cat_els[n].choices)]
                 out["params"][n]["probs"] = [float(v) for v in p / p.sum()]
             out["engine"] = self.engine
         return out
@@ -223,7 +226,11 @@ class CmaMean(Strategy):
         # the attributes themselves: the cmaes package's pickle leaves out its generator and
         # stores the covariance compressed, so a resumed run would ask other points
         # (pickled: a checkpoint holds plain data, and the optimiser's arrays and generator are not)
-        state: dict[str, Any] = {"es": None if self.es is None else vars(self.es), "told": list(self._told), "means": list(self.means)}
+        state: dict[str, Any] = {
+            "es": None if self.es is None else vars(self.es),
+            "told": list(self._told),
+            "means": list(self.means),
+        }
         if self.cat is not None:
             state["cat"] = vars(self.cat)
         return {"pickle": pickle.dumps(state)}
