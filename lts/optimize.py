@@ -233,9 +233,13 @@ def plan_line(exp: Any) -> str:
     if cfg.time_budget:
         limits.append(f"{cfg.time_budget} of wall-clock time")
     stop = "; stops early at a plateau (--no-stop: never)" if cfg.stop and iterations > WINDOW else ""
+    # a strategy that cannot move an element says so (the warm-up's, or the search's when it is built)
+    searches = [s for s in (stage.strategy if stage is not None else None, exp.strategy) if s is not None]
+    unmoved = sorted({n for s in searches for n in s.unmoved()})
+    tail = f"; unmoved: {', '.join(unmoved)} (policy.json says why)" if unmoved else ""
     return (
         f"plan: {' → '.join(parts) or 'nothing to evaluate'}; {trainings} trainings, {frames:,} frames; "
-        f"budget {' or '.join(limits)}{stop}"
+        f"budget {' or '.join(limits)}{stop}{tail}"
     )
 
 

@@ -68,7 +68,15 @@ class Strategy(ABC):
     def describe(self) -> dict[str, Any]:
         """The ``policy.json`` form: what the strategy holds now (a point strategy: its
         recommendation, with std 0 and one-hot probabilities)."""
-        return {"strategy": self.name, "params": point_json(self.space, self.recommend())["params"]}
+        out = {"strategy": self.name, "params": point_json(self.space, self.recommend())["params"]}
+        unmoved = self.unmoved()
+        return {**out, "unmoved": unmoved} if unmoved else out
+
+    def unmoved(self) -> dict[str, str]:
+        """The free elements this strategy cannot search, each with why (``policy.json``'s
+        ``unmoved``, the plan line): every strategy searches every element kind it is given,
+        or says so."""
+        return {}
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:

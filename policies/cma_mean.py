@@ -11,6 +11,18 @@ the last ``average`` (the mean wanders with each generation's noisy ranking).  `
 2023), which lowers the mean and covariance learning rates when the signal-to-noise
 ratio of the updates falls; on the Gaussian-mixture benchmarks (20 generations of 8) it
 measured worse, so it is off by default.
+
+Integer and categorical elements (a mixed space) are searched too, by one of two engines
+(``mixed``): ``"catcma"`` (default) is the ``cmaes`` package's CatCMA with margin
+(`cmaes.CatCMAwM`, Hamano et al. 2025): one Gaussian over the continuous coordinates and
+the integers (whose margin keeps a step to the next integer alive), and a categorical
+distribution per categorical element, moved together by the same ranking; ``"split"`` is
+the numeric CMA-ES above (integers rounded) beside a CatCMA over the categorical elements
+alone, both told the same ranking.  A space of continuous elements and mixes only runs
+the numeric CMA-ES exactly as before either way.  A categorical element is handed over as
+its most probable choice (probabilities averaged like the means); ``describe`` reports the
+probabilities.  With ``init`` (a warm-up's ψ), a categorical element starts tilted toward
+its ``init`` choice (`policies.coords.tilted_probs`), not at it: a wrong warm-up can be undone.
 """
 
 from __future__ import annotations
@@ -22,61 +34,133 @@ from typing import Any
 import numpy as np
 
 from simulators.errors import UserError
-from simulators.space import Categorical, ParamSpace
+from simulators.space import Categorical, Integer, ParamSpace
 
 from .base import Strategy, asked_index, failed
-from .coords import from_unit, unit_names, unit_vector
+from .coords import from_unit, tilted_probs, unit_names, unit_vector
 
 __all__ = ["CmaMean"]
 
 
 class CmaMean(Strategy):
-    """CMA-ES in unit coordinates, a generation per batch; hands over the mean.
-    Categorical elements stay at ``init``."""
+    """CMA-ES in unit coordinates, a generation per batch; hands over the mean.  Integer and
+    categorical elements by CatCMA (``mixed``, see the module docstring)."""
 
     name = "cma-mean"
 
     def __init__(
-        self, space: ParamSpace, *, sigma0: float = 0.2, lr_adapt: bool = False, average: int = 4, **common: Any
+        self,
+        space: ParamSpace,
+        *,
+        sigma0: float = 0.2,
+        lr_adapt: bool = False,
+        average: int = 4,
+        mixed: str = "catcma",
+        **common: Any,
     ) -> None:
         super().__init__(space, **common)
         import cmaes  # a base dependency; imported here so that importing policies stays light
 
         if not sigma0 > 0:
             raise UserError(f"search cma-mean: sigma0 must be > 0, got {sigma0}")
-        self.searched = ParamSpace({n: el for n, el in self.free.items() if not isinstance(el, Categorical)})
-        if not len(self.searched):
-            raise UserError("search cma-mean: no numeric element left to search")
         if average < 1:
             raise UserError(f"search cma-mean: average must be >= 1, got {average}")
-        self.sigma0, self.lr_adapt, self.average = float(sigma0), bool(lr_adapt), int(average)
-        dim = len(unit_names(self.searched))
+        if mixed not in ("catcma", "split"):
+            raise UserError(f"search cma-mean: mixed must be 'catcma' or 'split', got {mixed!r}")
+        self.sigma0, self.lr_adapt, self.average, self.mixed = float(sigma0), bool(lr_adapt), int(average), mixed
+        self.cat_els = {n: el for n, el in self.free.items() if isinstance(el, Categorical)}
+        self.cats = list(self.cat_els)
+        has_int = any(isinstance(el, Integer) for el in self.free.values())
+        # a space of continuous elements and mixes keeps the numeric CMA-ES exactly as it was
+        self.engine = "cma" if not self.cats and (mixed == "split" or not has_int) else mixed
+        # the numeric part searched in unit coordinates; "catcma" searches the categorical ones too
+        self.searched = ParamSpace({n: el for n, el in self.free.items() if not isinstance(el, Categorical)})
+        names = unit_names(self.searched)
+        self.dim = len(names)
         mean = np.clip(unit_vector(self.searched, {n: self.init[n] for n in self.searched}), 1e-3, 1 - 1e-3)
         self.popsize = max(int(self.batch or 8), 2)
-        self.es = cmaes.CMA(
-            mean=mean,
-            sigma=self.sigma0,
-            bounds=np.tile([0.0, 1.0], (dim, 1)),
-            seed=self.seed & 0x7FFFFFFF,
-            population_size=self.popsize,
-            lr_adapt=self.lr_adapt,
-        )
-        self._pending: list[tuple[np.ndarray, dict[str, Any]]] = []
-        self._told: list[tuple[np.ndarray, float]] = []
-        self.start = np.clip(self.es.mean, 0.0, 1.0)  # where the search starts (the warm-up's ψ)
-        self.means: list[np.ndarray] = []  # the mean after each generation
+        seed = self.seed & 0x7FFFFFFF
+        self.es: Any = None  # the numeric CMA-ES ("cma", "split"), or the whole CatCMA ("catcma")
+        self.cat: Any = None  # "split": the CatCMA of the categorical elements
+        if self.engine != "catcma" and self.dim:
+            self.es = cmaes.CMA(
+                mean=mean,
+                sigma=self.sigma0,
+                bounds=np.tile([0.0, 1.0], (self.dim, 1)),
+                seed=seed,
+                population_size=self.popsize,
+                lr_adapt=self.lr_adapt,
+            )
+        # CatCMA orders its coordinates continuous first, then integers
+        is_int = [isinstance(self.searched[c.split(":")[0]], Integer) for c in names]
+        self.x_idx = np.array([i for i, b in enumerate(is_int) if not b], dtype=int)
+        self.z_idx = np.array([i for i, b in enumerate(is_int) if b], dtype=int)
+        if self.cats:
+            k = [len(self.cat_els[n].choices) for n in self.cats]
+            q = np.zeros((len(k), max(k)))
+            for i, n in enumerate(self.cats):
+                q[i, : k[i]] = tilted_probs(self.cat_els[n], self.init[n] if self.has_init else None)
+        if self.engine == "catcma":
+            z_space = []
+            for i in self.z_idx:
+                el = self.searched[names[i]]
+                assert isinstance(el, Integer)  # z_idx holds the integer coordinates only
+                z_space.append([(v - el.low) / (el.high - el.low) for v in range(el.low, el.high + 1)])
+            numeric = self.dim > 0
+            self.es = cmaes.CatCMAwM(
+                x_space=[[0.0, 1.0]] * len(self.x_idx) if len(self.x_idx) else None,
+                z_space=z_space or None,
+                c_space=k if self.cats else None,
+                population_size=self.popsize,
+                # the step in unit coordinates, as the numeric CMA-ES's (CatCMA's default shrinks
+                # it near a bound, where a warm-up often leaves an element)
+                mean=np.concatenate([mean[self.x_idx], mean[self.z_idx]]) if numeric else None,
+                sigma=self.sigma0 if numeric else None,
+                cov=np.eye(self.dim) if numeric else None,
+                cat_param=q if self.cats else None,
+                seed=seed,
+            )
+        elif self.engine == "split":
+            self.cat = cmaes.CatCMAwM(c_space=k, population_size=self.popsize, cat_param=q, seed=seed ^ 0x5A5A5A5)
+        self._pending: list[tuple[Any, dict[str, Any]]] = []
+        self._told: list[tuple[Any, float]] = []
+        self.means: list[np.ndarray] = []  # the distribution's centre after each generation
         self.gen_rewards: list[float] = []  # each generation's mean reward (failures left out)
 
-    def _psi(self, x: np.ndarray) -> dict[str, Any]:
-        searched = from_unit(self.searched, x)
-        return self.complete({**{n: self.init[n] for n in self.free if n not in self.searched}, **searched})
+    def _psi(self, x: np.ndarray, cats: dict[str, str] | None = None) -> dict[str, Any]:
+        if cats is None:  # the numeric engine: categorical elements stay at init
+            cats = {n: self.init[n] for n in self.free if n not in self.searched}
+        searched = from_unit(self.searched, x) if self.dim else {}
+        return self.complete({**cats, **searched})
+
+    def _choices(self, q: np.ndarray) -> dict[str, str]:
+        """Each categorical element's most probable choice under ``q`` (one row each)."""
+        return {
+            n: self.cat_els[n].choices[int(np.argmax(q[i][: len(self.cat_els[n].choices)]))]
+            for i, n in enumerate(self.cats)
+        }
+
+    def _draw(self) -> tuple[Any, dict[str, Any]]:
+        """One point to evaluate: the engine's own draw (told back as is) and its ψ."""
+        if self.engine == "cma":
+            x = self.es.ask()
+            return x, self._psi(x)
+        if self.engine == "catcma":
+            sol = self.es.ask()
+            u = np.empty(self.dim)
+            u[self.x_idx] = sol.x if sol.x is not None else []
+            u[self.z_idx] = sol.z if sol.z is not None else []
+            c = sol.c if sol.c is not None else np.zeros((0, 0))
+            return sol, self._psi(u, self._choices(c.astype(float)))
+        x = self.es.ask() if self.es is not None else np.empty(0)
+        sol = self.cat.ask()
+        return (x, sol), self._psi(x, self._choices(sol.c.astype(float)))
 
     def ask(self, n: int) -> list[dict[str, Any]]:
         out = []
         for _ in range(n):
-            x = self.es.ask()
-            psi = self._psi(x)
-            self._pending.append((x, psi))
+            token, psi = self._draw()
+            self._pending.append((token, psi))
             out.append(psi)
         return out
 
@@ -89,12 +173,18 @@ class CmaMean(Strategy):
             gen, self._told = self._told[: self.popsize], self._told[self.popsize :]
             finite = [v for _, v in gen if np.isfinite(v)]
             worst = max(finite) + 1.0 if finite else 0.0
-            self.es.tell([(x, v if np.isfinite(v) else worst) for x, v in gen])
-            self.means.append(np.clip(self.es.mean, 0.0, 1.0))
+            ranked = [(x, v if np.isfinite(v) else worst) for x, v in gen]
+            if self.engine == "split":
+                if self.es is not None:
+                    self.es.tell([(x, v) for (x, _), v in ranked])
+                self.cat.tell([(c, v) for (_, c), v in ranked])
+            else:
+                self.es.tell(ranked)
+            self.means.append(self._snapshot())
             self.gen_rewards.append(-float(np.mean(finite)) if finite else float("nan"))
 
     def handover_generations(self) -> list[int]:
-        """The generations whose means the hand-over averages: the last ``average``, and every
+        """The generations whose centres the hand-over averages: the last ``average``, and every
         generation whose mean reward cannot be told apart from the best one's (within two
         standard deviations of a difference, estimated from successive generations)."""
         n = len(self.means)
@@ -107,17 +197,48 @@ class CmaMean(Strategy):
         tied = np.flatnonzero(rewards >= rewards.max() - 2 * spread)
         return sorted(set(last) | {int(i) for i in tied})
 
-    def recommend(self) -> dict[str, Any]:
-        if not self.means:
-            return self._psi(self.start)
+    def _snapshot(self) -> np.ndarray:
+        """The search distribution's centre now: the numeric mean in unit coordinates (the
+        `unit_names` order), then the categorical probabilities (one padded row each)."""
+        if self.engine == "cma":
+            return np.clip(self.es.mean, 0.0, 1.0)
+        u = np.empty(self.dim)
+        if self.engine == "catcma":
+            m = self.es._mean if self.dim else np.empty(0)
+            u[self.x_idx], u[self.z_idx] = m[: len(self.x_idx)], m[len(self.x_idx) :]
+            q = self.es._q if self.cats else np.empty(0)
+        else:
+            u = self.es.mean if self.es is not None else u
+            q = self.cat._q
+        return np.concatenate([np.clip(u, 0.0, 1.0), np.asarray(q, dtype=np.float64).ravel()])
+
+    def _centre(self) -> np.ndarray:
         # The mean wanders with the noise of each generation's ranking, and keeps wandering
         # along a ridge the reward cannot tell apart. Averaged over the generations whose
         # rewards cannot be told apart from the best, the wander shrinks and the hand-over
         # stays where the evaluations support it (docs/experiments.md, 2026-12-07).
-        return self._psi(np.mean([self.means[i] for i in self.handover_generations()], axis=0))
+        if not self.means:
+            return self._snapshot()
+        return np.mean([self.means[i] for i in self.handover_generations()], axis=0)
+
+    def _probs(self, centre: np.ndarray) -> np.ndarray:
+        return centre[self.dim :].reshape(len(self.cats), -1) if self.cats else np.zeros((0, 0))
+
+    def recommend(self) -> dict[str, Any]:
+        centre = self._centre()
+        if self.engine == "cma":
+            return self._psi(centre)
+        return self._psi(centre[: self.dim], self._choices(self._probs(centre)))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "sigma": float(self.es._sigma)}
+        out = {**super().describe(), "sigma": None if self.es is None else float(self.es._sigma)}
+        if self.engine != "cma":
+            q = self._probs(self._centre())
+            for i, n in enumerate(self.cats):
+                p = q[i][: len(self.cat_els[n].choices)]
+                out["params"][n]["probs"] = [float(v) for v in p / p.sum()]
+            out["engine"] = self.engine
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         if self._pending:
@@ -125,22 +246,24 @@ class CmaMean(Strategy):
         # the attributes themselves: the cmaes package's pickle leaves out its generator and
         # stores the covariance compressed, so a resumed run would ask other points
         # (pickled: a checkpoint holds plain data, and the optimiser's arrays and generator are not)
-        state = {
-            "es": vars(self.es),
+        state: dict[str, Any] = {
+            "es": None if self.es is None else vars(self.es),
             "told": list(self._told),
-            "start": self.start,
             "means": list(self.means),
             "gen_rewards": list(self.gen_rewards),
         }
+        if self.cat is not None:
+            state["cat"] = vars(self.cat)
         return {"pickle": pickle.dumps(state)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         state = pickle.loads(state["pickle"])
-        es = object.__new__(type(self.es))
-        vars(es).update(state["es"])
-        self.es = es
+        for attr in ("es", "cat"):
+            if state.get(attr) is not None:
+                obj = object.__new__(type(getattr(self, attr)))
+                vars(obj).update(state[attr])
+                setattr(self, attr, obj)
         self._told = list(state["told"])
         self.means = [np.array(m) for m in state["means"]]
         self.gen_rewards = [float(r) for r in state.get("gen_rewards", [])]
-        self.start = np.array(state["start"]) if "start" in state else self.start
         self._pending = []

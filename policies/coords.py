@@ -32,6 +32,7 @@ __all__ = [
     "unit_names",
     "unit_vector",
     "from_unit",
+    "tilted_probs",
 ]
 
 
@@ -131,3 +132,14 @@ def from_unit(space: ParamSpace, x: np.ndarray, categorical: Mapping[str, str] |
         if isinstance(el, Categorical):
             coords[name] = (categorical or {}).get(name, el.choices[0])
     return coords_to_params(space, coords)
+
+
+def tilted_probs(el: Categorical, choice: str | None) -> np.ndarray:
+    """Starting probabilities of a categorical element: uniform, or, given a ``choice`` (a
+    warm-up's), halfway from uniform to that choice alone (3 choices: 2/3, 1/6, 1/6).  Not
+    all the way: a search started from a wrong choice must still draw the others."""
+    k = len(el.choices)
+    p = np.full(k, 1.0 / k)
+    if choice is not None:
+        p = 0.5 * p + 0.5 * (np.arange(k) == el.choices.index(choice))
+    return p

@@ -4,7 +4,8 @@
   [0, 1]; a draw is clipped to the range (and rounded for integers);
 - proportions: a diagonal Gaussian over logits, ψ = softmax(logits) (the paper's
   multivariate Gaussian policy);
-- categorical: a categorical distribution over the choices.
+- categorical: a categorical distribution over the choices (uniform, or leaning toward
+  ``init``'s choice when given: `policies.coords.tilted_probs`).
 
 An iteration's draws are independent, or laid out in sign-balanced orthogonal blocks
 (``sample(k, design="orthogonal")``) so that each element's gradient estimate is not
@@ -27,6 +28,8 @@ from torch.distributions import Categorical as TorchCategorical
 from torch.distributions import Normal
 
 from simulators.space import Categorical, Continuous, Integer, ParamSpace, Proportions
+
+from .coords import tilted_probs
 
 __all__ = ["DESIGNS", "Policy", "PolicySample", "column_order", "orthogonal_signs"]
 
@@ -132,8 +135,9 @@ class Policy(nn.Module):
                     torch.full((len(el.choices),), math.log(init_logit_std), dtype=torch.float64)
                 )
             elif isinstance(el, Categorical):
-                logits = torch.zeros(len(el.choices), dtype=torch.float64)
-                self.logits[name] = nn.Parameter(logits)
+                # as a mix starts at its init: uniform without one, else leaning toward its choice
+                p = torch.from_numpy(tilted_probs(el, start[name] if init is not None else None))
+                self.logits[name] = nn.Parameter(p.log() - p.log().mean())
             else:  # pragma: no cover - the space only builds the four kinds
                 raise TypeError(f"unsupported element {el!r}")
 

@@ -169,6 +169,14 @@ class CmaEs(OptunaStrategy):
     def options(self) -> dict[str, Any]:
         return {"popsize": self.popsize, "sigma0": self.sigma0}
 
+    def unmoved(self) -> dict[str, str]:
+        # Optuna's CmaEsSampler warns on each such trial; `ask` silences the repeats, this says it once
+        return {
+            n: "Optuna's CMA-ES samples categorical elements independently (uniformly at random), never by CMA"
+            for n, el in self.free.items()
+            if isinstance(el, Categorical)
+        }
+
 
 class GP(OptunaStrategy):
     """Optuna's Gaussian-process sampler (Bayesian optimisation, log-EI)."""

@@ -128,7 +128,8 @@ class ReinforceStrategy(Strategy):
             init_std=init_std,
             init_logit_std=init_logit_std,
             min_std=min_std,
-            init={n: self.init[n] for n in self.free},
+            # without an init the distribution starts at the space's defaults, with no choice favoured
+            init={n: self.init[n] for n in self.free} if self.has_init else None,
         )
         self.columns = self.free.column_names([n for n in space.priority if n in self.free], "priority")
         groups = {"": list(self.free)} if signals is None else {k: list(v) for k, v in signals.items()}

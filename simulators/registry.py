@@ -20,6 +20,7 @@ ENTRY_POINT_GROUP = "lts.simulators"
 _BUILTIN: dict[str, str] = {
     "procedural": "simulators.procedural:ProceduralSimulator",
     "gmm": "simulators.gmm:GaussianMixtureSimulator",
+    "rings": "simulators.mixed:RingsSimulator",
     "carla": "simulators.carla:CarlaSimulator",
 }
 _REGISTERED: dict[str, Callable[..., Simulator] | str] = {}

@@ -355,3 +355,14 @@ def test_flags_that_need_a_missing_package_are_refused_before_anything_is_writte
     err = capsys.readouterr().err.strip()
     assert err == 'error: --tensorboard needs the tensorboard package: pip install -e ".[tensorboard]"'
     assert not out.exists()
+
+
+def test_a_search_that_cannot_move_an_element_says_so_in_the_plan_line_and_policy_json(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    out = tmp_path / "run"
+    target = REPO / "configs" / "targets" / "rings_line.yaml"
+    args = [a for a in tiny_gmm_args(target, out, "--sim", "rings", "--search", "cmaes") if a != "--quiet"]
+    assert run(args + ["--set", "task_options.metric=nll"]) == 0
+    plan = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("plan: "))
+    assert plan.endswith("; unmoved: layout (policy.json says why)")
+    assert "independently" in json.loads((out / "policy.json").read_text())["unmoved"]["layout"]

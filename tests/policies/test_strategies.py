@@ -11,7 +11,7 @@ import pytest
 
 from policies import STRATEGIES, make_strategy, point_json
 from simulators.errors import UserError
-from simulators.space import Categorical, Continuous, ParamSpace, Proportions
+from simulators.space import Categorical, Continuous, Integer, ParamSpace, Proportions
 
 SPACE = ParamSpace(
     a=Continuous(0.0, 1.0),
@@ -26,6 +26,27 @@ def loss(p: dict) -> float:
     """Distance to BEST: a quadratic in the unit coordinates (0 at the optimum)."""
     mix = sum((p["mix"][c] - BEST["mix"][c]) ** 2 for c in "xyz")
     return (p["a"] - 0.8) ** 2 + ((p["b"] + 1.0) / 4) ** 2 + mix + 0.05 * (p["town"] != "q")
+
+
+# every element kind, each free, the optimum away from every default (the categorical's is
+# its first choice; the integer's and continuous's the middle; the mix's uniform)
+KINDS = ParamSpace(
+    a=Continuous(0.0, 1.0),
+    n=Integer(0, 6),
+    mix=Proportions(("x", "y", "z")),
+    town=Categorical(("p", "q", "r")),
+)
+KINDS_BEST = {"a": 0.85, "n": 5, "mix": {"x": 0.6, "y": 0.3, "z": 0.1}, "town": "r"}
+
+
+def distances(p: dict) -> dict[str, float]:
+    """Each element's distance to KINDS_BEST in its unit coordinates."""
+    return {
+        "a": abs(p["a"] - KINDS_BEST["a"]),
+        "n": abs(p["n"] - KINDS_BEST["n"]) / 6,
+        "mix": math.sqrt(sum((p["mix"][c] - KINDS_BEST["mix"][c]) ** 2 for c in "xyz")),
+        "town": float(p["town"] != KINDS_BEST["town"]),
+    }
 
 
 def _needs(name: str) -> None:
@@ -53,6 +74,26 @@ def test_every_strategy_improves_on_a_noisy_quadratic(name):
     desc = s.describe()
     assert desc["strategy"] == name and set(desc["params"]) == set(SPACE)
     assert sum(desc["params"]["mix"]["mean"]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "gp" else n for n in STRATEGIES]
+)  # GP: half a minute of model fits
+def test_every_element_kind_moves_toward_the_optimum(name):
+    """A free element of each kind (continuous, integer, proportions, categorical) ends closer
+    to its optimum than it started, or the strategy names it in ``unmoved`` (docs/design.md:
+    every strategy searches every element kind it is given, or says so)."""
+    _needs(name)
+    budget = 48 if name == "gp" else 96
+    s = make_strategy(name, KINDS, seed=0, budget=budget, batch=8)
+    start = distances(s.recommend())
+    _tell_kinds(s, budget // 8)
+    end = distances(s.recommend())
+    unmoved = s.unmoved()
+    assert set(unmoved) <= set(KINDS) and s.describe().get("unmoved", {}) == unmoved
+    for el in KINDS:
+        assert el in unmoved or end[el] < start[el], (name, el, start, end)
+    assert end["town"] == 0.0 or "town" in unmoved, (name, end)
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
@@ -98,3 +139,61 @@ def test_point_json_is_the_policy_json_form():
     spec = point_json(SPACE, BEST)["params"]
     assert spec["a"] == {"kind": "continuous", "low": 0.0, "high": 1.0, "mean": 0.8, "std": 0.0}
     assert spec["mix"]["mean"] == [0.6, 0.3, 0.1] and spec["town"]["probs"] == [0.0, 1.0]
+
+
+def _tell_kinds(s, generations: int, seed: int = 1) -> None:
+    """Generations of 8 on KINDS; the categorical weighs as much as the rest together."""
+    rng = np.random.default_rng(seed)
+    for _ in range(generations):
+        ps = s.ask(8)
+        s.tell(
+            ps,
+            [
+                -sum(d**2 for d in distances(p).values()) - 0.3 * distances(p)["town"] + 0.01 * rng.standard_normal()
+                for p in ps
+            ],
+        )
+
+
+@pytest.mark.parametrize("mixed", ["catcma", "split"])
+def test_cma_mean_engines_hand_over_the_most_probable_choice_and_resume_exactly(mixed):
+    s = make_strategy("cma-mean", KINDS, seed=2, budget=96, batch=8, options={"mixed": mixed})
+    assert s.describe()["params"]["town"]["probs"] == pytest.approx([1 / 3] * 3)  # no init: no choice favoured
+    _tell_kinds(s, 6)
+    desc = s.describe()
+    probs = desc["params"]["town"]["probs"]
+    assert desc["engine"] == mixed and sum(probs) == pytest.approx(1.0)
+    assert s.recommend()["town"] == KINDS["town"].choices[int(np.argmax(probs))] == "r"
+    assert max(probs) < 1.0  # a distribution, not the point one-hot of a point strategy
+    b = make_strategy("cma-mean", KINDS, seed=2, budget=96, batch=8, options={"mixed": mixed})
+    b.load_state_dict(copy.deepcopy(s.state_dict()))
+    assert b.recommend() == s.recommend() and b.ask(8) == s.ask(8)
+
+
+def test_cma_mean_without_categorical_or_integer_elements_is_the_numeric_cma_es():
+    numeric = ParamSpace(a=Continuous(0.0, 1.0), mix=Proportions(("x", "y", "z")))
+    for mixed in ("catcma", "split"):
+        s = make_strategy("cma-mean", numeric, seed=0, batch=8, options={"mixed": mixed})
+        assert s.engine == "cma" and "engine" not in s.describe()
+    # integers alone: "split" keeps the numeric CMA-ES (rounding), "catcma" gives them a margin
+    ints = ParamSpace(a=Continuous(0.0, 1.0), n=Integer(0, 6))
+    assert make_strategy("cma-mean", ints, seed=0, options={"mixed": "split"}).engine == "cma"
+    assert make_strategy("cma-mean", ints, seed=0).engine == "catcma"
+    with pytest.raises(UserError, match="search cma-mean: mixed must be 'catcma' or 'split', got 'both'"):
+        make_strategy("cma-mean", KINDS, seed=0, options={"mixed": "both"})
+
+
+@pytest.mark.parametrize("name", ["reinforce", "ppo", "cma-mean"])
+def test_a_categorical_starts_leaning_toward_init(name):
+    probs = lambda s: s.describe()["params"]["town"]["probs"]  # noqa: E731
+    init = {**KINDS_BEST, "town": "q"}
+    assert probs(make_strategy(name, KINDS, seed=0, batch=8, init=init)) == pytest.approx([1 / 6, 2 / 3, 1 / 6])
+    assert probs(make_strategy(name, KINDS, seed=0, batch=8)) == pytest.approx([1 / 3] * 3)
+
+
+def test_optuna_cma_es_says_it_samples_categoricals_at_random():
+    _needs("cmaes")
+    s = make_strategy("cmaes", KINDS, seed=0, batch=8)
+    assert list(s.unmoved()) == ["town"] and "independently" in s.unmoved()["town"]
+    assert s.describe()["unmoved"] == s.unmoved()
+    assert "unmoved" not in make_strategy("tpe", KINDS, seed=0).describe()

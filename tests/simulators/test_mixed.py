@@ -1,0 +1,52 @@
+import math
+
+import numpy as np
+import pytest
+
+import simulators
+from simulators.space import Categorical, Continuous, Integer, Proportions, load_target_file
+
+PSI = {
+    "layout": "line",
+    "rotation": 90.0,
+    "radius": 2.0,
+    "spread": 0.5,
+    "stretch": 3,
+    "mix": {"c0": 0.5, "c1": 0.3, "c2": 0.2},
+}
+
+
+def test_the_space_holds_every_element_kind_and_the_warm_up_may_match_them():
+    space = simulators.make("rings").param_space
+    kinds = {type(el) for el in space.values()}
+    assert kinds == {Categorical, Continuous, Integer, Proportions}
+    assert set(space.content) == set(space)
+
+
+def test_points_sit_on_the_turned_layout_stretched_along_it():
+    b = simulators.make("rings").generate(PSI, 30000, seed=2)
+    x, y = b.features.numpy(), b.labels.numpy()
+    assert np.bincount(y) / len(y) == pytest.approx([0.5, 0.3, 0.2], abs=0.01)
+    # a line turned by 90°: the centres (-2, 0), (0, 0), (2, 0) go to (0, -2), (0, 0), (0, 2),
+    # and the stretch (3 × 0.5 along the line) to the y axis
+    for c, centre in enumerate([(0, -2), (0, 0), (0, 2)]):
+        assert x[y == c].mean(0) == pytest.approx(centre, abs=0.05)
+        assert x[y == c].std(0) == pytest.approx([0.5, 1.5], rel=0.04)
+    ring = simulators.make("rings").generate({**PSI, "layout": "ring", "rotation": 0.0}, 30000, seed=2)
+    xr, yr = ring.features.numpy(), ring.labels.numpy()
+    assert xr[yr == 0].mean(0) == pytest.approx((0, 2), abs=0.05)  # the ring's first centre at 90°
+    assert xr[yr == 1].mean(0) == pytest.approx((2 * math.cos(math.radians(210)), -1), abs=0.05)
+
+
+def test_same_seed_same_points_and_per_scene_params():
+    sim = simulators.make("rings")
+    assert np.array_equal(sim.generate(PSI, 64, seed=1).features, sim.generate(PSI, 64, seed=1).features)
+    per = sim.generate_per_scene([PSI, {**PSI, "layout": "ring"}] * 8, seed=1)
+    assert per.features.shape == (16, 2) and per.labels.shape == (16,)
+
+
+@pytest.mark.parametrize("name, layout", [("ring", "ring"), ("line", "line"), ("arc", "arc")])
+def test_the_shipped_targets_are_valid_and_name_their_layout(name, layout):
+    spec = load_target_file(f"configs/targets/rings_{name}.yaml")
+    assert spec.simulator == "rings"
+    assert simulators.make("rings").param_space.validate(spec.params)["layout"] == layout
