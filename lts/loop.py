@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 import simulators
-from policies import ReinforceStrategy, Strategy, make_strategy
+from policies import ReinforceStrategy, Strategy, make_strategy, strategy_options
 from policies.base import point_json
 
 from . import tasks as tasks_mod
@@ -132,7 +132,10 @@ class MatchStage:
         }
         if self.signals:
             return ReinforceStrategy(space, signals=self.rest, **common)
-        return make_strategy(config.match_search, space, **common)
+        # the warm-up hands over its most recent centre: its distances keep falling, and
+        # generations tied with the best would pull in centres it has since left
+        options = {"handover": "recent"} if "handover" in strategy_options(config.match_search) else {}
+        return make_strategy(config.match_search, space, options=options, **common)
 
     @property
     def moment_renders(self) -> int:

@@ -56,6 +56,7 @@ class CmaMean(Strategy):
         lr_adapt: bool = False,
         average: int = 4,
         mixed: str = "catcma",
+        handover: str = "tied",
         **common: Any,
     ) -> None:
         super().__init__(space, **common)
@@ -65,6 +66,9 @@ class CmaMean(Strategy):
             raise UserError(f"search cma-mean: sigma0 must be > 0, got {sigma0}")
         if average < 1:
             raise UserError(f"search cma-mean: average must be >= 1, got {average}")
+        if handover not in ("tied", "recent"):
+            raise UserError(f"search cma-mean: handover must be 'tied' or 'recent', got {handover!r}")
+        self.handover = handover
         if mixed not in ("catcma", "split"):
             raise UserError(f"search cma-mean: mixed must be 'catcma' or 'split', got {mixed!r}")
         self.sigma0, self.lr_adapt, self.average, self.mixed = float(sigma0), bool(lr_adapt), int(average), mixed
@@ -190,7 +194,7 @@ class CmaMean(Strategy):
         n = len(self.means)
         last = list(range(max(n - self.average, 0), n))
         rewards = np.array(self.gen_rewards, dtype=float)
-        if len(rewards) != n or n <= self.average or not np.isfinite(rewards).all():
+        if self.handover == "recent" or len(rewards) != n or n <= self.average or not np.isfinite(rewards).all():
             return last  # a failed generation, or a checkpoint from before the rewards were kept
         # successive generations differ by noise (and by a trend, which only widens this)
         spread = float(np.sqrt(np.mean(np.diff(rewards) ** 2)))  # sd of a difference of two generations
