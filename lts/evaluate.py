@@ -26,7 +26,7 @@ import simulators
 from simulators.errors import UserError
 
 from . import tasks as tasks_mod
-from .cli import ArgumentParser, callable_module, progress_bar, run_cli, set_threads
+from .cli import ArgumentParser, add_debug_flag, callable_module, progress_bar, run_cli, set_threads
 from .config import load_config, resolve_path
 from .evaluation import EvalResult, EvalSpec, Evaluator, local_executor, random_params
 from .rundir import RunDir, atomic_write_text
@@ -290,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="FILE", help="where to write the JSON (default RUN_DIR/evaluation.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_debug_flag(p)
     return p
 
 
