@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -30,7 +31,7 @@ from simulators.labels import NUM_LABELS
 
 __all__ = [
     "BadBatch", "NonFiniteMetric", "EvalTimeout", "SetupError", "EvalFailure", "check_batch", "check_metrics",
-    "task_needs", "TASK_NEEDS", "sim_label", "setup_call", "short_params", "FAILURE_KINDS",
+    "task_needs", "TASK_NEEDS", "count_failures", "sim_label", "setup_call", "short_params", "FAILURE_KINDS",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -195,6 +196,14 @@ def check_batch(batch: Any, *, n: int | None = None, needs: Iterable[str] = ()) 
             raise BadBatch(f"counts have {counts.shape[1]} columns, expected one per car type {batch.count_names}")
 
 
+def count_failures(kinds: Iterable[str]) -> dict[str, Any]:
+    """``summary.json``'s ``failures``: how many evaluations failed, in all and by kind."""
+    by_kind: dict[str, int] = {}
+    for k in kinds:
+        by_kind[k] = by_kind.get(k, 0) + 1
+    return {"evaluations": sum(by_kind.values()), "by_kind": by_kind}
+
+
 def check_metrics(metrics: Mapping[str, float], split: str) -> None:
     """Raise `NonFiniteMetric` when a score on ``split`` is NaN or infinite."""
     bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
@@ -203,8 +212,11 @@ def check_metrics(metrics: Mapping[str, float], split: str) -> None:
         raise NonFiniteMetric(f"non-finite metric on the {split} split ({said})")
 
 
-def call_within(fn: Callable[[], T], timeout: float | None, what: str) -> T:
-    """``fn()``, or `EvalTimeout` after ``timeout`` seconds (None or 0: no limit).
+def call_within(
+    fn: Callable[[], T], timeout: float | None, what: str, waited: Callable[[], float] | None = None
+) -> T:
+    """``fn()``, or `EvalTimeout` after ``timeout`` seconds (None or 0: no limit), not
+    counting the seconds ``waited()`` says it spent waiting its turn (for a shared simulator).
 
     With a limit ``fn`` runs in a daemon thread, with this thread's torch thread count.  A
     thread cannot be stopped from outside: past the limit it is left running and its result
@@ -222,10 +234,13 @@ def call_within(fn: Callable[[], T], timeout: float | None, what: str) -> T:
             box["err"] = e
 
     worker = threading.Thread(target=target, daemon=True, name="lts-timed")
+    start = time.monotonic()
     worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        raise EvalTimeout(f"{what} did not finish within {timeout:g} s")
+    while worker.is_alive():
+        left = start + timeout + (waited() if waited else 0.0) - time.monotonic()
+        if left <= 0:
+            raise EvalTimeout(f"{what} did not finish within {timeout:g} s")
+        worker.join(min(left, 0.25))
     if "err" in box:
         raise box["err"]
     return box["out"]

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,6 +54,8 @@ __all__ = [
     "random_params",
 ]
 
+
+_LOCK = type(threading.Lock())
 
 #: The target splits an evaluation can be scored on.
 SPLITS: tuple[str, ...] = ("validation", "test")
@@ -148,6 +150,7 @@ class Evaluator:
         self.needs = task_needs(task)
         #: builds a fresh simulator; used when an evaluation timed out in this process
         self.remake_sim: Callable[[], Simulator] | None = None
+        self._waits = threading.local()  # per evaluation thread: its seconds waited for sim_lock
         # Held around the simulator and the refiner; `ThreadedExecutor` makes it a lock, so
         # that they serve one evaluation at a time (they need not be thread-safe).
         self.sim_lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
@@ -155,7 +158,7 @@ class Evaluator:
 
     def frames(self, spec: EvalSpec, res: EvalResult) -> Batch:
         """Render (and refine) the spec's scenes, timing both into ``res``."""
-        with self.sim_lock:
+        with self._holding_sim():
             t0 = time.perf_counter()
             if spec.per_scene is not None:
                 batch = self.sim.generate_per_scene(spec.per_scene, seed=spec.data_seed)
@@ -169,6 +172,26 @@ class Evaluator:
             t2 = time.perf_counter()
         res.render_s, res.refine_s, res.frames = t1 - t0, t2 - t1, len(batch)
         return batch
+
+    @contextlib.contextmanager
+    def _holding_sim(self) -> Iterator[None]:
+        """``sim_lock`` held; a lock swapped while waiting (`_abandon`, after a timeout) is
+        followed, as the old one stays with the hung evaluation."""
+        lock = self.sim_lock
+        if not isinstance(lock, _LOCK):
+            with lock:
+                yield
+            return
+        t0 = time.monotonic()
+        while not lock.acquire(timeout=0.05):
+            lock = self.sim_lock
+        wait = getattr(self._waits, "seconds", None)
+        if wait is not None:  # the time limit (`safe`) does not count the wait
+            wait[0] += time.monotonic() - t0
+        try:
+            yield
+        finally:
+            lock.release()
 
     def check(self, batch: Batch, spec: EvalSpec, source: str) -> None:
         """`check_batch` for what ``source`` made for ``spec``; the error names ψ and the seed."""
@@ -233,8 +256,14 @@ class Evaluator:
         from outside, and its result is dropped; the evaluator takes a fresh simulator
         (``remake_sim``) and lock, as the old ones may still be held.  Only Ray (`lts.ray_exec`)
         ends a hung evaluation, by ending its worker process."""
+        waited = [0.0]  # seconds spent waiting for the simulator, which another evaluation held
+
+        def evaluate() -> EvalResult:
+            self._waits.seconds = waited
+            return (run or self)(spec)
+
         try:
-            return call_within(lambda: (run or self)(spec), timeout, f"evaluation {spec.index}")
+            return call_within(evaluate, timeout, f"evaluation {spec.index}", waited=lambda: waited[0])
         except (KeyboardInterrupt, simulators.UserError):
             raise
         except EvalFailure as e:
@@ -246,13 +275,12 @@ class Evaluator:
         except Exception as e:  # noqa: BLE001 - reported with its ψ, the update uses the rest
             last = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
             where = f" at {last.filename}:{last.lineno}" if last else ""
-            return EvalResult(
-                index=spec.index, params=spec.params, error=f"{type(e).__name__}: {e}{where}", failure="crashed"
-            )
+            error = f"crashed: {self._where(spec)}: {type(e).__name__}: {e}{where}"
+            return EvalResult(index=spec.index, params=spec.params, error=error, failure="crashed")
 
     def _abandon(self) -> None:
         """After a timeout: leave the simulator (and its lock) to the thread still using them."""
-        if isinstance(self.sim_lock, type(threading.Lock())):
+        if isinstance(self.sim_lock, _LOCK):
             self.sim_lock = threading.Lock()
         if self.remake_sim is not None:
             self.sim = self.remake_sim()

@@ -36,6 +36,7 @@ from policies import ReinforceStrategy, Strategy, make_strategy
 from policies.base import point_json
 
 from . import tasks as tasks_mod
+from .checks import count_failures
 from .config import LEGACY_DEFAULTS, Config, config_to_dict
 from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, local_executor, random_params
 from .matching import TargetMatch, mix_fit
@@ -75,9 +76,15 @@ def make_executor(config: Config, context: EvalContext, sim: simulators.Simulato
             workers=max(config.workers, 1),
             address=config.ray_address,
             temp_dir=None if run_dir is None else str(run_dir.path.resolve()),
+            timeout=config.eval_limit(ray=True),
+            setup_timeout=config.setup_timeout or None,
         )
     return local_executor(
-        context.build(sim=sim), parallel=config.parallel, threads=config.threads, samples=config.samples
+        context.build(sim=sim),
+        parallel=config.parallel,
+        threads=config.threads,
+        samples=config.samples,
+        timeout=config.eval_limit(ray=False),
     )
 
 
@@ -255,6 +262,7 @@ class Experiment:
             test_size=config.test_size,
             split=config.target_split,
             test_dir=config.test_target,
+            setup_timeout=config.setup_timeout or None,
         )
         self.context = EvalContext(
             sim=config.sim,
@@ -513,7 +521,7 @@ class Experiment:
             results = self.executor.map(specs, on_result=self.cb.on_eval)
         for r in results:
             if r.error is not None:
-                warnings.warn(f"iteration {it}, draw {r.index}: evaluation failed ({r.error}); ψ = {r.params}")
+                warnings.warn(f"iteration {it}, draw {r.index}: evaluation failed ({r.error})")  # it names ψ
             elif not r.ok:
                 warnings.warn(f"iteration {it}, draw {r.index}: non-finite reward told as a failure; ψ = {r.params}")
         self.sim_frames += sum(r.frames for r in results)
@@ -559,7 +567,11 @@ class Experiment:
             "cpu_s": self.cpu_s(),
             "params": [r.params for r in results],
             "metrics": [r.metrics for r in results],
-            "errors": [{"draw": r.index, "error": r.error, "params": r.params} for r in results if r.error],
+            "errors": [
+                {"draw": r.index, "error": r.error, "kind": r.failure or "crashed", "params": r.params}
+                for r in results
+                if r.error
+            ],
             "attempts": [r.attempts for r in results],
             "timing_s": {
                 "render": sum(r.render_s for r in results),
@@ -582,12 +594,15 @@ class Experiment:
     def final_params(self) -> dict[str, dict[str, Any] | None]:
         return {"lts": self.searcher.recommend(), "oracle": self.target.params, "random": None}
 
-    def final_specs(self, params: dict[str, Any] | None, *, per_scene: bool = False) -> list[EvalSpec]:
+    def final_specs(
+        self, params: dict[str, Any] | None, *, per_scene: bool = False, repeats: Sequence[int] | None = None
+    ) -> list[EvalSpec]:
         """ψ evaluated with the final seeds (the same data size and training budget as the
-        search's evaluations); ``per_scene``: ψ drawn afresh for every scene instead."""
+        search's evaluations); ``per_scene``: ψ drawn afresh for every scene instead;
+        ``repeats``: the seeds' indices (default the first ``final_repeats``)."""
         cfg = self.config
         specs = []
-        for r in range(cfg.final_repeats):
+        for r in range(cfg.final_repeats) if repeats is None else repeats:
             data_seed = derive_seed(cfg.seed, "final-data", r)
             specs.append(
                 EvalSpec(
@@ -609,11 +624,13 @@ class Experiment:
         which = self.final_baselines()
         specs: list[EvalSpec] = []
         labels: list[str] = []
+        repeat: list[int] = []  # the seed index of each spec
         for w in which:
-            for s in self.final_specs(chosen[w], per_scene=w == "random"):
+            for r, s in enumerate(self.final_specs(chosen[w], per_scene=w == "random")):
                 s.index = len(specs)
                 specs.append(s)
                 labels.append(w)
+                repeat.append(r)
         done = [0]
 
         def on_result(res: EvalResult) -> None:
@@ -622,15 +639,38 @@ class Experiment:
                 self.cb.on_final(labels[res.index], done[0], len(specs))
 
         results = self.executor.map(specs, on_result=on_result) if specs else []
+        # A failed final evaluation is retried once, with the seed after the final ones.
+        failed = [i for i, r in enumerate(results) if not r.ok]
+        again: list[EvalSpec] = []
+        for i in failed:
+            w = labels[i]
+            (spec,) = self.final_specs(chosen[w], per_scene=w == "random", repeats=[cfg.final_repeats + repeat[i]])
+            spec.index = len(labels)
+            labels.append(w)
+            again.append(spec)
+        retried = self.executor.map(again, on_result=on_result) if again else []
+        retries = []  # each retry, recorded in the summary: what failed, and how the retry ended
+        for i, spec, r in zip(failed, again, retried):
+            retries.append(
+                {"row": labels[i], "repeat": repeat[i], "retry_repeat": cfg.final_repeats + repeat[i],
+                 "failed": results[i].error, "kind": results[i].failure, "retry_error": r.error}
+            )  # fmt: skip
+            results[i] = r
         rewards: dict[str, float | None] = {}
         metrics: dict[str, dict[str, float]] = {}
         test: dict[str, float | None] = {}
         test_metrics: dict[str, dict[str, float]] = {}
+        errors: dict[str, str | None] = {}  # why a row has no figure
         for w in which:
             mine = [r for r, lab in zip(results, labels) if lab == w]
             rewards[w], metrics[w] = mean_metrics(mine)
             if self.target.test is not None:
                 test[w], test_metrics[w] = mean_metrics(mine, split="test")
+            errors[w] = next((r.error for r in mine if r.error), None) if rewards[w] is None else None
+        # every failed evaluation of the run: the search's (metrics.jsonl) and the final ones
+        kinds = [e.get("kind", "crashed") for row in self.run_dir.read_metrics() for e in row.get("errors", [])]
+        kinds += [r["kind"] or "crashed" for r in retries]
+        kinds += [r.failure or "crashed" for r in retried if r.error]
         summary = {
             "reward": rewards,  # validation: the split the search was told
             "test": test,  # the held-out test split: the figures to report
@@ -649,6 +689,9 @@ class Experiment:
             "target": self.target.params,
             "target_source": self.target.source,
             "final_repeats": cfg.final_repeats,
+            "errors": errors,
+            "retries": retries,
+            "failures": count_failures(kinds),
         }
         self.run_dir.write_json(SUMMARY, summary)
         return summary
@@ -682,7 +725,10 @@ def mean_metrics(results: Sequence[EvalResult], split: str = "validation") -> tu
 
 
 # Keys a resume may change: more iterations, and how (not what) the evaluations run.
-RESUMABLE = ("iterations", "parallel", "workers", "ray_address", "final_repeats", "tensorboard", "device", "threads")
+RESUMABLE = (
+    "iterations", "parallel", "workers", "ray_address", "final_repeats", "tensorboard", "device", "threads",
+    "eval_timeout", "setup_timeout",
+)  # fmt: skip
 
 
 def _edited_keys(saved: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -76,5 +76,8 @@ def reward_table(summary: dict[str, Any]) -> str:
                 continue
             r = summary[key][w]
             extra = ", ".join(f"{k}={v:.4g}" for k, v in metrics.get(w, {}).items())
+            why = (summary.get("errors") or {}).get(w)
+            if r is None and why:  # a row without a figure says why
+                extra = f"failed: {why}"
             rows.append(f"  {w:<7} {_fmt(r):>8}   {extra}")
     return "\n".join(rows)
