@@ -178,12 +178,16 @@ def check_batch(batch: Any, *, n: int | None = None, needs: Iterable[str] = ()) 
         for name in ("semantic", "depth", "instances", "cityscapes_ids"):
             t = tensors.get(name)
             if t is not None and tuple(t.shape[1:]) != tuple(images.shape[2:]):
-                raise BadBatch(f"{name} is {tuple(t.shape[1:])} per frame, but the images are {tuple(images.shape[2:])}")
+                raise BadBatch(
+                    f"{name} is {tuple(t.shape[1:])} per frame, but the images are {tuple(images.shape[2:])}"
+                )
     sem = tensors.get("semantic")
     if sem is not None and sem.numel():
         lo, hi = (int(x) for x in torch.aminmax(sem))
         if lo < 0 or hi >= NUM_LABELS:
-            raise BadBatch(f"semantic holds label id {lo if lo < 0 else hi}, outside the label space 0..{NUM_LABELS - 1}")
+            raise BadBatch(
+                f"semantic holds label id {lo if lo < 0 else hi}, outside the label space 0..{NUM_LABELS - 1}"
+            )
     for name in ("labels", "instances"):
         t = tensors.get(name)
         if t is not None and t.numel() and (low := int(torch.aminmax(t)[0])) < 0:
@@ -216,9 +220,7 @@ def check_metrics(metrics: Mapping[str, float], split: str) -> None:
         raise NonFiniteMetric(f"non-finite metric on the {split} split ({said})")
 
 
-def call_within(
-    fn: Callable[[], T], timeout: float | None, what: str, waited: Callable[[], float] | None = None
-) -> T:
+def call_within(fn: Callable[[], T], timeout: float | None, what: str, waited: Callable[[], float] | None = None) -> T:
     """``fn()``, or `EvalTimeout` after ``timeout`` seconds (None or 0: no limit), not
     counting the seconds ``waited()`` says it spent waiting its turn (for a shared simulator).
 
@@ -262,4 +264,6 @@ def setup_call(fn: Callable[[], T], *, sim: str, what: str, timeout: float | Non
         raise SetupError(f"{e} (setup_timeout; --set setup_timeout=SECONDS, 0 for none)") from None
     except Exception as e:
         said = " ".join(str(e).split())
-        raise SetupError(f"simulator {sim} failed while {what}: {type(e).__name__}: {said} (--debug shows where)") from e
+        raise SetupError(
+            f"simulator {sim} failed while {what}: {type(e).__name__}: {said} (--debug shows where)"
+        ) from e

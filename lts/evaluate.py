@@ -141,7 +141,9 @@ def evaluate_run(
             real = read_labelled_dir(ft_root, resolution=getattr(sim, "resolution", None),
                                      split=finetune_split, need=_NEEDS.get(cfg.task, ("semantic",)))  # fmt: skip
             if tgt.params is None:  # a directory target: its test split is files on disk
-                _refuse_test_overlap(ft_root, real, resolve_path(test_dir if test_dir is not None else target), tgt.test)
+                _refuse_test_overlap(
+                    ft_root, real, resolve_path(test_dir if test_dir is not None else target), tgt.test
+                )
         chosen: dict[str, dict[str, Any] | None] = {"lts": _learned_params(run, sim.param_space), "random": None}
         if tgt.params is not None:
             chosen["oracle"] = tgt.params

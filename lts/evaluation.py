@@ -34,8 +34,16 @@ from simulators import Batch, Simulator
 
 from . import tasks as tasks_mod
 from .checks import (
-    BadBatch, EvalFailure, EvalTimeout, call_within, check_batch, check_metrics, short_params, sim_label, task_needs,
-)  # fmt: skip
+    BadBatch,
+    EvalFailure,
+    EvalTimeout,
+    call_within,
+    check_batch,
+    check_metrics,
+    short_params,
+    sim_label,
+    task_needs,
+)
 from .matching import TargetMatch
 from .tasks import Task, reward_of
 
@@ -177,7 +185,7 @@ class Evaluator:
     def _holding_sim(self) -> Iterator[None]:
         """``sim_lock`` held; a lock swapped while waiting (`_abandon`, after a timeout) is
         followed, as the old one stays with the hung evaluation."""
-        lock = self.sim_lock
+        lock: Any = self.sim_lock
         if not isinstance(lock, _LOCK):
             with lock:
                 yield

@@ -650,12 +650,12 @@ class Experiment:
             again.append(spec)
         retried = self.executor.map(again, on_result=on_result) if again else []
         retries = []  # each retry, recorded in the summary: what failed, and how the retry ended
-        for i, spec, r in zip(failed, again, retried):
+        for i, res in zip(failed, retried):
             retries.append(
                 {"row": labels[i], "repeat": repeat[i], "retry_repeat": cfg.final_repeats + repeat[i],
-                 "failed": results[i].error, "kind": results[i].failure, "retry_error": r.error}
+                 "failed": results[i].error, "kind": results[i].failure, "retry_error": res.error}
             )  # fmt: skip
-            results[i] = r
+            results[i] = res
         rewards: dict[str, float | None] = {}
         metrics: dict[str, dict[str, float]] = {}
         test: dict[str, float | None] = {}

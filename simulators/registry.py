@@ -107,4 +107,6 @@ def make(name: str, **options: Any) -> Simulator:
 
 def _setup_error(name: str, e: Exception) -> SetupError:
     said = " ".join(str(e).split())
-    return SetupError(f"simulator {name} failed while building itself: {type(e).__name__}: {said} (--debug shows where)")
+    return SetupError(
+        f"simulator {name} failed while building itself: {type(e).__name__}: {said} (--debug shows where)"
+    )

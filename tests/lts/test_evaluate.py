@@ -124,8 +124,20 @@ def test_finetune_refuses_the_test_split_whatever_folder_reaches_it(tmp_path, re
     assert run_cli(optimize_main, args) == 0
     capsys.readouterr()
     for finetune in (cs, linked):
-        argv = [str(run), "--target", str(cs), "--scenes", "4", "--steps", "1", "--finetune", str(finetune),
-                "--finetune-split", "val", "--quiet"]
+        argv = [
+            str(run),
+            "--target",
+            str(cs),
+            "--scenes",
+            "4",
+            "--steps",
+            "1",
+            "--finetune",
+            str(finetune),
+            "--finetune-split",
+            "val",
+            "--quiet",
+        ]
         assert run_cli(evaluate_main, argv) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: --finetune {str(finetune)!r}: 3 of its 6 images are images of the target's test")

@@ -300,12 +300,16 @@ def test_a_crash_while_rendering_the_target_is_one_line_exit_2(tmp_path, gmm_tar
     assert run(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith(f"error: simulator {SIM} failed while rendering the target's validation split (120 scenes, seed ")
+    assert err.startswith(
+        f"error: simulator {SIM} failed while rendering the target's validation split (120 scenes, seed "
+    )
     assert "RuntimeError: lost the connection to the renderer" in err
     assert not (tmp_path / "run").exists()
     assert run([*args, "--debug"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("Traceback") and "faulty_sim.py" in err and err.splitlines()[-1].startswith("error: simulator")
+    assert (
+        err.startswith("Traceback") and "faulty_sim.py" in err and err.splitlines()[-1].startswith("error: simulator")
+    )
 
 
 def test_a_plugin_that_crashes_while_building_itself_is_one_line(tmp_path, gmm_target, capsys):
