@@ -190,12 +190,13 @@ class Evaluator:
             with lock:
                 yield
             return
-        t0 = time.monotonic()
+        wait = getattr(self._waits, "seconds", None)  # the time limit (`safe`) does not count the wait
+        if wait is not None:
+            wait[1] = time.monotonic()
         while not lock.acquire(timeout=0.05):
             lock = self.sim_lock
-        wait = getattr(self._waits, "seconds", None)
-        if wait is not None:  # the time limit (`safe`) does not count the wait
-            wait[0] += time.monotonic() - t0
+        if wait is not None:
+            wait[0], wait[1] = wait[0] + time.monotonic() - wait[1], None
         try:
             yield
         finally:
@@ -264,14 +265,18 @@ class Evaluator:
         from outside, and its result is dropped; the evaluator takes a fresh simulator
         (``remake_sim``) and lock, as the old ones may still be held.  Only Ray (`lts.ray_exec`)
         ends a hung evaluation, by ending its worker process."""
-        waited = [0.0]  # seconds spent waiting for the simulator, which another evaluation held
+        # seconds spent waiting for the simulator, which another evaluation held; since when, if waiting now
+        waited: list[Any] = [0.0, None]
+
+        def seconds_waited() -> float:
+            return float(waited[0]) + (time.monotonic() - waited[1] if waited[1] is not None else 0.0)
 
         def evaluate() -> EvalResult:
             self._waits.seconds = waited
             return (run or self)(spec)
 
         try:
-            return call_within(evaluate, timeout, f"evaluation {spec.index}", waited=lambda: waited[0])
+            return call_within(evaluate, timeout, f"evaluation {spec.index}", waited=seconds_waited)
         except (KeyboardInterrupt, simulators.UserError):
             raise
         except EvalFailure as e:

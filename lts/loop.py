@@ -47,6 +47,7 @@ from .targets import Target, load_target
 __all__ = ["Experiment", "Callbacks", "MatchStage", "make_executor", "BASELINES", "CHECKPOINT_VERSION"]
 
 BASELINES = ("lts", "oracle", "random")
+MOMENT_TRIES = 3  # seeds the warm-up's moments try for a choice whose render fails
 CHECKPOINT_VERSION = 2  # 1: before search strategies (REINFORCE wired into the loop)
 
 
@@ -151,25 +152,32 @@ class MatchStage:
         searched = max(self.iterations - max(done, 1 if self.mixes else 0), 0) if self.rest else 0
         return (self.moment_renders if done == 0 else 0) + searched * self.config.match_samples
 
-    def solve(self, render: Callable[[dict[str, Any]], simulators.Batch]) -> dict[str, float]:
+    def solve(self, render: Callable[[dict[str, Any], int], simulators.Batch]) -> dict[str, float]:
         """The moments: each mix from ``render``'s frames of every choice alone, fitted to the
-        target's mean features; returns each mix's residual (the fit's distance)."""
+        target's mean features; returns each mix's residual (the fit's distance).  A render
+        that fails (``render(ψ, attempt)`` raises) is tried again with the next seed, up to
+        `MOMENT_TRIES` in all."""
         assert self.match is not None
         solved, residual = {}, {}
         for name, signal in self.mixes.items():
             choices = self.choices[name]
             columns = []
             for c in choices:
-                try:
-                    batch = render({**self.start, name: {x: float(x == c) for x in choices}})
-                except (KeyboardInterrupt, simulators.UserError):
-                    raise
-                except Exception as e:  # noqa: BLE001 - said in one line; --resume renders it again
-                    said = " ".join(str(e).split())  # one line
-                    raise simulators.UserError(
-                        f"the warm-up's moments could not render {name} = {c!r} alone ({type(e).__name__}: {said}); "
-                        "fix the simulator and --resume, or start a run with match_moments: false"
-                    ) from None
+                for attempt in range(MOMENT_TRIES):
+                    try:
+                        batch = render({**self.start, name: {x: float(x == c) for x in choices}}, attempt)
+                        break
+                    except (KeyboardInterrupt, simulators.UserError):
+                        raise
+                    except Exception as e:  # noqa: BLE001 - said in one line; --resume renders it again
+                        if attempt + 1 < MOMENT_TRIES:
+                            continue  # recorded in the row's errors; the next seed
+                        said = " ".join(str(e).split())  # one line
+                        raise simulators.UserError(
+                            f"the warm-up's moments could not render {name} = {c!r} alone with {MOMENT_TRIES} seeds "
+                            f"({type(e).__name__}: {said}); fix the simulator and --resume, or start a run with "
+                            "match_moments: false"
+                        ) from None
                 columns.append(self.match.mean_features(batch, signal).cpu())
             try:
                 p, residual[name] = mix_fit(
@@ -464,19 +472,28 @@ class Experiment:
             self._match_eval = self.context.build(sim=self.sim)
         results: list[EvalResult] = []
 
-        def render(psi: dict[str, Any]) -> simulators.Batch:
-            seed = derive_seed(cfg.seed, "moments")  # common seeds: the choices differ, the scenes not
+        def render(psi: dict[str, Any], attempt: int) -> simulators.Batch:
+            # common seeds: the choices differ, the scenes not; a failed render, the next seed
+            seed = derive_seed(cfg.seed, "moments", *([attempt] if attempt else []))
             spec = EvalSpec(index=len(results), params=psi, n=cfg.match_scenes, data_seed=seed, train_seed=seed)
-            res = EvalResult(index=spec.index, params=psi)
+            frames: list[simulators.Batch] = []
+
+            def rendered(spec: EvalSpec) -> EvalResult:
+                res = EvalResult(index=spec.index, params=psi, reward=0.0)
+                assert self._match_eval is not None
+                frames.append(self._match_eval.frames(spec, res))
+                return res
+
             assert self._match_eval is not None
-            batch = self._match_eval.frames(spec, res)
-            res.reward = 0.0
+            res = self._match_eval.safe(spec, rendered)  # a failure, with its reason, in the row's errors
             results.append(res)
             self.sim_frames += res.frames
             self.evaluations += cfg.match_scenes / cfg.scenes  # charged by what it renders
             if self.cb.on_eval:
                 self.cb.on_eval(res)
-            return batch
+            if not frames:
+                raise RuntimeError(res.error)
+            return frames[0]
 
         residual = self.stage.solve(render)
         self.iteration = it + 1
@@ -661,8 +678,10 @@ class Experiment:
         test: dict[str, float | None] = {}
         test_metrics: dict[str, dict[str, float]] = {}
         errors: dict[str, str | None] = {}  # why a row has no figure
+        seeds: dict[str, int] = {}  # the seeds a row's figure averages (fewer than final_repeats: some failed)
         for w in which:
             mine = [r for r, lab in zip(results, labels) if lab == w]
+            seeds[w] = sum(r.ok for r in mine)
             rewards[w], metrics[w] = mean_metrics(mine)
             if self.target.test is not None:
                 test[w], test_metrics[w] = mean_metrics(mine, split="test")
@@ -690,6 +709,7 @@ class Experiment:
             "target_source": self.target.source,
             "final_repeats": cfg.final_repeats,
             "errors": errors,
+            "seeds": seeds,
             "retries": retries,
             "failures": count_failures(kinds),
         }
