@@ -36,7 +36,7 @@ from policies import ReinforceStrategy, Strategy, make_strategy
 from policies.base import point_json
 
 from . import tasks as tasks_mod
-from .checks import count_failures
+from .checks import EvalFailure, count_failures
 from .config import LEGACY_DEFAULTS, Config, config_to_dict
 from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, local_executor, random_params
 from .matching import TargetMatch, mix_fit
@@ -173,9 +173,11 @@ class MatchStage:
                         if attempt + 1 < MOMENT_TRIES:
                             continue  # recorded in the row's errors; the next seed
                         said = " ".join(str(e).split())  # one line
+                        if not isinstance(e, EvalFailure):  # a failed evaluation's reason names its kind
+                            said = f"{type(e).__name__}: {said}"
                         raise simulators.UserError(
                             f"the warm-up's moments could not render {name} = {c!r} alone with {MOMENT_TRIES} seeds "
-                            f"({type(e).__name__}: {said}); fix the simulator and --resume, or start a run with "
+                            f"({said}); fix the simulator and --resume, or start a run with "
                             "match_moments: false"
                         ) from None
                 columns.append(self.match.mean_features(batch, signal).cpu())
@@ -492,7 +494,7 @@ class Experiment:
             if self.cb.on_eval:
                 self.cb.on_eval(res)
             if not frames:
-                raise RuntimeError(res.error)
+                raise EvalFailure(res.error)
             return frames[0]
 
         residual = self.stage.solve(render)
