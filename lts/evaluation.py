@@ -172,8 +172,8 @@ class Evaluator:
                 batch = self.sim.generate_per_scene(spec.per_scene, seed=spec.data_seed)
             else:
                 batch = self.sim.generate(spec.params or {}, spec.n, seed=spec.data_seed)
+            self.check(batch, spec, f"simulator {self.sim_name}")  # timed as part of the render
             t1 = time.perf_counter()
-            self.check(batch, spec, f"simulator {self.sim_name}")
             if self.refine is not None:
                 batch = self.refine(batch)
                 self.check(batch, spec, f"the refiner (on simulator {self.sim_name}'s frames)")
