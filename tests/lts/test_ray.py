@@ -161,27 +161,6 @@ def test_user_errors_in_workers_stop_the_run(local_ray):
         ray_exec.RayExecutor(_context("gmm", bogus=1), workers=1)
 
 
-def test_short_temp_dir(tmp_path):
-    long = tmp_path / ("x" * 80)
-    long.mkdir()
-    d = ray_exec.ray_temp_dir(long)
-    try:
-        assert not d.startswith(str(long)) and len(d) + 70 <= 107
-    finally:
-        os.rmdir(d)
-
-
-@pytest.mark.slow
-def test_a_run_starts_and_stops_its_own_ray(tmp_path, gmm_target):
-    if ray.is_initialized():
-        ray_exec.shutdown_local_ray(None)  # the module's shared Ray (its files go with the fixture)
-    out = tmp_path / "ray"
-    assert run_cli(optimize_main, tiny_gmm_args(gmm_target, out, "--workers", "2")) == 0
-    assert _json(out / "summary.json")["reward"]["lts"] is not None
-    assert not ray.is_initialized()  # the run shut down the Ray it started …
-    assert not [p for p in out.iterdir() if p.name.startswith("lts-ray-")]  # … and removed its files
-
-
 @pytest.mark.slow
 def test_a_hung_evaluation_times_out_its_worker_is_replaced_and_the_run_finishes(local_ray, tmp_path, gmm_target):
     from lts.seeding import derive_seed
@@ -205,3 +184,24 @@ def test_a_hung_evaluation_times_out_its_worker_is_replaced_and_the_run_finishes
     summary = _json(out / "summary.json")
     assert summary["failures"] == {"evaluations": 1, "by_kind": {"timed out": 1}}
     assert all(v is not None for v in summary["reward"].values())
+
+
+def test_short_temp_dir(tmp_path):
+    long = tmp_path / ("x" * 80)
+    long.mkdir()
+    d = ray_exec.ray_temp_dir(long)
+    try:
+        assert not d.startswith(str(long)) and len(d) + 70 <= 107
+    finally:
+        os.rmdir(d)
+
+
+@pytest.mark.slow
+def test_a_run_starts_and_stops_its_own_ray(tmp_path, gmm_target):
+    if ray.is_initialized():
+        ray_exec.shutdown_local_ray(None)  # the module's shared Ray (its files go with the fixture)
+    out = tmp_path / "ray"
+    assert run_cli(optimize_main, tiny_gmm_args(gmm_target, out, "--workers", "2")) == 0
+    assert _json(out / "summary.json")["reward"]["lts"] is not None
+    assert not ray.is_initialized()  # the run shut down the Ray it started …
+    assert not [p for p in out.iterdir() if p.name.startswith("lts-ray-")]  # … and removed its files
