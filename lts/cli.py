@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
@@ -20,7 +21,7 @@ import yaml
 from simulators.errors import UserError
 
 __all__ = [
-    "run_cli", "ArgumentParser", "parse_set", "set_threads", "parse_resolution", "progress_bar", "main",
+    "run_cli", "ArgumentParser", "add_debug_flag", "parse_set", "set_threads", "parse_resolution", "progress_bar", "main",
     "EXIT_USAGE", "EXIT_INTERRUPTED",
 ]  # fmt: skip
 
@@ -61,6 +62,9 @@ def run_cli(main: Callable[[list[str] | None], int], argv: Sequence[str] | None 
     try:
         return int(main(None if argv is None else list(argv)) or 0)
     except UserError as e:
+        if e.__cause__ is not None and _debug(argv):
+            # a set-up crash (`SetupError`): where it happened, before the one line
+            traceback.print_exception(e.__cause__, file=sys.stderr)
         msg = " ".join(str(e).split("\n")).strip()
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_USAGE
@@ -72,6 +76,19 @@ def run_cli(main: Callable[[list[str] | None], int], argv: Sequence[str] | None 
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+
+
+def _debug(argv: Sequence[str] | None) -> bool:
+    """``--debug`` among the arguments, or ``LTS_DEBUG`` set (not 0): show set-up tracebacks."""
+    args = sys.argv[1:] if argv is None else argv
+    return "--debug" in args or os.environ.get("LTS_DEBUG", "0") not in ("", "0")
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """``--debug``, read by `run_cli` (it also reads ``LTS_DEBUG=1``)."""
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback behind a set-up error (also: LTS_DEBUG=1)"
+    )
 
 
 def callable_module(name: str, function: Callable[..., Any]) -> None:

@@ -26,6 +26,14 @@ __all__ = [
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# eval_timeout's default with Ray workers.  There a hung worker (a simulator that stopped
+# answering: CARLA's "time-out while waiting for the simulator") holds the run forever, and
+# ending it costs only its set-up.  Half an hour: far above an evaluation of the default
+# experiment (docs/robustness.md), with room for CARLA's slower renders, yet a hang costs a
+# run at most that much per evaluation.  In this process no thread can be stopped, so the
+# default there is no limit.
+RAY_EVAL_TIMEOUT = 1800.0
+
 
 def _f(default: Any, doc: str) -> Any:
     if isinstance(default, (dict, list)):
@@ -146,6 +154,18 @@ class Config:
         True, "the K draws of an iteration share data and training seeds, so their rewards differ by ψ, not by luck"
     )
     final_repeats: int = _f(2, "seeds averaged for the final lts / oracle / random rewards")
+    eval_timeout: float | None = _f(
+        None,
+        "seconds one evaluation may take; past it the evaluation is recorded as failed (timed out), the search is "
+        f"told so and the run goes on (null: none in this process, {RAY_EVAL_TIMEOUT:g} with Ray workers, whose hung "
+        "worker is ended and replaced; 0: none). In this process a timed-out evaluation's thread cannot be stopped: "
+        "it is left running, its result dropped",
+    )
+    setup_timeout: float = _f(
+        900.0,
+        "seconds a set-up step may take (rendering the target, each Ray worker building its simulator: a CARLA "
+        "connection) before the run stops with one line (0: none)",
+    )
     tensorboard: bool = _f(False, "also write TensorBoard logs under RUN_DIR/tensorboard")
 
     def validate(self) -> Config:
@@ -173,6 +193,11 @@ class Config:
         need(self.parallel >= 0, f"parallel must be >= 0, got {self.parallel}")
         need(self.final_repeats >= 0, f"final_repeats must be >= 0, got {self.final_repeats}")
         need(
+            self.eval_timeout is None or self.eval_timeout >= 0,
+            f"eval_timeout must be >= 0 seconds (0: none) or null, got {self.eval_timeout}",
+        )
+        need(self.setup_timeout >= 0, f"setup_timeout must be >= 0 seconds (0: none), got {self.setup_timeout}")
+        need(
             self.device in ("cpu", "cuda") or self.device.startswith("cuda:"),
             f"device must be cpu or cuda, got {self.device!r}",
         )
@@ -199,6 +224,12 @@ class Config:
                     + did_you_mean(key, known),
                 )
         return self
+
+    def eval_limit(self, ray: bool) -> float | None:
+        """Seconds one evaluation may take on Ray (``ray``) or in this process; None: no limit."""
+        if self.eval_timeout is None:
+            return RAY_EVAL_TIMEOUT if ray else None
+        return self.eval_timeout or None
 
     def options_of(self, search: str) -> dict[str, Any]:
         """The options ``search`` takes from ``search_options``: those under its own name, and

@@ -31,6 +31,7 @@ Resizing: images bilinear with antialiasing (PIL), labels nearest.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from simulators.errors import UserError
 
 __all__ = [
     "REAL_COUNT_NAMES",
+    "shared_files",
     "DirInfo",
     "labelled_dir_info",
     "read_labelled_dir",
@@ -540,3 +542,16 @@ def write_cityscapes(
                 out[mask] = cls * 1000 + k
             Image.fromarray(out.astype(np.uint16)).save(gt_dir / f"{stem}_gtFine_instanceIds.png")
     return root
+
+
+def shared_files(root: Path, files: Sequence[str], other_root: Path, other_files: Sequence[str]) -> list[str]:
+    """The ``files`` (relative to ``root``) that are also among ``other_files`` (relative to
+    ``other_root``), by file identity (device and inode), not by name: the same image
+    reached through another folder, a symbolic link or a hard link counts."""
+
+    def identity(path: Path) -> tuple[int, int]:
+        st = os.stat(path)
+        return st.st_dev, st.st_ino
+
+    others = {identity(other_root / f) for f in other_files}
+    return [f for f in files if identity(root / f) in others]

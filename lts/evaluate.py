@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 import simulators
+from simulators import Batch
 from simulators.errors import UserError
 
 from . import tasks as tasks_mod
-from .cli import ArgumentParser, callable_module, progress_bar, run_cli, set_threads
+from .cli import ArgumentParser, add_debug_flag, callable_module, progress_bar, run_cli, set_threads
 from .config import load_config, resolve_path
 from .evaluation import EvalResult, EvalSpec, Evaluator, local_executor, random_params
 from .rundir import RunDir, atomic_write_text
@@ -113,6 +114,7 @@ def evaluate_run(
         tgt = load_target(
             target, sim, task_name=cfg.task, size=cfg.target_size, run_seed=cfg.seed, sim_name=cfg.sim,
             test_size=getattr(cfg, "test_size", None), split=getattr(cfg, "target_split", 0.5), test_dir=test_dir,
+            setup_timeout=getattr(cfg, "setup_timeout", None) or None,
         )  # fmt: skip
     except BaseException:
         sim.close()
@@ -138,6 +140,10 @@ def evaluate_run(
                 finetune_split = "train"  # never fine-tune on the val split that is the target
             real = read_labelled_dir(ft_root, resolution=getattr(sim, "resolution", None),
                                      split=finetune_split, need=_NEEDS.get(cfg.task, ("semantic",)))  # fmt: skip
+            if tgt.params is None:  # a directory target: its test split is files on disk
+                _refuse_test_overlap(
+                    ft_root, real, resolve_path(test_dir if test_dir is not None else target), tgt.test
+                )
         chosen: dict[str, dict[str, Any] | None] = {"lts": _learned_params(run, sim.param_space), "random": None}
         if tgt.params is not None:
             chosen["oracle"] = tgt.params
@@ -254,6 +260,20 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _refuse_test_overlap(root: Path, real: Batch, test_root: Path, test: Batch) -> None:
+    """--finetune must not train on the images the test figures are scored on, whichever
+    folder, link or split name reaches them (`shared_files`)."""
+    from .datasets import shared_files
+
+    shared = shared_files(root, real.attributes["file"], test_root, test.attributes["file"])
+    if shared:
+        raise UserError(
+            f"--finetune {str(root)!r}: {len(shared)} of its {len(real)} images are images of the target's test split "
+            f"(e.g. {shared[0]}); fine-tuning on them would score the model on its own training images. Give a "
+            "split without them (--finetune-split, or another directory)"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog="python -m lts.evaluate",
@@ -290,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="FILE", help="where to write the JSON (default RUN_DIR/evaluation.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_debug_flag(p)
     return p
 
 

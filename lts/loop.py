@@ -36,6 +36,7 @@ from policies import ReinforceStrategy, Strategy, make_strategy, strategy_option
 from policies.base import point_json
 
 from . import tasks as tasks_mod
+from .checks import EvalFailure, count_failures
 from .config import LEGACY_DEFAULTS, Config, config_to_dict
 from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, local_executor, random_params
 from .matching import TargetMatch, mix_fit
@@ -47,6 +48,7 @@ from .targets import Target, load_target
 __all__ = ["Experiment", "Callbacks", "MatchStage", "make_executor", "BASELINES", "CHECKPOINT_VERSION"]
 
 BASELINES = ("lts", "oracle", "random")
+MOMENT_TRIES = 3  # seeds the warm-up's moments try for a choice whose render fails
 CHECKPOINT_VERSION = 2  # 1: before search strategies (REINFORCE wired into the loop)
 
 
@@ -76,9 +78,15 @@ def make_executor(config: Config, context: EvalContext, sim: simulators.Simulato
             workers=max(config.workers, 1),
             address=config.ray_address,
             temp_dir=None if run_dir is None else str(run_dir.path.resolve()),
+            timeout=config.eval_limit(ray=True),
+            setup_timeout=config.setup_timeout or None,
         )
     return local_executor(
-        context.build(sim=sim), parallel=config.parallel, threads=config.threads, samples=config.samples
+        context.build(sim=sim),
+        parallel=config.parallel,
+        threads=config.threads,
+        samples=config.samples,
+        timeout=config.eval_limit(ray=False),
     )
 
 
@@ -148,25 +156,34 @@ class MatchStage:
         searched = max(self.iterations - max(done, 1 if self.mixes else 0), 0) if self.rest else 0
         return (self.moment_renders if done == 0 else 0) + searched * self.config.match_samples
 
-    def solve(self, render: Callable[[dict[str, Any]], simulators.Batch]) -> dict[str, float]:
+    def solve(self, render: Callable[[dict[str, Any], int], simulators.Batch]) -> dict[str, float]:
         """The moments: each mix from ``render``'s frames of every choice alone, fitted to the
-        target's mean features; returns each mix's residual (the fit's distance)."""
+        target's mean features; returns each mix's residual (the fit's distance).  A render
+        that fails (``render(ψ, attempt)`` raises) is tried again with the next seed, up to
+        `MOMENT_TRIES` in all."""
         assert self.match is not None
         solved, residual = {}, {}
         for name, signal in self.mixes.items():
             choices = self.choices[name]
             columns = []
             for c in choices:
-                try:
-                    batch = render({**self.start, name: {x: float(x == c) for x in choices}})
-                except (KeyboardInterrupt, simulators.UserError):
-                    raise
-                except Exception as e:  # noqa: BLE001 - said in one line; --resume renders it again
-                    said = " ".join(str(e).split())  # one line
-                    raise simulators.UserError(
-                        f"the warm-up's moments could not render {name} = {c!r} alone ({type(e).__name__}: {said}); "
-                        "fix the simulator and --resume, or start a run with match_moments: false"
-                    ) from None
+                for attempt in range(MOMENT_TRIES):
+                    try:
+                        batch = render({**self.start, name: {x: float(x == c) for x in choices}}, attempt)
+                        break
+                    except (KeyboardInterrupt, simulators.UserError):
+                        raise
+                    except Exception as e:  # noqa: BLE001 - said in one line; --resume renders it again
+                        if attempt + 1 < MOMENT_TRIES:
+                            continue  # recorded in the row's errors; the next seed
+                        said = " ".join(str(e).split())  # one line
+                        if not isinstance(e, EvalFailure):  # a failed evaluation's reason names its kind
+                            said = f"{type(e).__name__}: {said}"
+                        raise simulators.UserError(
+                            f"the warm-up's moments could not render {name} = {c!r} alone with {MOMENT_TRIES} seeds "
+                            f"({said}); fix the simulator and --resume, or start a run with "
+                            "match_moments: false"
+                        ) from None
                 columns.append(self.match.mean_features(batch, signal).cpu())
             try:
                 p, residual[name] = mix_fit(
@@ -261,6 +278,7 @@ class Experiment:
             test_size=config.test_size,
             split=config.target_split,
             test_dir=config.test_target,
+            setup_timeout=config.setup_timeout or None,
         )
         self.context = EvalContext(
             sim=config.sim,
@@ -500,19 +518,28 @@ class Experiment:
             self._match_eval = self.context.build(sim=self.sim)
         results: list[EvalResult] = []
 
-        def render(psi: dict[str, Any]) -> simulators.Batch:
-            seed = derive_seed(cfg.seed, "moments")  # common seeds: the choices differ, the scenes not
+        def render(psi: dict[str, Any], attempt: int) -> simulators.Batch:
+            # common seeds: the choices differ, the scenes not; a failed render, the next seed
+            seed = derive_seed(cfg.seed, "moments", *([attempt] if attempt else []))
             spec = EvalSpec(index=len(results), params=psi, n=cfg.match_scenes, data_seed=seed, train_seed=seed)
-            res = EvalResult(index=spec.index, params=psi)
+            frames: list[simulators.Batch] = []
+
+            def rendered(spec: EvalSpec) -> EvalResult:
+                res = EvalResult(index=spec.index, params=psi, reward=0.0)
+                assert self._match_eval is not None
+                frames.append(self._match_eval.frames(spec, res))
+                return res
+
             assert self._match_eval is not None
-            batch = self._match_eval.frames(spec, res)
-            res.reward = 0.0
+            res = self._match_eval.safe(spec, rendered)  # a failure, with its reason, in the row's errors
             results.append(res)
             self.sim_frames += res.frames
             self.evaluations += cfg.match_scenes / cfg.scenes  # charged by what it renders
             if self.cb.on_eval:
                 self.cb.on_eval(res)
-            return batch
+            if not frames:
+                raise EvalFailure(res.error)
+            return frames[0]
 
         residual = self.stage.solve(render)
         self.iteration = it + 1
@@ -557,7 +584,7 @@ class Experiment:
             results = self.executor.map(specs, on_result=self.cb.on_eval)
         for r in results:
             if r.error is not None:
-                warnings.warn(f"iteration {it}, draw {r.index}: evaluation failed ({r.error}); ψ = {r.params}")
+                warnings.warn(f"iteration {it}, draw {r.index}: evaluation failed ({r.error})")  # it names ψ
             elif not r.ok:
                 warnings.warn(f"iteration {it}, draw {r.index}: non-finite reward told as a failure; ψ = {r.params}")
         self.sim_frames += sum(r.frames for r in results)
@@ -603,7 +630,11 @@ class Experiment:
             "cpu_s": self.cpu_s(),
             "params": [r.params for r in results],
             "metrics": [r.metrics for r in results],
-            "errors": [{"draw": r.index, "error": r.error, "params": r.params} for r in results if r.error],
+            "errors": [
+                {"draw": r.index, "error": r.error, "kind": r.failure or "crashed", "params": r.params}
+                for r in results
+                if r.error
+            ],
             "attempts": [r.attempts for r in results],
             "timing_s": {
                 "render": sum(r.render_s for r in results),
@@ -653,12 +684,15 @@ class Experiment:
     def final_params(self) -> dict[str, dict[str, Any] | None]:
         return {"lts": self.searcher.recommend(), "oracle": self.target.params, "random": None}
 
-    def final_specs(self, params: dict[str, Any] | None, *, per_scene: bool = False) -> list[EvalSpec]:
+    def final_specs(
+        self, params: dict[str, Any] | None, *, per_scene: bool = False, repeats: Sequence[int] | None = None
+    ) -> list[EvalSpec]:
         """ψ evaluated with the final seeds (the same data size and training budget as the
-        search's evaluations); ``per_scene``: ψ drawn afresh for every scene instead."""
+        search's evaluations); ``per_scene``: ψ drawn afresh for every scene instead;
+        ``repeats``: the seeds' indices (default the first ``final_repeats``)."""
         cfg = self.config
         specs = []
-        for r in range(cfg.final_repeats):
+        for r in range(cfg.final_repeats) if repeats is None else repeats:
             data_seed = derive_seed(cfg.seed, "final-data", r)
             specs.append(
                 EvalSpec(
@@ -680,11 +714,13 @@ class Experiment:
         which = self.final_baselines()
         specs: list[EvalSpec] = []
         labels: list[str] = []
+        repeat: list[int] = []  # the seed index of each spec
         for w in which:
-            for s in self.final_specs(chosen[w], per_scene=w == "random"):
+            for r, s in enumerate(self.final_specs(chosen[w], per_scene=w == "random")):
                 s.index = len(specs)
                 specs.append(s)
                 labels.append(w)
+                repeat.append(r)
         done = [0]
 
         def on_result(res: EvalResult) -> None:
@@ -693,15 +729,40 @@ class Experiment:
                 self.cb.on_final(labels[res.index], done[0], len(specs))
 
         results = self.executor.map(specs, on_result=on_result) if specs else []
+        # A failed final evaluation is retried once, with the seed after the final ones.
+        failed = [i for i, r in enumerate(results) if not r.ok]
+        again: list[EvalSpec] = []
+        for i in failed:
+            w = labels[i]
+            (spec,) = self.final_specs(chosen[w], per_scene=w == "random", repeats=[cfg.final_repeats + repeat[i]])
+            spec.index = len(labels)
+            labels.append(w)
+            again.append(spec)
+        retried = self.executor.map(again, on_result=on_result) if again else []
+        retries = []  # each retry, recorded in the summary: what failed, and how the retry ended
+        for i, res in zip(failed, retried):
+            retries.append(
+                {"row": labels[i], "repeat": repeat[i], "retry_repeat": cfg.final_repeats + repeat[i],
+                 "failed": results[i].error, "kind": results[i].failure, "retry_error": res.error}
+            )  # fmt: skip
+            results[i] = res
         rewards: dict[str, float | None] = {}
         metrics: dict[str, dict[str, float]] = {}
         test: dict[str, float | None] = {}
         test_metrics: dict[str, dict[str, float]] = {}
+        errors: dict[str, str | None] = {}  # why a row has no figure
+        seeds: dict[str, int] = {}  # the seeds a row's figure averages (fewer than final_repeats: some failed)
         for w in which:
             mine = [r for r, lab in zip(results, labels) if lab == w]
+            seeds[w] = sum(r.ok for r in mine)
             rewards[w], metrics[w] = mean_metrics(mine)
             if self.target.test is not None:
                 test[w], test_metrics[w] = mean_metrics(mine, split="test")
+            errors[w] = next((r.error for r in mine if r.error), None) if rewards[w] is None else None
+        # every failed evaluation of the run: the search's (metrics.jsonl) and the final ones
+        kinds = [e.get("kind", "crashed") for row in self.run_dir.read_metrics() for e in row.get("errors", [])]
+        kinds += [r["kind"] or "crashed" for r in retries]
+        kinds += [r.failure or "crashed" for r in retried if r.error]
         summary = {
             "reward": rewards,  # validation: the split the search was told
             "test": test,  # the held-out test split: the figures to report
@@ -722,6 +783,10 @@ class Experiment:
             "target": self.target.params,
             "target_source": self.target.source,
             "final_repeats": cfg.final_repeats,
+            "errors": errors,
+            "seeds": seeds,
+            "retries": retries,
+            "failures": count_failures(kinds),
         }
         self.run_dir.write_json(SUMMARY, summary)
         return summary
@@ -757,7 +822,7 @@ def mean_metrics(results: Sequence[EvalResult], split: str = "validation") -> tu
 # Keys a resume may change: more iterations, and how (not what) the evaluations run.
 RESUMABLE = (
     "iterations", "budget", "time_budget", "stop", "parallel", "workers", "ray_address", "final_repeats",
-    "tensorboard", "device", "threads",
+    "tensorboard", "device", "threads", "eval_timeout", "setup_timeout",
 )  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from simulators.errors import UserError
 
-from .cli import ArgumentParser, callable_module, parse_set, run_cli, set_threads
+from .cli import ArgumentParser, add_debug_flag, callable_module, parse_set, run_cli, set_threads
 from .config import LEGACY_DEFAULTS, Config, describe_config, load_config, load_experiment, run_hint
 from .report import policy_table, reward_table
 from .rundir import RunDir
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a("--quiet", action="store_true", help="no progress bar")
     a("--help-config", action="store_true", help="list every config key with its default and exit")
+    add_debug_flag(p)
     return p
 
 

@@ -9,7 +9,12 @@ worker that ran it, so a run gives the same results on any number of workers.
 Faults: an evaluation that raises comes back as a failed `EvalResult` (the worker's
 `Evaluator.safe`); a worker process that dies mid-evaluation is replaced and the
 evaluation is retried, at most ``max_retries`` times, after which it comes back failed.
-A `UserError` (a bad configuration, no simulator server) stops the run.
+An evaluation past ``timeout`` seconds comes back failed ("timed out", not retried: the
+same seeds would hang again); its worker is ended, which is the only way to stop it, and
+replaced.  A replaced worker takes evaluations once its set-up is done, so that its set-up
+does not count against an evaluation's time.  A `UserError` (a bad configuration, no
+simulator server) stops the run, and so does a worker's set-up that crashes (one line,
+`SetupError`) or takes longer than ``setup_timeout``.
 
 Ray is imported only here, and only when an executor is built.
 """
@@ -21,12 +26,14 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from simulators.errors import UserError
+from simulators.errors import SetupError, UserError
 
+from .checks import short_params
 from .evaluation import EvalContext, EvalResult, EvalSpec
 
 __all__ = ["RayExecutor", "import_ray", "init_local_ray", "ray_temp_dir", "shutdown_local_ray"]
@@ -187,6 +194,8 @@ class RayExecutor:
         temp_dir: str | None = None,
         max_retries: int = 2,
         threads: int | None = None,
+        timeout: float | None = None,
+        setup_timeout: float | None = None,
     ) -> None:
         if workers < 1:
             raise UserError(f"workers must be >= 1, got {workers}")
@@ -197,7 +206,9 @@ class RayExecutor:
         self.context = context
         self.workers = int(workers)
         self.max_retries = int(max_retries)
-        self.restarts = 0  # workers replaced after dying
+        self.restarts = 0  # workers replaced after dying or timing out
+        self.timeout = timeout or None  # seconds per evaluation
+        self.setup_timeout = setup_timeout or None  # seconds for a worker's set-up
         self._owns_ray = False
         self._temp: str | None = None
         self._actors: list[Any] = []
@@ -236,9 +247,15 @@ class RayExecutor:
             for i in range(self.workers):
                 self._actors[i] = self._new_actor(i)
             # Wait for every worker's set-up, so that a bad configuration fails now, once.
-            for i, (pid, err) in enumerate(ray.get([a.ready.remote() for a in self._actors])):
-                if err is not None:
-                    raise err
+            try:
+                ready = ray.get([a.ready.remote() for a in self._actors], timeout=self.setup_timeout)
+            except ray.exceptions.GetTimeoutError:
+                raise SetupError(
+                    f"simulator {context.sim}: the Ray workers' set-up (building the simulator) did not finish within "
+                    f"{self.setup_timeout:g} s (setup_timeout; --set setup_timeout=SECONDS, 0 for none)"
+                ) from None
+            for i, (pid, err) in enumerate(ready):
+                self._setup_failed(err)
                 self._pids[i] = pid
         except BaseException:
             self.close()
@@ -252,6 +269,17 @@ class RayExecutor:
                 raise UserError("device cuda: the Ray cluster has no GPU")
             opts["num_gpus"] = min(1.0, gpus / self.workers)
         return opts
+
+    def _setup_failed(self, err: BaseException | None) -> None:
+        """Raise a worker's set-up error: a `UserError` as it is, a crash as one line."""
+        if err is None:
+            return
+        if isinstance(err, UserError):
+            raise err
+        said = " ".join(str(err).split())
+        raise SetupError(
+            f"simulator {self.context.sim} failed while a Ray worker built it: {type(err).__name__}: {said}"
+        ) from err
 
     def _new_actor(self, index: int) -> Any:
         return self._cls.options(**self._options).remote(self._ctx_ref, index, self._pass_index, self.threads)
@@ -281,21 +309,69 @@ class RayExecutor:
         attempts = [0] * len(specs)
         pending: deque[int] = deque(range(len(specs)))
         idle: deque[int] = deque(range(self.workers))
-        running: dict[Any, tuple[int, int]] = {}  # ObjectRef -> (worker, position in specs)
+        # ObjectRef -> (worker, position in specs; -1: a replaced worker's set-up)
+        running: dict[Any, tuple[int, int]] = {}
+        deadline: dict[Any, float] = {}  # ObjectRef -> when it times out
+
+        def replace(w: int) -> None:
+            self._replace(w)
+            ref = self._actors[w].ready.remote()
+            running[ref] = (w, -1)  # idle once its set-up is done
+            if self.setup_timeout is not None:
+                deadline[ref] = time.monotonic() + self.setup_timeout
+
         while pending or running:
             while pending and idle:
                 w, pos = idle.popleft(), pending.popleft()
                 attempts[pos] += 1
-                running[self._actors[w].run.remote(specs[pos])] = (w, pos)
-            done, _ = ray.wait(list(running), num_returns=1)
+                ref = self._actors[w].run.remote(specs[pos])
+                running[ref] = (w, pos)
+                if self.timeout is not None:
+                    deadline[ref] = time.monotonic() + self.timeout
+            wait = min(deadline.values()) - time.monotonic() if deadline else None
+            done, _ = ray.wait(list(running), num_returns=1, timeout=None if wait is None else max(wait, 0.0))
+            now = time.monotonic()
+            for ref in [r for r, t in deadline.items() if t <= now and r not in done]:
+                # past its limit: ending the worker is the only way to stop the evaluation
+                w, pos = running.pop(ref)
+                del deadline[ref]
+                if pos < 0:
+                    raise SetupError(
+                        f"simulator {self.context.sim}: a replaced Ray worker's set-up did not finish within "
+                        f"{self.setup_timeout:g} s (setup_timeout; --set setup_timeout=SECONDS, 0 for none)"
+                    )
+                replace(w)
+                spec = specs[pos]
+                out = EvalResult(
+                    index=spec.index,
+                    params=spec.params,
+                    error=f"timed out: simulator {self.context.sim}, {short_params(spec.params)}, seed "
+                    f"{spec.data_seed}: evaluation {spec.index} did not finish within {self.timeout:g} s "
+                    "(eval_timeout); its Ray worker was replaced",
+                    failure="timed out",
+                    attempts=attempts[pos],
+                )
+                results[pos] = out
+                if on_result is not None:
+                    on_result(out)
             for ref in done:
                 w, pos = running.pop(ref)
+                deadline.pop(ref, None)
+                if pos < 0:  # a replaced worker is ready
+                    try:
+                        pid, err = ray.get(ref)
+                    except died:
+                        replace(w)  # died during its set-up: try another
+                        continue
+                    self._setup_failed(err)
+                    self._pids[w] = pid
+                    idle.append(w)
+                    continue
                 spec = specs[pos]
                 try:
                     out = ray.get(ref)
                 except died as e:
-                    self._replace(w)
-                    idle.append(w)
+                    replace(w)
                     if attempts[pos] <= self.max_retries:
                         pending.appendleft(pos)  # the next free worker takes it first
                         continue
@@ -303,14 +379,22 @@ class RayExecutor:
                     out = EvalResult(
                         index=spec.index,
                         params=spec.params,
-                        error=f"worker died {_times(attempts[pos])}: {type(e).__name__}: {reason}"[:500],
+                        error=f"worker died {_times(attempts[pos])}: simulator {self.context.sim}, "
+                        f"{short_params(spec.params)}, seed {spec.data_seed}: {type(e).__name__}: {reason}"[:800],
+                        failure="worker died",
                     )
                 except ray.exceptions.RayTaskError as e:
                     # Not from the evaluation (Evaluator.safe catches those): e.g. a result
                     # that does not pickle.  Reported like a failed evaluation.
                     idle.append(w)
                     cause = e.cause if getattr(e, "cause", None) is not None else e
-                    out = EvalResult(index=spec.index, params=spec.params, error=f"{type(cause).__name__}: {cause}")
+                    out = EvalResult(
+                        index=spec.index,
+                        params=spec.params,
+                        error=f"crashed: simulator {self.context.sim}, {short_params(spec.params)}, seed "
+                        f"{spec.data_seed}: {type(cause).__name__}: {cause}",
+                        failure="crashed",
+                    )
                 else:
                     idle.append(w)
                     if isinstance(out, BaseException):

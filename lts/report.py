@@ -67,6 +67,7 @@ def reward_table(summary: dict[str, Any]) -> str:
     parts = [("validation (the reward the search was told)", "reward", "metrics")]
     if summary.get("test"):
         parts.insert(0, ("test split (held out: report these)", "test", "test_metrics"))
+    repeats = summary.get("final_repeats", 0)
     for title, key, mkey in parts:
         if len(parts) > 1:
             rows.append(f" {title}")
@@ -76,5 +77,10 @@ def reward_table(summary: dict[str, Any]) -> str:
                 continue
             r = summary[key][w]
             extra = ", ".join(f"{k}={v:.4g}" for k, v in metrics.get(w, {}).items())
+            why = (summary.get("errors") or {}).get(w)
+            if r is None and why:  # a row without a figure says why
+                extra = f"failed: {why}"
+            elif r is not None and (n := (summary.get("seeds") or {}).get(w, repeats)) < repeats:
+                extra += f"  ({n} of {repeats} seeds; the others failed: summary.json retries)"
             rows.append(f"  {w:<7} {_fmt(r):>8}   {extra}")
     return "\n".join(rows)

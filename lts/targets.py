@@ -21,6 +21,7 @@ from simulators import Batch, Simulator
 from simulators.errors import UserError
 from simulators.space import load_target_file
 
+from .checks import TASK_NEEDS, BadBatch, check_batch, setup_call, sim_label
 from .config import resolve_path
 from .seeding import derive_seed
 
@@ -28,12 +29,6 @@ __all__ = ["Target", "load_target", "split_files", "target_params"]
 
 # What a task needs from a directory target.
 _NEEDS = {"counting": ("counts",), "segmentation": ("semantic",)}
-# What a built-in task needs a rendered target to hold: `Batch` field -> what to call it.
-_RENDERED_NEEDS: dict[str, dict[str, str]] = {
-    "counting": {"images": "images", "counts": "per-type car counts"},
-    "segmentation": {"images": "images", "semantic": "semantic labels"},
-    "classify": {"features": "points (features)", "labels": "class labels"},
-}
 
 
 @dataclass
@@ -91,18 +86,11 @@ def _check_split(split: float) -> None:
         raise UserError(f"target split {split!r}: expected the fraction of the directory for validation, in (0, 1)")
 
 
-def _sim_label(sim: Simulator, sim_name: str | None) -> str:
-    if sim_name:
-        return sim_name
-    cls = type(sim)
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
 def _check_rendered(batch: Batch, task_name: str, sim: Simulator, sim_name: str | None) -> None:
     """A rendered target lacking what the task needs is the simulator's doing: say so."""
-    for field_name, what in _RENDERED_NEEDS.get(task_name, {}).items():
+    for field_name, what in TASK_NEEDS.get(task_name, {}).items():
         if getattr(batch, field_name) is None:
-            raise UserError(f"task {task_name} needs {what}; simulator {_sim_label(sim, sim_name)} renders none")
+            raise UserError(f"task {task_name} needs {what}; simulator {sim_label(sim, sim_name)} renders none")
 
 
 def load_target(
@@ -116,12 +104,15 @@ def load_target(
     test_size: int | None = None,
     split: float = 0.5,
     test_dir: str | Path | None = None,
+    setup_timeout: float | None = None,
 ) -> Target:
     """Build the target named by ``spec``: a parameter file (validation: ``size`` frames,
     test: ``test_size`` frames, default ``size``, from ψ* with two seeds) or a labelled
     directory (``split`` of its images, by file name, for validation and the rest for test;
     or all of them for validation and ``test_dir``, of the same layout and resolution, for
-    test)."""
+    test).  Every split passes `lts.checks.check_batch`; a simulator that crashes, or renders
+    for longer than ``setup_timeout`` seconds, is one line naming it, the split and the seed
+    (`SetupError`)."""
     _check_split(split)
     path = resolve_path(spec)
     if path.is_dir():
@@ -132,7 +123,7 @@ def load_target(
             raise UserError(f"task {task_name!r} cannot be scored on an image directory ({str(path)!r})")
         resolution = getattr(sim, "resolution", None)
         if test_dir is None:
-            batch = read_labelled_dir(path, resolution=resolution, need=need)
+            batch = _checked_dir(read_labelled_dir(path, resolution=resolution, need=need), path)
             val_idx, test_idx = split_files(batch.attributes["file"], split)
             return Target(batch=batch.subset(val_idx), params=None, source=str(path), test=batch.subset(test_idx))
         test_path = resolve_path(test_dir)
@@ -151,11 +142,12 @@ def load_target(
                 f"test directory {str(test_path)!r} holds {test_info.size[1]}×{test_info.size[0]} images; "
                 f"expected {info.size[1]}×{info.size[0]}, as the validation directory {str(path)!r}"
             )
-        batch = read_labelled_dir(path, resolution=resolution, need=need)
+        batch = _checked_dir(read_labelled_dir(path, resolution=resolution, need=need), path)
         try:
             test = read_labelled_dir(test_path, resolution=resolution or info.size, need=need)
         except UserError as e:
             raise UserError(f"test directory: {e}") from None
+        _checked_dir(test, test_path)
         return Target(batch=batch, params=None, source=str(path), test=test)
     if not path.exists():
         raise UserError(f"target {str(spec)!r} does not exist (expected a target .yaml file or an image directory)")
@@ -165,7 +157,28 @@ def load_target(
     if n_test < 1:
         raise UserError(f"test_size {n_test}: expected at least one test frame")
     params = target_params(path, sim, sim_name)
-    batch = sim.generate(params, size, seed=derive_seed(run_seed, "target"))
-    _check_rendered(batch, task_name, sim, sim_name)
-    test = sim.generate(params, n_test, seed=derive_seed(run_seed, "target-test"))
+    name = sim_label(sim, sim_name)
+
+    def render(which: str, n: int, seed: int) -> Batch:
+        what = f"rendering the target's {which} split ({n} scenes, seed {seed})"
+        out = setup_call(lambda: sim.generate(params, n, seed=seed), sim=name, what=what, timeout=setup_timeout)
+        if which == "validation":
+            _check_rendered(out, task_name, sim, sim_name)
+        try:
+            check_batch(out, n=n, needs=TASK_NEEDS.get(task_name, {}))
+        except BadBatch as e:
+            raise UserError(f"simulator {name}: the target's {which} split (seed {seed}): {e}") from None
+        return out
+
+    batch = render("validation", size, derive_seed(run_seed, "target"))
+    test = render("test", n_test, derive_seed(run_seed, "target-test"))
     return Target(batch=batch, params=params, source=str(path), test=test)
+
+
+def _checked_dir(batch: Batch, path: Path) -> Batch:
+    """A directory's frames through the same check as a simulator's."""
+    try:
+        check_batch(batch)
+    except BadBatch as e:
+        raise UserError(f"target directory {str(path)!r}: its frames: {e}") from None
+    return batch

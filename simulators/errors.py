@@ -40,4 +40,10 @@ class SimulatorUnavailable(UserError):
     with its checkpoint written, so that ``--resume`` continues once the server is back."""
 
 
-__all__ += ["SimulatorUnavailable"]
+class SetupError(UserError):
+    """A set-up step failed: a simulator that crashed while building itself or rendering the
+    target.  One line naming the simulator, the step and the exception; the exception is the
+    ``__cause__``, whose traceback ``--debug`` (or ``LTS_DEBUG=1``) prints."""
+
+
+__all__ += ["SimulatorUnavailable", "SetupError"]

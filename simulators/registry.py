@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .base import Simulator
-from .errors import UnknownNameError, UserError, did_you_mean
+from .errors import SetupError, UnknownNameError, UserError, did_you_mean
 
 __all__ = ["check_workers", "make", "register", "available", "resolve", "ENTRY_POINT_GROUP"]
 
@@ -91,11 +91,16 @@ def make(name: str, **options: Any) -> Simulator:
     factory = resolve(name)
     try:
         sim = factory(**options)
+    except UserError:
+        raise
     except TypeError as e:
         # A wrong option name is the user's mistake; say which simulator refused it.
         if "unexpected keyword argument" in str(e) or "got an unexpected" in str(e):
             raise UserError(f"simulator {name!r}: {e}") from None
-        raise
+        raise _setup_error(name, e) from e
+    except Exception as e:
+        # a plug-in that crashes while building itself: one line, its traceback behind --debug
+        raise _setup_error(name, e) from e
     if not hasattr(sim, "param_space") or not hasattr(sim, "generate"):
         raise UserError(f"simulator {name!r} does not provide 'param_space' and 'generate'")
     return sim
@@ -108,3 +113,10 @@ def check_workers(name: str, options: Mapping[str, Any], workers: int) -> None:
     hook = getattr(resolve(name), "check_workers", None)
     if callable(hook):
         hook(options, int(workers))
+
+
+def _setup_error(name: str, e: Exception) -> SetupError:
+    said = " ".join(str(e).split())
+    return SetupError(
+        f"simulator {name} failed while building itself: {type(e).__name__}: {said} (--debug shows where)"
+    )

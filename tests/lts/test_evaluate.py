@@ -100,3 +100,45 @@ def test_segmentation_on_an_unseen_cityscapes_directory_with_finetuning(tmp_path
     assert run_cli(evaluate_main, [str(run), "--target", str(cs), "--test", str(kitti.parent), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: test directory") and "kitti layout; expected cityscapes" in err and "\n" not in err
+
+
+def test_finetune_refuses_the_test_split_whatever_folder_reaches_it(tmp_path, repo, capsys):
+    """--finetune on files of the target's test split is refused by file identity: the
+    target's own split, and the same files reached through another folder (a link)."""
+    import os
+
+    import simulators
+    from lts.datasets import write_cityscapes
+
+    sim = simulators.make("procedural", resolution=(32, 64))
+    cs = tmp_path / "cityscapes"
+    write_cityscapes(sim.generate(sim.param_space.default(), 6, seed=11), cs, split="val", city="aachen",
+                     label_space="cityscapes")  # fmt: skip
+    linked = tmp_path / "elsewhere"
+    os.symlink(cs, linked)
+    run = tmp_path / "run"
+    args = ["--config", str(repo / "configs/segmentation.yaml"), "--target", str(repo / "configs/targets/default.yaml"),
+            "--out", str(run), "--iterations", "1", "--samples", "2", "--scenes", "4", "--quiet",
+            "--set", "sim_options.resolution=[32, 64]", "--set", "target_size=4", "--set", "final_repeats=0",
+            "--set", "task_options.steps=1", "--set", "task_options.batch_size=4", "--set", "match_iterations=0"]  # fmt: skip
+    assert run_cli(optimize_main, args) == 0
+    capsys.readouterr()
+    for finetune in (cs, linked):
+        argv = [
+            str(run),
+            "--target",
+            str(cs),
+            "--scenes",
+            "4",
+            "--steps",
+            "1",
+            "--finetune",
+            str(finetune),
+            "--finetune-split",
+            "val",
+            "--quiet",
+        ]
+        assert run_cli(evaluate_main, argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --finetune {str(finetune)!r}: 3 of its 6 images are images of the target's test")
+        assert err.count("\n") == 1

@@ -528,7 +528,9 @@ def test_a_render_the_moments_cannot_make_is_one_line_and_the_run_can_resume(tmp
 
     monkeypatch.setattr(Evaluator, "frames", broken)
     with pytest.raises(
-        UserError, match="could not render weather = 'cloudy_noon' alone .RuntimeError: server gone."
+        UserError,
+        match=r"could not render weather = 'cloudy_noon' alone with 3 seeds \(crashed: simulator procedural, ψ .*, "
+        r"seed \d+: RuntimeError: server gone at ",
     ) as e:
         exp.step()
     assert "\n" not in str(e.value) and exp.iteration == 0 and exp.stage.solved is None

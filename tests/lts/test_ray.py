@@ -161,6 +161,31 @@ def test_user_errors_in_workers_stop_the_run(local_ray):
         ray_exec.RayExecutor(_context("gmm", bogus=1), workers=1)
 
 
+@pytest.mark.slow
+def test_a_hung_evaluation_times_out_its_worker_is_replaced_and_the_run_finishes(local_ray, tmp_path, gmm_target):
+    from lts.seeding import derive_seed
+
+    out = tmp_path / "run"
+    hang = derive_seed(0, "data", 1, 1)  # iteration 1's second draw sleeps for ten minutes
+    spare = [derive_seed(0, "target"), derive_seed(0, "target-test")]
+    options = json.dumps({"mode": "sleep", "seeds": [hang], "delay": 600, "spare": spare})
+    args = tiny_gmm_args(gmm_target, out, "--sim", "faulty_sim:FaultyGmm", "--set", f"sim_options={options}",
+                         "--workers", "2", "--set", "eval_timeout=10", "--set", "common_seeds=false")  # fmt: skip
+    with pytest.warns(UserWarning, match="timed out"):
+        assert run_cli(optimize_main, args) == 0
+    rows = _metrics(out)
+    assert [len(r["errors"]) for r in rows] == [0, 1, 0]
+    (e,) = rows[1]["errors"]
+    assert e["draw"] == 1 and e["kind"] == "timed out" and rows[1]["rewards"][1] is None
+    assert f"seed {hang}: evaluation 1 did not finish within 10 s (eval_timeout); its Ray worker was replaced" in e[
+        "error"]  # fmt: skip
+    # the replacement worker served the rest of the run
+    assert all(x is not None for x in rows[2]["rewards"])
+    summary = _json(out / "summary.json")
+    assert summary["failures"] == {"evaluations": 1, "by_kind": {"timed out": 1}}
+    assert all(v is not None for v in summary["reward"].values())
+
+
 def test_short_temp_dir(tmp_path):
     long = tmp_path / ("x" * 80)
     long.mkdir()
