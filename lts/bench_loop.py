@@ -34,7 +34,7 @@ def bench_loop(args: argparse.Namespace) -> int:
     from .rundir import RunDir
 
     # The task's iterations are timed; the distribution-matching warm-up (a render per draw) is not.
-    layer: dict[str, Any] = {"iterations": args.iterations, "final_repeats": 0, "match_iterations": 0}
+    layer: dict[str, Any] = {"iterations": args.iterations, "final_repeats": 0, "warmup": {"phases": []}}
     if args.device:
         layer["device"] = args.device
     cfg = load_config(resolve_path(args.config) if args.config else None, layer, overrides=parse_set(args.set))

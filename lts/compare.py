@@ -3,7 +3,7 @@
 Each method is a search strategy (`policies`): ``lts`` is the configuration as given
 (its warm-up stage, then its ``search``), every other name a strategy of its own
 (``random``, ``tpe``, ``cmaes``, ``gp``, …) run as a generic searcher runs: on the
-task's reward alone, without the warm-up (``--set match_iterations=0`` gives ``lts``
+task's reward alone, without the warm-up (``--set warmup.phases=[]`` gives ``lts``
 without it, the ablation).  Every method runs as an lts run (`lts.loop.Experiment`,
 run directories under ``OUT/METHOD-seedS``) on the same simulator, task, target and
 budget of N evaluations, each simulator call charged by what it renders: an evaluation
@@ -153,16 +153,11 @@ def _run_method(method: str, config: Config, budget: float, out: Path, progress:
     k = config.samples
     search = method_search(method, config)
     cfg = dataclasses.replace(config, search=search, iterations=max(int(budget // k), 1))
-    if method != "lts":  # a searcher users already have sees the reward alone: no warm-up stage
-        cfg = dataclasses.replace(cfg, match_iterations=0)
+    if method != "lts":  # a searcher users already have sees the reward alone: no warm-up
+        cfg = dataclasses.replace(cfg, warmup=dataclasses.replace(cfg.warmup, phases=[]))
     exp = Experiment(cfg, RunDir(out / f"{method}-seed{cfg.seed}"))
-    if exp.stage is not None:  # the warm-up is charged too: fewer search iterations
-        charge = exp.stage.renders() * cfg.match_scenes / cfg.scenes
-        if charge + k > budget:
-            raise UserError(
-                f"--budget {budget:g} does not cover the warm-up ({charge:g} evaluations) and one iteration"
-            )
-        exp.config = dataclasses.replace(cfg, iterations=int((budget - charge) // k))
+    exp.fit_budget(budget)  # the phases before the search are charged too: fewer search iterations
+    handover = sum(p.iterations for p in exp.phases[:-1]) - 1
     done = [0]
 
     def on_eval(res: Any) -> None:
@@ -176,7 +171,7 @@ def _run_method(method: str, config: Config, budget: float, out: Path, progress:
     def on_iteration(row: dict[str, Any]) -> None:
         failed[0] += len(row["errors"])
         # the warm-up's last ψ is a hand-over too: what the search starts from (and policy.json then)
-        if row["phase"] == "task" or row["iteration"] == exp.match_iterations - 1:
+        if row["phase"] == "task" or row["iteration"] == handover:
             points.append((float(row["evaluations"]), float(row["cpu_s"]), row["recommended"]))
 
     exp.cb = Callbacks(on_eval=on_eval, on_iteration=on_iteration)

@@ -16,7 +16,7 @@ from typing import Any
 from simulators.errors import UserError
 
 from .cli import ArgumentParser, callable_module, parse_set, run_cli, set_threads
-from .config import LEGACY_DEFAULTS, Config, describe_config, load_config, load_experiment, run_hint
+from .config import Config, describe_config, legacy_config, load_config, load_experiment, run_hint
 from .report import policy_table, reward_table
 from .rundir import RunDir
 
@@ -68,11 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--samples", type=int, metavar="K", help="ψ drawn per iteration")
     a("--scenes", type=int, metavar="M", help="scenes rendered per ψ")
     a(
-        "--match-iterations",
+        "--warmup-iterations",
         type=int,
         metavar="N",
-        help="iterations of the render-only warm-up stage before the search (0: none; default 120 for street scenes, "
-        "each of match_samples ψ × match_scenes scenes)",
+        help="the warm-up's iterations in all (0: none; a moments phase keeps its one, the last other phase takes "
+        "the rest; the phases are the config's warmup.phases)",
     )
     a("--quick", action="store_true", help="a smoke run of the chosen experiment at a tiny budget (under a minute)")
     a("--seed", type=int, metavar="S", help="run seed (same seed, same run)")
@@ -112,7 +112,6 @@ def _flags_to_layer(args: argparse.Namespace) -> dict[str, Any]:
     for key in (
         "sim",
         "search",
-        "match_iterations",
         "task",
         "target",
         "test_target",
@@ -157,47 +156,42 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
     overrides = parse_set(args.set)
     if args.resume:
         run_dir = RunDir.open(args.resume)
-        if args.config or args.out or args.quick:
-            raise UserError("--resume takes the run's own config; do not pass --config, --out or --quick with it")
+        if args.config or args.out or args.quick or args.warmup_iterations is not None:
+            raise UserError(
+                "--resume takes the run's own config; do not pass --config, --out, --quick or --warmup-iterations "
+                "with it"
+            )
         changed = sorted((set(layer) | {k.split(".")[0] for k in overrides}) - set(_RESUMABLE))
         if changed:
             raise UserError(
                 f"cannot change {', '.join(changed)} when resuming (allowed: {', '.join(sorted(_RESUMABLE))})"
             )
-        saved = {**LEGACY_DEFAULTS, **run_dir.read_config()}
+        saved = legacy_config(run_dir.read_config())
         if "policy" in saved and "search" not in saved:
             raise UserError(
                 f"{str(run_dir.path)!r} was written by an older lts (before search strategies); start a new run"
             )
         return load_config(None, saved, layer, overrides=overrides), run_dir, True
-    config = load_experiment(args.config, layer, overrides, quick=args.quick)
+    config = load_experiment(args.config, layer, overrides, quick=args.quick, warmup_iterations=args.warmup_iterations)
     return config, RunDir.new(args.out, name_hint=run_hint(config)), False
 
 
 def plan_line(exp: Any) -> str:
-    """What the run will do, in one line: phases, iterations, evaluations, frames."""
+    """What the run will do, in one line: its phases, evaluations, frames (asked of `Experiment.phases`)."""
     cfg = exp.config
+    *before, last = exp.phases
+    finals = len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0
     parts = []
-    stage = exp.stage
-    if stage is not None:
-        then = exp.match_iterations - 1 if stage.rest else 0
-        what = (
-            f"{stage.moment_renders} renders (mixes by moments)"
-            + (f", then {then} it × {cfg.match_samples} renders," if then else "")
-            if stage.mixes
-            else f"{exp.match_iterations} it × {cfg.match_samples} renders"
-        )
-        parts.append(f"warm-up {what} of {cfg.match_scenes} scenes (no training)")
-    if cfg.iterations:
-        parts.append(f"{cfg.search} {cfg.iterations} it × {cfg.samples} evaluations of {cfg.scenes} scenes")
-        finals = len(exp.final_baselines()) * cfg.final_repeats
+    warm = [p for p in before if p.iterations]
+    if warm:
+        quiet = "" if any(p.trains for p in warm) else " (no training)"
+        parts.append("warm-up " + ", then ".join(p.plan() for p in warm) + quiet)
+    if last.iterations:
+        parts.append(last.plan())
         if finals:
             parts.append(f"{finals} final evaluations")
-    frames = (stage.renders() if stage is not None else 0) * cfg.match_scenes
-    frames += (
-        cfg.iterations * cfg.samples + (len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0)
-    ) * cfg.scenes
-    trainings = cfg.iterations * cfg.samples + (len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0)
+    frames = sum(p.evaluations * p.scenes for p in exp.phases) + finals * cfg.scenes
+    trainings = sum(p.evaluations for p in exp.phases if p.trains) + finals
     return f"plan: {' → '.join(parts) or 'nothing to evaluate'}; {trainings} trainings, {frames:,} frames"
 
 
@@ -218,13 +212,14 @@ class _Progress:
 
     def start(self, exp: Any) -> None:
         cfg = exp.config
+        *before, last = exp.charge(exp.iteration)  # (phase, ψ it evaluates from here)
         self.left = {
-            "match": exp.stage.renders(exp.iteration) if exp.stage is not None else 0,
-            "task": min(cfg.iterations, exp.match_iterations + cfg.iterations - exp.iteration) * cfg.samples,
+            "match": sum(n for _, n in before),
+            "task": last[1],
             "final": len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0,
         }
         self.phase = "match" if self.left["match"] else "task"
-        self.iters, self.done_iters = exp.match_iterations + cfg.iterations, exp.iteration
+        self.iters, self.done_iters = exp.total_iterations, exp.iteration
         if not self.enabled:
             return
         from tqdm.auto import tqdm

@@ -102,7 +102,7 @@ def _args(gmm_target, out, *extra):
     return [
         "--config", str(REPO / "configs" / "gmm.yaml"), "--target", str(gmm_target), "--out", str(out), "--quiet",
         "--set", "samples=3", "--set", "scenes=60", "--set", "target_size=120", "--set", "final_repeats=2",
-        "--set", "task_options.steps=25", "--set", "search=reinforce", "--set", "match_iterations=0", *extra,
+        "--set", "task_options.steps=25", "--set", "search=reinforce", "--set", "warmup.phases=[]", *extra,
     ]  # fmt: skip
 
 
@@ -174,8 +174,7 @@ def test_lts_runs_its_warm_up_charged_by_what_it_renders_and_the_other_methods_n
     from lts.rundir import RunDir
 
     out = tmp_path / "cmp"
-    stage = ["--set", "match_iterations=2", "--set", "match_samples=3", "--set", "match_scenes=6",
-             "--set", "match_search=cma-mean"]  # fmt: skip
+    stage = ["--set", "warmup.phases=[{search: cma-mean, iterations: 2, samples: 3, scenes: 6}]"]
     args = _args(gmm_target, out, "--budget", "7", "--seeds", "1", "--methods", "lts,random", "--no-plot", *stage)
     assert run_cli(compare_main, args) == 0
     report = json.loads((out / "comparison.json").read_text())

@@ -67,7 +67,7 @@ def test_segmentation_on_an_unseen_cityscapes_directory_with_finetuning(tmp_path
     args = ["--config", str(repo / "configs/segmentation.yaml"), "--target", str(repo / "configs/targets/default.yaml"),
             "--out", str(run), "--iterations", "1", "--samples", "2", "--scenes", "8", "--quiet",
             "--set", "sim_options.resolution=[32, 64]", "--set", "target_size=8", "--set", "final_repeats=1",
-            "--set", "task_options.steps=2", "--set", "task_options.batch_size=8", "--set", "match_iterations=0"]  # fmt: skip
+            "--set", "task_options.steps=2", "--set", "task_options.batch_size=8", "--set", "warmup.phases=[]"]  # fmt: skip
     assert run_cli(optimize_main, args) == 0
     capsys.readouterr()
     assert run_cli(evaluate_main, [str(run), "--target", str(cs), "--scenes", "32", "--steps", "80",

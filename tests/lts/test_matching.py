@@ -83,14 +83,21 @@ def test_a_target_without_frames_is_refused():
         AppearanceMatch(torch.zeros(10, 2))
 
 
+def _phases(iterations=3, samples=4, scenes=16, search="reinforce", moments=None):
+    """``--set warmup.phases=…``: the moments first (of ``moments`` scenes a choice) if asked, then ``search``."""
+    first = f"{{search: moments, scenes: {moments}}}, " if moments else ""
+    return (
+        f"warmup.phases=[{first}{{search: {search}, iterations: {iterations}, samples: {samples}, scenes: {scenes}}}]"
+    )
+
+
 def _args(out, *extra):
     return [
         "--config", str(REPO / "configs" / "counting.yaml"), "--out", str(out), "--quiet", "--seed", "3",
         "--iterations", "1", "--samples", "4", "--scenes", "24",
         "--set", "target_size=24", "--set", "final_repeats=1", "--set", "task_options.steps=4",
-        "--set", "sim_options.resolution=[32, 64]", "--set", "match_iterations=3", "--set", "match_elements=[weather]",
-        "--set", "match_scenes=16", "--set", "match_samples=4", "--set", "match_labels=[]", "--search", "reinforce",
-        "--set", "match_moments=false", *extra,
+        "--set", "sim_options.resolution=[32, 64]", "--set", "warmup.look=[weather]", "--set", "warmup.labels=[]",
+        "--set", _phases(), "--search", "reinforce", *extra,
     ]  # fmt: skip
 
 
@@ -120,9 +127,9 @@ def _experiment(path, **extra):
 
     overrides = {
         "task_options.steps": 4, "sim_options.resolution": [32, 64], "target_size": 24, "test_size": 24,
-        "match_iterations": 3, "match_scenes": 16, "match_samples": 4, "match_labels": [], "samples": 4,
-        "scenes": 24, "iterations": 1, "final_repeats": 1, "seed": 3, "match_elements": ["weather"],
-        "search": "reinforce", "match_moments": False, **extra,
+        "warmup.phases": [{"search": "reinforce", "iterations": 3, "scenes": 16, "samples": 4}],
+        "warmup.labels": [], "samples": 4, "scenes": 24, "iterations": 1, "final_repeats": 1, "seed": 3,
+        "warmup.look": ["weather"], "search": "reinforce", **extra,
     }  # fmt: skip
     run = RunDir(path)
     run.make()
@@ -158,9 +165,9 @@ def test_a_checkpoint_mid_warm_up_resumes_to_the_same_next_step_and_an_old_one_i
 
 
 def test_unknown_match_element_is_one_line_exit_2(tmp_path, capsys):
-    assert run_cli(optimize_main, _args(tmp_path / "run", "--set", "match_elements=[wether]")) == 2
+    assert run_cli(optimize_main, _args(tmp_path / "run", "--set", "warmup.look=[wether]")) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: match_elements: unknown parameter 'wether'") and "\n" not in err
+    assert err.startswith("error: warmup.look: unknown parameter 'wether'") and "\n" not in err
 
 
 def test_iterations_0_runs_no_evaluation_and_no_warm_up(tmp_path):
@@ -190,19 +197,19 @@ def test_the_street_space_names_the_weather_as_its_look():
 
 def test_match_hold_keeps_the_mixes_the_warm_up_moved(tmp_path):
     out = tmp_path / "run"
-    assert run_cli(optimize_main, _args(out, "--iterations", "2", "--set", "match_hold=true")) == 0
+    assert run_cli(optimize_main, _args(out, "--iterations", "2", "--set", "warmup.hold=true")) == 0
     rows = RunDir(out).read_metrics()
     assert [r["phase"] for r in rows] == ["match"] * 3 + ["task"] * 2
     weather = [r["policy"]["params"]["weather"] for r in rows]
     assert weather[2] == weather[3] == weather[4] and weather[1] != weather[2]
     assert rows[4]["policy"]["params"]["car_type"] != rows[2]["policy"]["params"]["car_type"]
     free = tmp_path / "free"
-    assert run_cli(optimize_main, _args(free, "--set", "match_hold=false")) == 0
+    assert run_cli(optimize_main, _args(free, "--set", "warmup.hold=false")) == 0
     rows = RunDir(free).read_metrics()
     assert rows[3]["policy"]["params"]["weather"] != rows[2]["policy"]["params"]["weather"]  # the task moves it too
     # every element matched: the mixes are held, the continuous elements go on
-    everything = "match_elements=[weather, intersection, car_type, cars_per_scene, road_length]"
-    assert run_cli(optimize_main, _args(tmp_path / "all", "--set", "match_hold=true", "--set", everything)) == 0
+    everything = "warmup.look=[weather, intersection, car_type, cars_per_scene, road_length]"
+    assert run_cli(optimize_main, _args(tmp_path / "all", "--set", "warmup.hold=true", "--set", everything)) == 0
     last, task = (r["policy"]["params"] for r in RunDir(tmp_path / "all").read_metrics()[2:])
     assert all(task[n] == last[n] for n in ("weather", "intersection", "car_type"))
     assert task["cars_per_scene"] != last["cars_per_scene"] and task["road_length"] != last["road_length"]
@@ -229,7 +236,7 @@ def test_one_progress_display_and_a_plan_line_for_the_whole_run(tmp_path, capsys
     err = capsys.readouterr().err
     plan = next(line for line in err.splitlines() if line.startswith("plan: "))
     assert plan == (
-        "plan: warm-up 3 it × 4 renders of 16 scenes (no training) → reinforce 1 it × 4 evaluations of 24 scenes"
+        "plan: warm-up reinforce 3 it × 4 renders of 16 scenes (no training) → reinforce 1 it × 4 evaluations of 24 scenes"
         " → 3 final evaluations; 7 trainings, 360 frames"
     )
     assert "19/19 evals" in err  # 12 warm-up renders, 4 evaluations, 3 final ones: one display
@@ -238,9 +245,9 @@ def test_one_progress_display_and_a_plan_line_for_the_whole_run(tmp_path, capsys
 
 
 def test_match_scenes_below_one_is_one_line_exit_2(tmp_path, capsys):
-    assert run_cli(optimize_main, _args(tmp_path / "run", "--set", "match_scenes=0")) == 2
+    assert run_cli(optimize_main, _args(tmp_path / "run", "--set", _phases(scenes=0))) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: match_scenes must be >= 1, got 0"
+    assert err == "error: warmup.phases[0].scenes must be an integer >= 1, got 0"
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
@@ -272,7 +279,7 @@ def test_the_labels_distance_sees_the_car_types_the_look_does_not(street):
 
 def test_the_warm_up_moves_the_contents_by_the_labels_and_the_task_goes_on_with_them(tmp_path):
     out = tmp_path / "run"
-    args = _args(out, "--set", "match_labels=null", "--set", "match_samples=8")
+    args = _args(out, "--set", "warmup.labels=null", "--set", _phases(samples=8))
     assert run_cli(optimize_main, args) == 0
     rows = RunDir(out).read_metrics()
     assert [r["phase"] for r in rows] == ["match"] * 3 + ["task"] and len(rows[0]["rewards"]) == 8
@@ -289,14 +296,14 @@ def test_the_warm_up_moves_the_contents_by_the_labels_and_the_task_goes_on_with_
 
 
 def test_an_element_in_both_signals_is_one_line_exit_2(tmp_path, capsys):
-    args = _args(tmp_path / "run", "--set", "match_labels=[car_type, weather]")
+    args = _args(tmp_path / "run", "--set", "warmup.labels=[car_type, weather]")
     assert run_cli(optimize_main, args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: match_elements and match_labels both name ['weather']") and "\n" not in err
+    assert err.startswith("error: warmup.look and warmup.labels both name ['weather']") and "\n" not in err
     # an element named for the look leaves the simulator's default label elements
     out = tmp_path / "look"
     assert (
-        run_cli(optimize_main, _args(out, "--set", "match_elements=[weather, car_type]", "--set", "match_labels=null"))
+        run_cli(optimize_main, _args(out, "--set", "warmup.look=[weather, car_type]", "--set", "warmup.labels=null"))
         == 0
     )
     rows = RunDir(out).read_metrics()
@@ -319,8 +326,8 @@ def test_the_toys_warm_up_matches_points_and_labels_and_the_search_starts_there(
     from conftest import tiny_gmm_args
 
     out = tmp_path / "run"
-    args = tiny_gmm_args(gmm_target, out, "--search", "cma-mean", "--set", "match_iterations=12",
-                         "--set", "match_search=cma-mean", "--set", "match_scenes=50", "--set", "match_samples=8")  # fmt: skip
+    args = tiny_gmm_args(gmm_target, out, "--search", "cma-mean",
+                         "--set", _phases(12, 8, 50, "cma-mean"))  # fmt: skip
     assert run_cli(optimize_main, args) == 0
     rows = RunDir(out).read_metrics()
     assert [r["phase"] for r in rows] == ["match"] * 12 + ["task"] * 3
@@ -375,10 +382,10 @@ def test_class_moments_rank_the_true_psi_first_on_the_12_coordinate_problem():
 
 
 def test_match_classes_on_labels_that_are_not_points_is_one_line_exit_2(tmp_path, capsys):
-    args = _args(tmp_path / "run", "--set", "match_classes=true", "--set", "match_labels=null")
+    args = _args(tmp_path / "run", "--set", "warmup.classes=true", "--set", "warmup.labels=null")
     assert run_cli(optimize_main, args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: match_classes compares labelled points") and "'counts'" in err and "\n" not in err
+    assert err.startswith("error: warmup.classes compares labelled points") and "'counts'" in err and "\n" not in err
 
 
 # -- the moments: each mix solved from pure renders ---------------------------------------
@@ -430,7 +437,7 @@ def _moments_args(out, *extra):
         "--config", str(REPO / "configs" / "counting.yaml"), "--out", str(out), "--quiet", "--seed", "3",
         "--iterations", "1", "--samples", "2", "--scenes", "24", "--search", "reinforce",
         "--set", "target_size=128", "--set", "final_repeats=0", "--set", "task_options.steps=2",
-        "--set", "sim_options.resolution=[32, 64]", "--set", "match_scenes=48", *extra,
+        "--set", "sim_options.resolution=[32, 64]", *(extra or ["--set", _phases(0, moments=48)]),
     ]  # fmt: skip
 
 
@@ -469,7 +476,7 @@ def test_after_the_moments_the_warm_up_moves_what_is_left_and_a_resumed_run_ends
     from lts.config import load_config
     from lts.loop import Experiment
 
-    extra = ["--set", "match_iterations=3", "--set", "match_samples=4", "--set", "match_scenes=16"]
+    extra = ["--set", _phases(2, 4, 16, moments=16)]
     whole = tmp_path / "whole"
     assert run_cli(optimize_main, _moments_args(whole, *extra)) == 0
     rows = RunDir(whole).read_metrics()
@@ -488,8 +495,9 @@ def test_after_the_moments_the_warm_up_moves_what_is_left_and_a_resumed_run_ends
     exp = Experiment(
         load_config(REPO / "configs" / "counting.yaml", overrides={
             "seed": 3, "iterations": 1, "samples": 2, "scenes": 24, "search": "reinforce", "target_size": 128,
-            "final_repeats": 0, "task_options.steps": 2, "sim_options.resolution": [32, 64], "match_scenes": 16,
-            "match_iterations": 3, "match_samples": 4}),
+            "final_repeats": 0, "task_options.steps": 2, "sim_options.resolution": [32, 64],
+            "warmup.phases": [{"search": "moments", "scenes": 16},
+                              {"search": "reinforce", "iterations": 2, "samples": 4, "scenes": 16}]}),
         RunDir(part),
     )  # fmt: skip
     exp.run_dir.make()
@@ -518,7 +526,7 @@ def test_the_plan_line_counts_the_moments_renders(tmp_path, capsys, monkeypatch)
 def test_a_render_the_moments_cannot_make_is_one_line_and_the_run_can_resume(tmp_path, monkeypatch):
     from lts.evaluation import Evaluator
 
-    exp = _experiment(tmp_path / "run", match_moments=True, match_iterations=1)
+    exp = _experiment(tmp_path / "run", **{"warmup.phases": [{"search": "moments", "scenes": 16}]})
     frames = Evaluator.frames
 
     def broken(self, spec, res):
@@ -531,22 +539,33 @@ def test_a_render_the_moments_cannot_make_is_one_line_and_the_run_can_resume(tmp
         UserError, match="could not render weather = 'cloudy_noon' alone .RuntimeError: server gone."
     ) as e:
         exp.step()
-    assert "\n" not in str(e.value) and exp.iteration == 0 and exp.stage.solved is None
+    assert "\n" not in str(e.value) and exp.iteration == 0 and exp.phases[0].strategy.solved == {}
 
 
-def test_a_run_from_before_the_moments_resumes_without_them(tmp_path):
+def test_a_version_2_run_directory_resumes_where_it_left_off(tmp_path):
+    """A run directory from before phases (flat match_* keys in its config, a checkpoint with
+    the stage's ``match`` and ``moments`` beside ``strategy``) resumes where it left off."""
     import yaml
 
+    whole = _experiment(tmp_path / "whole")
+    for _ in range(4):
+        whole.step()
     part = tmp_path / "part"
-    exp = _experiment(part)  # the REINFORCE warm-up, as every run was before match_moments
+    exp = _experiment(part)
     exp.step()
     run = RunDir(part)
     config = yaml.safe_load((part / "config.yaml").read_text())
-    del config["match_moments"]
+    del config["warmup"]
+    old = {"match_iterations": 3, "match_samples": 4, "match_scenes": 16, "match_search": "reinforce",
+           "match_elements": ["weather"], "match_labels": [], "match_classes": False, "match_hold": True}  # fmt: skip
+    config.update(old)  # as version 2 wrote it; before match_moments, without the key
     (part / "config.yaml").write_text(yaml.safe_dump(config))
     state = run.load_checkpoint()
-    del state["config"]["match_moments"]
-    run.save_checkpoint(state)
-    assert run_cli(optimize_main, ["--resume", str(part), "--quiet"]) == 0
+    v2 = {k: v for k, v in state.items() if k != "phases"}
+    v2.update(version=2, match=state["phases"][0]["strategy"], moments=None, strategy=None, config=config)
+    run.save_checkpoint(v2)
+    assert run_cli(optimize_main, ["--resume", str(part), "--quiet", "--set", "final_repeats=0"]) == 0
     rows = run.read_metrics()
-    assert [r["search"] for r in rows] == ["reinforce"] * 4 and [r["phase"] for r in rows].count("match") == 3
+    assert [r["phase"] for r in rows] == ["match"] * 3 + ["task"]
+    assert rows[3]["policy"] == json.loads((tmp_path / "whole" / "policy.json").read_text())
+    assert (part / "policy.json").read_text() == (tmp_path / "whole" / "policy.json").read_text()

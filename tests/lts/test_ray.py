@@ -46,7 +46,7 @@ def _config(gmm_target: Path, **kw: object):
         "final_repeats": 1,
         "task_options": {"steps": 25},
         "search": "reinforce",
-        "match_iterations": 0,
+        "warmup": {"phases": []},
     }
     layer.update(kw)
     return load_config(REPO / "configs" / "gmm.yaml", layer)
@@ -79,6 +79,22 @@ def test_workers_2_gives_the_in_process_run(local_ray, tmp_path, gmm_target, sea
     assert [r["rewards"] for r in _metrics(a)] == [r["rewards"] for r in _metrics(b)]
     assert _json(a / "summary.json")["reward"] == _json(b / "summary.json")["reward"]
     assert ray.is_initialized()  # it joined the Ray this process had started and left it running
+
+
+def test_workers_2_gives_the_in_process_run_with_the_moments_first(local_ray, tmp_path):
+    """The moments render in this process, the search's evaluations on the workers: the same run."""
+    args = ["--out", "", "--quiet", "--seed", "1", "--iterations", "1", "--samples", "2", "--scenes", "8",
+            "--set", "sim_options.resolution=[32, 64]", "--set", "target_size=16", "--set", "final_repeats=1",
+            "--set", "task_options.steps=2", "--set", "warmup.phases=[{search: moments, scenes: 8}]"]  # fmt: skip
+    runs = []
+    for name, extra in (("inproc", []), ("ray", ["--workers", "2"])):
+        args[1] = str(tmp_path / name)
+        assert run_cli(optimize_main, [*args, *extra]) == 0
+        runs.append(tmp_path / name)
+    a, b = runs
+    assert [r["search"] for r in _metrics(a)] == ["moments", "cma-mean"]
+    assert _json(a / "policy.json") == _json(b / "policy.json")
+    assert [r["rewards"] for r in _metrics(a)] == [r["rewards"] for r in _metrics(b)]
 
 
 def test_failed_evaluations_are_logged_with_their_params(local_ray, tmp_path, gmm_target):

@@ -26,7 +26,7 @@ def test_optimize_and_evaluate_refine_every_batch(tmp_path, repo):
             "--samples", "2", "--scenes", "8", "--quiet", "--refiner", str(ck),
             "--set", "sim_options.resolution=[32, 64]", "--set", "target_size=8", "--set", "final_repeats=1",
             "--set", "task_options.steps=2", "--set", "task_options.batch_size=4",
-            "--set", "match_iterations=1"]  # fmt: skip
+            "--set", "warmup.phases=[{search: moments}]"]  # fmt: skip
     assert run_cli(optimize_main, args) == 0
     match, row = (json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines())
     assert match["phase"] == "match" and match["timing_s"]["refine"] > 0  # the warm-up matches refined frames
