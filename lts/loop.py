@@ -35,7 +35,7 @@ from policies import Strategy
 from . import tasks as tasks_mod
 from .config import Config, config_to_dict, legacy_config
 from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, local_executor, random_params
-from .phases import Phase, build_phases
+from .phases import Phase, build_phases, from_version_2, summary_counts
 from .rundir import CHECKPOINT, POLICY, SUMMARY, RunDir
 from .seeding import derive_seed
 from .targets import Target, load_target
@@ -43,8 +43,8 @@ from .targets import Target, load_target
 __all__ = ["Experiment", "Callbacks", "make_executor", "BASELINES", "CHECKPOINT_VERSION"]
 
 BASELINES = ("lts", "oracle", "random")
-# 1: before search strategies (REINFORCE wired into the loop); 2: before phases (a warm-up
-# stage's keys beside the search's), read by `_from_version_2`
+# 1: before search strategies (REINFORCE wired into the loop); 2: before phases, read by
+# `lts.phases.from_version_2`
 CHECKPOINT_VERSION = 3
 
 
@@ -251,7 +251,7 @@ class Experiment:
             },
             # REINFORCE's update; one per signal ({"look": …, "labels": …}) where it has several
             "update": None if stats is None else {k or "task": v.__dict__ for k, v in stats.items()},
-            # what a strategy reports of its own (the moments: −each mix's fit residual)
+            # what a strategy reports of its own (a fit's residuals, say)
             **(getattr(searcher, "last_row", None) or {}),
         }
 
@@ -292,11 +292,15 @@ class Experiment:
             # anything: numpy arrays, a generator, an Optuna study); the checkpoint itself stays
             # loadable with torch.load(weights_only=True)
             "phases": [
-                {"search": p.search, "strategy": pickle.dumps(p.strategy.state_dict())}
+                {
+                    "search": p.search,
+                    "strategy": pickle.dumps(p.strategy.state_dict()),
+                    # what an objective carries between iterations (the task's: the best model, --warm-start)
+                    "objective": p.objective.state_dict() if hasattr(p.objective, "state_dict") else None,
+                }
                 for p in self.phases[: self.started]
                 if p.strategy is not None
             ],
-            "best_state": self.phases[-1].objective.best_state,
             "sim_frames": self.sim_frames,
             "evaluations": self.evaluations,
             "elapsed_s": self.elapsed(),
@@ -306,7 +310,7 @@ class Experiment:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("version") == 2:
-            state = _from_version_2(state, self.phases)
+            state = from_version_2(state, self.phases)
         if state.get("version") != CHECKPOINT_VERSION:
             raise simulators.UserError(
                 f"checkpoint in {str(self.run_dir.path)!r} was written by an older lts (before search strategies); "
@@ -321,7 +325,9 @@ class Experiment:
         self.iteration = int(state["iteration"])
         self.started = 0
         self._advance([p["strategy"] for p in state["phases"]])
-        self.phases[-1].objective.best_state = state.get("best_state")
+        for p, saved in zip(self.phases, state["phases"]):
+            if saved.get("objective") is not None:
+                p.objective.load_state_dict(saved["objective"])
         self.sim_frames = int(state["sim_frames"])
         self.evaluations = float(state["evaluations"])
         self.elapsed_before, self.cpu_before = float(state["elapsed_s"]), float(state["cpu_s"])
@@ -448,8 +454,7 @@ class Experiment:
             "test_metrics": test_metrics,
             "search": cfg.search,
             "iterations": self.iteration,
-            # the iterations before the last phase's (the warm-up's)
-            "match_iterations": min(sum(p.iterations for p in self.phases[:-1]), self.iteration),
+            **summary_counts(self.phases, self.iteration),
             "sim_frames": self.sim_frames,
             "evaluations": self.evaluations,
             "elapsed_s": self.elapsed(),
@@ -506,29 +511,6 @@ def _edited_keys(saved: Mapping[str, Any], now: Mapping[str, Any], prefix: str =
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} → {b!r}")
     return out
-
-
-def _from_version_2(state: dict[str, Any], phases: Sequence[Phase]) -> dict[str, Any]:
-    """A version-2 checkpoint (a warm-up stage's ``match`` and ``moments`` keys beside the
-    search's ``strategy``) as one list of phase states, for the phases its configuration
-    gives today (`lts.config.legacy_config`)."""
-    by_phase: list[bytes | None] = []
-    for p in phases[:-1]:
-        if p.search == "moments":
-            solved = state.get("moments")
-            by_phase.append(
-                None if solved is None else pickle.dumps({"asks": p.samples, "solved": solved, "residual": {}})
-            )
-        else:
-            by_phase.append(state.get("match"))
-    by_phase.append(state.get("strategy"))
-    # a phase is started once the checkpoint holds its state, or a later one's
-    last = max((i for i, s in enumerate(by_phase) if s is not None), default=0)
-    return {
-        **state,
-        "version": CHECKPOINT_VERSION,
-        "phases": [{"search": p.search, "strategy": s} for p, s in zip(phases[: last + 1], by_phase)],
-    }
 
 
 def _tensorboard_writer(run_dir: RunDir) -> Any:

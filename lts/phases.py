@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import pickle
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,7 +32,9 @@ from .matching import TargetMatch
 from .seeding import derive_seed
 from .targets import Target
 
-__all__ = ["Phase", "Objective", "TaskObjective", "MatchObjective", "MomentsObjective", "build_phases"]
+__all__ = [
+    "Phase", "Objective", "TaskObjective", "MatchObjective", "MomentsObjective", "build_phases", "from_version_2", "summary_counts",
+]  # fmt: skip
 
 
 class Objective(Protocol):
@@ -61,6 +64,12 @@ class TaskObjective:
     def told(self, result: EvalResult) -> Any:
         return result.reward if result.ok else math.nan
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_state": self.best_state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best_state = state.get("best_state")
+
 
 class MatchObjective:
     """−the distances of a render to the target (`TargetMatch`), one after another in this
@@ -85,9 +94,6 @@ class MatchObjective:
         if not self.signals:
             return result.reward
         return {k: -result.metrics[m] for k, m in self.match.metrics.items() if m in result.metrics}
-
-    def state_dict(self) -> None:
-        return None
 
 
 class MomentsObjective:
@@ -339,3 +345,35 @@ def build_phases(
         )
     phases[-1].start(space, None, held)
     return phases
+
+
+def from_version_2(state: dict[str, Any], phases: Sequence[Phase]) -> dict[str, Any]:
+    """A version-2 checkpoint (a warm-up stage's ``match`` and ``moments`` keys beside the
+    search's ``strategy``) as one list of phase states, for the phases its configuration
+    gives today (`lts.config.legacy_config`)."""
+    by_phase: list[bytes | None] = []
+    for p in phases[:-1]:
+        if p.search == "moments":
+            solved = state.get("moments")
+            by_phase.append(
+                None if solved is None else pickle.dumps({"asks": p.samples, "solved": solved, "residual": {}})
+            )
+        else:
+            by_phase.append(state.get("match"))
+    by_phase.append(state.get("strategy"))
+    # a phase is started once the checkpoint holds its state, or a later one's
+    last = max((i for i, s in enumerate(by_phase) if s is not None), default=0)
+    objective = {"best_state": state.get("best_state")}
+    return {
+        **state,
+        "version": 3,
+        "phases": [
+            {"search": p.search, "strategy": s, "objective": objective if p is phases[-1] else None}
+            for p, s in zip(phases[: last + 1], by_phase)
+        ],
+    }
+
+
+def summary_counts(phases: Sequence[Phase], iteration: int) -> dict[str, int]:
+    """``summary.json``'s count of the warm-up's iterations run (``match_iterations``)."""
+    return {"match_iterations": min(sum(p.iterations for p in phases[:-1]), iteration)}
