@@ -50,7 +50,7 @@ class Result:
 
     def plot(self, path: str | Path | None = None) -> Path:
         """Every parameter over the iterations and the reward curve (``lts.inspect --plot``)."""
-        from .inspect import plot_run
+        from .cli.inspect import plot_run
 
         return plot_run(self.run_dir, path if path is not None else self.run_dir / "plot.png")
 
@@ -89,7 +89,7 @@ def optimize(config: str | Path | None = None, *, out: str | Path | None = None,
 def evaluate(run: str | Path | Result, target: str, **options: Any) -> dict[str, Any]:
     """``python -m lts.evaluate``: the run's learned ψ, ψ drawn per scene and (for a
     simulated target) ψ*, each trained afresh and scored on ``target``'s test split."""
-    from .evaluate import evaluate_run
+    from .cli.evaluate import evaluate_run
 
     return evaluate_run(run.run_dir if isinstance(run, Result) else run, target, **options)
 
@@ -105,7 +105,7 @@ def compare(
 ) -> dict[str, Any]:
     """``python -m lts.compare``: every method's evaluations to the oracle band; returns the
     ``comparison.json`` content (also written under ``out``)."""
-    from .compare import _out_dir, check_methods, run_comparison
+    from .cli.compare import _out_dir, check_methods, run_comparison
     from .config import run_hint
 
     cfg = _config(config, overrides)

@@ -188,7 +188,7 @@ def test_lts_runs_its_warm_up_charged_by_what_it_renders_and_the_other_methods_n
 
 
 def test_an_interrupted_comparison_keeps_the_seeds_it_finished(tmp_path, gmm_target, monkeypatch, capsys):
-    import lts.compare as compare_mod
+    import lts.cli.compare as compare_mod
 
     run_method = compare_mod._run_method
 

@@ -40,9 +40,9 @@ import numpy as np
 from policies import STRATEGIES, make_strategy
 from simulators.errors import UserError, did_you_mean
 
-from .cli import ArgumentParser, callable_module, parse_set, progress_bar, run_cli, set_threads
-from .config import Config, config_to_dict, load_experiment, run_hint
-from .evaluation import EvalContext, EvalSpec, Executor, local_executor
+from ..config import Config, config_to_dict, load_experiment, run_hint
+from ..evaluation import EvalContext, EvalSpec, Executor, local_executor
+from . import ArgumentParser, callable_module, parse_set, progress_bar, run_cli, set_threads
 
 __all__ = [
     "BAND",
@@ -121,7 +121,7 @@ def check_methods(methods: Sequence[str], config: Config) -> list[str]:
 def _executor(context: EvalContext, workers: int, address: str | None, cfg: Config) -> Iterator[Executor]:
     """Ray, or in this process by the rule the loop uses (`local_executor`)."""
     if workers > 0 or address:
-        from .ray_exec import RayExecutor
+        from ..ray_exec import RayExecutor
 
         ex: Executor = RayExecutor(context, workers=max(workers, 1), address=address)
     else:
@@ -147,8 +147,8 @@ class _Run:
 
 def _run_method(method: str, config: Config, budget: float, out: Path, progress: Progress | None) -> tuple[_Run, Any]:
     """Run ``method`` as an lts run with ``budget`` charged evaluations; returns it and its Experiment."""
-    from .loop import Callbacks, Experiment
-    from .rundir import RunDir
+    from ..loop import Callbacks, Experiment
+    from ..rundir import RunDir
 
     k = config.samples
     search = method_search(method, config)
@@ -185,7 +185,7 @@ def _run_method(method: str, config: Config, budget: float, out: Path, progress:
 def _rescore(runs: list[_Run], exp: Any, oracle_params: dict[str, Any] | None, ex: Executor) -> dict[str, float | None]:
     """Score every handed-over ψ of ``runs`` and ψ* with the final seeds; fills each run's
     curve and returns {json(ψ): reward} (ψ* under the key "oracle")."""
-    from .loop import mean_metrics
+    from ..loop import mean_metrics
 
     todo: dict[str, dict[str, Any]] = {}
     for run in runs:
@@ -237,8 +237,8 @@ def run_comparison(
 ) -> dict[str, Any]:
     """Run every method on every seed with ``budget`` evaluations; write and return
     ``OUT/comparison.json``."""
-    from . import tasks as tasks_mod
-    from .rundir import atomic_write_text
+    from .. import tasks as tasks_mod
+    from ..rundir import atomic_write_text
 
     if budget < config.samples:
         raise UserError(f"--budget {budget:g} is below one iteration (samples K = {config.samples})")
@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _api_compare(*args: Any, **kwargs: Any) -> Any:
-    from .api import compare as api
+    from ..api import compare as api
 
     return api(*args, **kwargs)
 

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] not in ("-h", "--help"):
             raise UserError(f"unknown command {argv[0]!r}; expected one of {', '.join(commands)}")
         return 0
-    module = importlib.import_module(f"lts.{argv[0]}")
+    module = importlib.import_module(f"lts.cli.{argv[0]}")
     return module.main(argv[1:])
 
 

@@ -25,13 +25,13 @@ import numpy as np
 import simulators
 from simulators.errors import UserError
 
-from . import tasks as tasks_mod
-from .cli import ArgumentParser, callable_module, progress_bar, run_cli, set_threads
-from .config import load_config, resolve_path
-from .evaluation import EvalResult, EvalSpec, Evaluator, local_executor, random_params
-from .rundir import RunDir, atomic_write_text
-from .seeding import derive_seed
-from .targets import load_target
+from .. import tasks as tasks_mod
+from ..config import load_config, resolve_path
+from ..evaluation import EvalResult, EvalSpec, Evaluator, local_executor, random_params
+from ..rundir import RunDir, atomic_write_text
+from ..seeding import derive_seed
+from ..targets import load_target
+from . import ArgumentParser, callable_module, progress_bar, run_cli, set_threads
 
 __all__ = ["main", "evaluate_run"]
 
@@ -102,7 +102,7 @@ def evaluate_run(
         raise UserError(f"--scenes and --repeats must be >= 1, got {n} and {repeats}")
     refine = None
     if refiner:
-        from .refiner import load_refiner
+        from ..refiner import load_refiner
 
         refine = load_refiner(refiner, device=cfg.device)
     task_obj = tasks_mod.make(cfg.task, **{"device": cfg.device, **task_options})
@@ -130,8 +130,8 @@ def evaluate_run(
         evaluator.task.check_target(tgt.test)
         real = None
         if finetune:
-            from .datasets import read_labelled_dir
-            from .targets import _NEEDS
+            from ..datasets import read_labelled_dir
+            from ..targets import _NEEDS
 
             ft_root = resolve_path(finetune)
             if finetune_split is None and (ft_root / "leftImg8bit" / "train").is_dir():
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _api_evaluate(*args: Any, **kwargs: Any) -> Any:
-    from .api import evaluate as api
+    from ..api import evaluate as api
 
     return api(*args, **kwargs)
 

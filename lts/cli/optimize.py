@@ -15,15 +15,15 @@ from typing import Any
 
 from simulators.errors import UserError
 
-from .cli import ArgumentParser, callable_module, parse_set, run_cli, set_threads
-from .config import Config, describe_config, legacy_config, load_config, load_experiment, run_hint
-from .report import policy_table, reward_table
-from .rundir import RunDir
+from ..config import Config, describe_config, legacy_config, load_config, load_experiment, run_hint
+from ..report import policy_table, reward_table
+from ..rundir import RunDir
+from . import ArgumentParser, callable_module, parse_set, run_cli, set_threads
 
 __all__ = ["main", "build_parser"]
 
 # Flags that may change when resuming; anything else would break the seeded run.
-from .loop import RESUMABLE as _RESUMABLE  # noqa: E402
+from ..loop import RESUMABLE as _RESUMABLE  # noqa: E402
 
 
 def _search_help() -> str:
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     config, run_dir, resuming = _resolved_config(args)
 
-    from .loop import Callbacks, Experiment
+    from ..loop import Callbacks, Experiment
 
     set_threads(config.threads)
 
@@ -365,7 +365,7 @@ def _initial_policy(exp: Any) -> dict[str, Any] | None:
 
 
 def _api_optimize(*args: Any, **kwargs: Any) -> Any:
-    from .api import optimize as api
+    from ..api import optimize as api
 
     return api(*args, **kwargs)
 

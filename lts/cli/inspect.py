@@ -14,16 +14,16 @@ from typing import Any
 
 from simulators.errors import UserError
 
-from .cli import ArgumentParser, run_cli
-from .report import policy_table, reward_table, tv_distance
-from .rundir import RunDir
+from ..report import policy_table, reward_table, tv_distance
+from ..rundir import RunDir
+from . import ArgumentParser, run_cli
 
 __all__ = ["main", "load_run", "plot_run"]
 
 
 def _target_from_config(run: RunDir) -> dict[str, Any] | None:
     """ψ* when the run's target is a parameter file (for runs not finished yet)."""
-    from .config import resolve_path
+    from ..config import resolve_path
 
     cfg = run.read_config()
     path = resolve_path(str(cfg.get("target", "")))
@@ -35,7 +35,7 @@ def _target_from_config(run: RunDir) -> dict[str, Any] | None:
         sim_cls = simulators.resolve(cfg["sim"])
         sim = sim_cls(**cfg.get("sim_options", {}))
         try:
-            from .targets import target_params
+            from ..targets import target_params
 
             return target_params(path, sim)
         finally:
