@@ -43,6 +43,7 @@ __all__ = [
     "at_once",
     "available_cores",
     "local_executor",
+    "set_threads",
     "random_params",
 ]
 
@@ -331,6 +332,12 @@ def local_executor(evaluator: Evaluator, *, parallel: int, threads: int, samples
     or one evaluation after another when that is 1."""
     n, each = at_once(parallel=parallel, threads=threads, samples=samples)
     return ThreadedExecutor(evaluator, n, torch_threads=each) if n > 1 else InProcessExecutor(evaluator)
+
+
+def set_threads(n: int) -> None:
+    """Set torch's CPU threads for this process (0 keeps torch's default)."""
+    if n > 0:
+        torch.set_num_threads(n)
 
 
 def available_cores() -> int:

@@ -62,13 +62,18 @@ def _finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def make_executor(config: Config, context: EvalContext, sim: simulators.Simulator, run_dir: RunDir | None) -> Executor:
+def make_executor(
+    config: Config, context: EvalContext, sim: simulators.Simulator | None, run_dir: RunDir | None
+) -> Executor:
     """Ray when ``workers`` or ``ray_address`` asks for it (``parallel`` is then unused);
-    else in this process, side by side in threads or one after another (`local_executor`)."""
+    else in this process, side by side in threads or one after another (`local_executor`).
+    ``sim``: a simulator this process holds, which the evaluations share (or, with Ray, close);
+    None: the context builds one."""
     if config.workers > 0 or config.ray_address:
         from .ray_exec import RayExecutor
 
-        sim.close()
+        if sim is not None:
+            sim.close()
         return RayExecutor(
             context,
             workers=max(config.workers, 1),

@@ -19,6 +19,8 @@ import yaml
 
 from simulators.errors import UserError
 
+from ..evaluation import set_threads  # the command lines' as well as the engine's
+
 __all__ = [
     "run_cli", "ArgumentParser", "parse_set", "set_threads", "parse_resolution", "progress_bar", "main",
     "EXIT_USAGE", "EXIT_INTERRUPTED",
@@ -86,14 +88,6 @@ def callable_module(name: str, function: Callable[..., Any]) -> None:
     module = sys.modules[name]
     module.__class__ = _Callable
     module.__doc__ = (module.__doc__ or "") + f"\n\nCalled as a function: {function.__doc__ or ''}"
-
-
-def set_threads(n: int) -> None:
-    """Set torch's CPU threads for this process (0 keeps torch's default)."""
-    if n > 0:
-        import torch
-
-        torch.set_num_threads(n)
 
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from simulators.errors import UserError
 from ..config import Config, describe_config, legacy_config, load_config, load_experiment, run_hint
 from ..report import policy_table, reward_table
 from ..rundir import RunDir
-from . import ArgumentParser, callable_module, parse_set, run_cli, set_threads
+from . import ArgumentParser, parse_set, run_cli, set_threads
 
 __all__ = ["main", "build_parser"]
 
@@ -363,15 +363,6 @@ def _initial_policy(exp: Any) -> dict[str, Any] | None:
     params: dict[str, Any] = s.describe()["params"]
     return params
 
-
-def _api_optimize(*args: Any, **kwargs: Any) -> Any:
-    from ..api import optimize as api
-
-    return api(*args, **kwargs)
-
-
-_api_optimize.__doc__ = "The Python API: `lts.api.optimize`."
-callable_module(__name__, _api_optimize)
 
 if __name__ == "__main__":
     with warnings.catch_warnings():

@@ -13,8 +13,8 @@ import pytest
 from conftest import REPO
 
 from lts.cli import run_cli
-from lts.compare import evals_to_band, format_table, in_band
-from lts.compare import main as compare_main
+from lts.cli.compare import main as compare_main
+from lts.comparison import evals_to_band, format_table, in_band
 from lts.config import load_config
 from lts.tune_space import coordinate_names, coords_to_params, params_to_coords, stick_break, unbreak
 from simulators.space import Categorical, Continuous, Integer, ParamSpace, Proportions
@@ -188,7 +188,7 @@ def test_lts_runs_its_warm_up_charged_by_what_it_renders_and_the_other_methods_n
 
 
 def test_an_interrupted_comparison_keeps_the_seeds_it_finished(tmp_path, gmm_target, monkeypatch, capsys):
-    import lts.cli.compare as compare_mod
+    import lts.comparison as compare_mod
 
     run_method = compare_mod._run_method
 

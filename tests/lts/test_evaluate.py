@@ -3,8 +3,8 @@ import json
 from conftest import tiny_gmm_args
 
 from lts.cli import run_cli
-from lts.evaluate import main as evaluate_main
-from lts.optimize import main as optimize_main
+from lts.cli.evaluate import main as evaluate_main
+from lts.cli.optimize import main as optimize_main
 
 
 def test_evaluate_trains_learned_random_and_oracle(tmp_path, gmm_target, capsys):

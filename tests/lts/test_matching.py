@@ -9,9 +9,9 @@ from conftest import REPO
 
 import simulators
 from lts.cli import run_cli
-from lts.inspect import main as inspect_main
+from lts.cli.inspect import main as inspect_main
+from lts.cli.optimize import main as optimize_main
 from lts.matching import AppearanceMatch, TargetMatch, appearance_features, label_features
-from lts.optimize import main as optimize_main
 from lts.rundir import RunDir
 from simulators.errors import UserError
 

@@ -12,8 +12,8 @@ import pytest
 from conftest import REPO, tiny_gmm_args
 
 from lts.cli import run_cli
-from lts.inspect import main as inspect_main
-from lts.optimize import main as optimize_main
+from lts.cli.inspect import main as inspect_main
+from lts.cli.optimize import main as optimize_main
 from policies import STRATEGIES
 
 

@@ -12,11 +12,11 @@ import pytest
 from conftest import REPO
 
 from lts.cli import run_cli
+from lts.cli.optimize import main as optimize_main
+from lts.cli.optimize import plan_line
 from lts.config import load_config
 from lts.evaluation import EvalResult
 from lts.loop import Experiment
-from lts.optimize import main as optimize_main
-from lts.optimize import plan_line
 from lts.phases import Phase
 from lts.rundir import RunDir
 from simulators.errors import UserError

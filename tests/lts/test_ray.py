@@ -18,10 +18,10 @@ from conftest import REPO, tiny_gmm_args  # noqa: E402
 
 from lts import ray_exec  # noqa: E402
 from lts.cli import run_cli  # noqa: E402
+from lts.cli.optimize import main as optimize_main  # noqa: E402
 from lts.config import load_config  # noqa: E402
 from lts.evaluation import EvalContext, EvalSpec  # noqa: E402
 from lts.loop import Callbacks, Experiment  # noqa: E402
-from lts.optimize import main as optimize_main  # noqa: E402
 from lts.rundir import RunDir  # noqa: E402
 from simulators.errors import UserError  # noqa: E402
 

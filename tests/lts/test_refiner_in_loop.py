@@ -5,14 +5,14 @@ import json
 import torch
 
 from lts.cli import run_cli
-from lts.evaluate import main as evaluate_main
-from lts.optimize import main as optimize_main
+from lts.cli.evaluate import main as evaluate_main
+from lts.cli.optimize import main as optimize_main
 
 
 def test_optimize_and_evaluate_refine_every_batch(tmp_path, repo):
     import simulators
+    from lts.cli.refine import main as refine_main
     from lts.datasets import write_cityscapes
-    from lts.refine import main as refine_main
 
     sim = simulators.make("procedural", resolution=(32, 64))
     tgt = sim.generate(sim.param_space.default(), 6, seed=3)

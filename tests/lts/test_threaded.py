@@ -11,8 +11,8 @@ from conftest import REPO
 import simulators
 from lts import tasks
 from lts.cli import run_cli
+from lts.cli.optimize import main as optimize_main
 from lts.evaluation import EvalSpec, Evaluator, InProcessExecutor, ThreadedExecutor
-from lts.optimize import main as optimize_main
 from lts.rundir import RunDir
 from simulators.errors import UserError
 
