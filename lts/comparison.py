@@ -115,8 +115,8 @@ def check_methods(methods: Sequence[str], config: Config) -> list[str]:
 
 @contextmanager
 def _executor(context: EvalContext, workers: int, address: str | None, cfg: Config) -> Iterator[Executor]:
-    """The loop's executor (`lts.loop.make_executor`) for ``workers`` and ``address``, closed after use."""
-    from .loop import make_executor
+    """The run's executor (`lts.executors.make_executor`) for ``workers`` and ``address``, closed after use."""
+    from .executors import make_executor
 
     ex = make_executor(dataclasses.replace(cfg, workers=workers, ray_address=address), context, None, None)
     try:

@@ -34,7 +34,8 @@ from policies import Strategy
 
 from . import tasks as tasks_mod
 from .config import Config, config_to_dict, legacy_config
-from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, local_executor, random_params
+from .evaluation import EvalContext, EvalResult, EvalSpec, random_params
+from .executors import Places, make_executor
 from .phases import Phase, build_phases, from_version_2, summary_counts
 from .rundir import CHECKPOINT, POLICY, SUMMARY, RunDir
 from .seeding import derive_seed
@@ -60,29 +61,6 @@ class Callbacks:
 
 def _finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
-
-
-def make_executor(
-    config: Config, context: EvalContext, sim: simulators.Simulator | None, run_dir: RunDir | None
-) -> Executor:
-    """Ray when ``workers`` or ``ray_address`` asks for it (``parallel`` is then unused);
-    else in this process, side by side in threads or one after another (`local_executor`).
-    ``sim``: a simulator this process holds, which the evaluations share (or, with Ray, close);
-    None: the context builds one."""
-    if config.workers > 0 or config.ray_address:
-        from .ray_exec import RayExecutor
-
-        if sim is not None:
-            sim.close()
-        return RayExecutor(
-            context,
-            workers=max(config.workers, 1),
-            address=config.ray_address,
-            temp_dir=None if run_dir is None else str(run_dir.path.resolve()),
-        )
-    return local_executor(
-        context.build(sim=sim), parallel=config.parallel, threads=config.threads, samples=config.samples
-    )
 
 
 class Experiment:
@@ -121,10 +99,9 @@ class Experiment:
         # Fails early (a task the target cannot serve) before any iteration runs.
         self.task = tasks_mod.make(config.task, **{"device": config.device, **config.task_options})
         self.task.check_target(self.target.batch)
-        self.executor: Executor | None = None
-        self._local: Evaluator | None = None
+        self.places = Places(config, self.context, self.sim, run_dir)
         self.phases: list[Phase] = build_phases(
-            config, self.space, self.task, self.target, evaluator=self._local_evaluator, executor=self._executor
+            config, self.space, self.task, self.target, evaluator=self.places.local, executor=self.places.executor
         )
         self.started = 0  # phases started: the first, and each as the one before hands over
         self.iteration = 0
@@ -134,19 +111,6 @@ class Experiment:
         self.cpu_before = 0.0
         self.t_start, self.cpu_start = time.monotonic(), time.process_time()
         self._tb: Any = None
-
-    def _executor(self) -> Executor:
-        """The run's executor, made when first asked for: phases that render in this process
-        run before it, as Ray may take the simulator."""
-        if self.executor is None:
-            self.executor = make_executor(self.config, self.context, self.sim, self.run_dir)
-        return self.executor
-
-    def _local_evaluator(self) -> Evaluator:
-        """An evaluator in this process that shares the simulator (the executor's closes it)."""
-        if self._local is None:
-            self._local = self.context.build(sim=self.sim)
-        return self._local
 
     # -- the chain of phases -----------------------------------------------------------
     def bounds(self) -> list[tuple[int, int]]:
@@ -386,8 +350,7 @@ class Experiment:
                 self.step()
             summary = self.finish() if final else None
         finally:
-            if self.executor is not None:
-                self.executor.close()
+            self.places.close()
             if self._tb is not None:
                 self._tb.close()
         return summary
@@ -440,7 +403,7 @@ class Experiment:
             if self.cb.on_final:
                 self.cb.on_final(labels[res.index], done[0], len(specs))
 
-        results = self._executor().map(specs, on_result=on_result) if specs else []
+        results = self.places.executor().map(specs, on_result=on_result) if specs else []
         rewards: dict[str, float | None] = {}
         metrics: dict[str, dict[str, float]] = {}
         test: dict[str, float | None] = {}

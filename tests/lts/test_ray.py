@@ -128,7 +128,7 @@ def test_a_killed_worker_is_replaced_and_no_iteration_is_lost(local_ray, tmp_pat
 
     def kill_one_worker(row: dict) -> None:
         if row["iteration"] == 0:
-            pid = exp_holder[0].executor.worker_pids()[1]
+            pid = exp_holder[0].places.executor().worker_pids()[1]
             # Mid-way through the next iteration's first two evaluations (0.6 s each).
             timer = threading.Timer(0.3, lambda: (os.kill(pid, signal.SIGKILL), killed.append(pid)))
             timer.start()
@@ -140,7 +140,7 @@ def test_a_killed_worker_is_replaced_and_no_iteration_is_lost(local_ray, tmp_pat
     rows = _metrics(tmp_path / "ray")
     assert [r["iteration"] for r in rows] == [0, 1]
     assert all(not r["errors"] and None not in r["rewards"] for r in rows)
-    assert exp.executor.restarts == 1
+    assert exp.places.made is not None and exp.places.made.restarts == 1
     assert sorted(r.attempts for r in seen).count(2) == 1  # exactly the evaluation it was running
     assert _json(tmp_path / "ray" / "policy.json") == reference.searcher.describe()
 
