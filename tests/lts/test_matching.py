@@ -101,6 +101,28 @@ def _args(out, *extra):
     ]  # fmt: skip
 
 
+# what `_args` sets, as config keys: the warm-up and the task runs in this process (`_run`)
+_SETTINGS = {
+    "seed": 3, "iterations": 1, "samples": 4, "scenes": 24, "target_size": 24, "final_repeats": 1,
+    "task_options.steps": 4, "sim_options.resolution": [32, 64], "warmup.look": ["weather"], "warmup.labels": [],
+    "warmup.phases": [{"search": "reinforce", "iterations": 3, "samples": 4, "scenes": 16}], "search": "reinforce",
+}  # fmt: skip
+
+
+def _run(out, config="counting.yaml", settings=None, **overrides):
+    """A whole run of ``config`` with ``settings`` (default `_SETTINGS`) and ``overrides`` (dotted
+    keys), in this process."""
+    from lts.config import load_config
+    from lts.loop import Experiment
+
+    settings = _SETTINGS if settings is None else settings
+    exp = Experiment(load_config(REPO / "configs" / config, overrides={**settings, **overrides}), RunDir(out))
+    exp.run_dir.make()
+    exp.start_fresh()
+    exp.run()
+    return RunDir(out).read_metrics()
+
+
 def test_the_match_phase_moves_only_its_elements_then_the_task_takes_over(tmp_path):
     out = tmp_path / "run"
     assert run_cli(optimize_main, _args(out)) == 0
@@ -172,16 +194,13 @@ def test_unknown_match_element_is_one_line_exit_2(tmp_path, capsys):
 
 def test_iterations_0_runs_no_evaluation_and_no_warm_up(tmp_path):
     out = tmp_path / "run"
-    assert run_cli(optimize_main, _args(out, "--iterations", "0")) == 0
-    assert RunDir(out).read_metrics() == []
+    assert _run(out, iterations=0) == []
     summary = json.loads((out / "summary.json").read_text())
     assert summary["reward"] == {} and summary["sim_frames"] == 0 and summary["evaluations"] == 0
 
 
 def test_warm_up_renders_are_charged_by_what_they_render(tmp_path):
-    out = tmp_path / "run"
-    assert run_cli(optimize_main, _args(out)) == 0
-    rows = RunDir(out).read_metrics()
+    rows = _run(tmp_path / "run")
     # 4 renders of 16 scenes per stage iteration, against evaluations of 24 scenes: 64 / 24 each
     assert [r["evaluations"] for r in rows] == pytest.approx([64 / 24, 128 / 24, 192 / 24, 192 / 24 + 4])
 
@@ -197,20 +216,17 @@ def test_the_street_space_names_the_weather_as_its_look():
 
 def test_match_hold_keeps_the_mixes_the_warm_up_moved(tmp_path):
     out = tmp_path / "run"
-    assert run_cli(optimize_main, _args(out, "--iterations", "2", "--set", "warmup.hold=true")) == 0
-    rows = RunDir(out).read_metrics()
+    rows = _run(out, iterations=2, **{"warmup.hold": True})
     assert [r["phase"] for r in rows] == ["match"] * 3 + ["task"] * 2
     weather = [r["policy"]["params"]["weather"] for r in rows]
     assert weather[2] == weather[3] == weather[4] and weather[1] != weather[2]
     assert rows[4]["policy"]["params"]["car_type"] != rows[2]["policy"]["params"]["car_type"]
     free = tmp_path / "free"
-    assert run_cli(optimize_main, _args(free, "--set", "warmup.hold=false")) == 0
-    rows = RunDir(free).read_metrics()
+    rows = _run(free, **{"warmup.hold": False})
     assert rows[3]["policy"]["params"]["weather"] != rows[2]["policy"]["params"]["weather"]  # the task moves it too
     # every element matched: the mixes are held, the continuous elements go on
-    everything = "warmup.look=[weather, intersection, car_type, cars_per_scene, road_length]"
-    assert run_cli(optimize_main, _args(tmp_path / "all", "--set", "warmup.hold=true", "--set", everything)) == 0
-    last, task = (r["policy"]["params"] for r in RunDir(tmp_path / "all").read_metrics()[2:])
+    everything = ["weather", "intersection", "car_type", "cars_per_scene", "road_length"]
+    last, task = (r["policy"]["params"] for r in _run(tmp_path / "all", **{"warmup.look": everything})[2:])
     assert all(task[n] == last[n] for n in ("weather", "intersection", "car_type"))
     assert task["cars_per_scene"] != last["cars_per_scene"] and task["road_length"] != last["road_length"]
 
@@ -220,7 +236,7 @@ def test_tensorboard_keeps_the_warm_ups_reward_apart(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    assert run_cli(optimize_main, _args(out, "--set", "final_repeats=0", "--set", "tensorboard=true")) == 0
+    _run(out, final_repeats=0, tensorboard=True)
     acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
     steps = {tag: [e.step for e in acc.Scalars(tag)] for tag in ("match/mean", "reward/mean")}
@@ -279,9 +295,8 @@ def test_the_labels_distance_sees_the_car_types_the_look_does_not(street):
 
 def test_the_warm_up_moves_the_contents_by_the_labels_and_the_task_goes_on_with_them(tmp_path):
     out = tmp_path / "run"
-    args = _args(out, "--set", "warmup.labels=null", "--set", _phases(samples=8))
-    assert run_cli(optimize_main, args) == 0
-    rows = RunDir(out).read_metrics()
+    phases = [{"search": "reinforce", "iterations": 3, "samples": 8, "scenes": 16}]
+    rows = _run(out, **{"warmup.labels": None, "warmup.phases": phases})
     assert [r["phase"] for r in rows] == ["match"] * 3 + ["task"] and len(rows[0]["rewards"]) == 8
     for r in rows[:3]:
         for m, rw in zip(r["metrics"], r["rewards"]):
@@ -302,11 +317,7 @@ def test_an_element_in_both_signals_is_one_line_exit_2(tmp_path, capsys):
     assert err.startswith("error: warmup.look and warmup.labels both name ['weather']") and "\n" not in err
     # an element named for the look leaves the simulator's default label elements
     out = tmp_path / "look"
-    assert (
-        run_cli(optimize_main, _args(out, "--set", "warmup.look=[weather, car_type]", "--set", "warmup.labels=null"))
-        == 0
-    )
-    rows = RunDir(out).read_metrics()
+    rows = _run(out, **{"warmup.look": ["weather", "car_type"], "warmup.labels": None})
     assert (
         "mmd2_labels" in rows[0]["metrics"][0]
         and rows[3]["policy"]["params"]["car_type"] == rows[2]["policy"]["params"]["car_type"]
@@ -323,13 +334,10 @@ def test_labelled_points_features_are_the_point_and_its_scaled_class():
 
 
 def test_the_toys_warm_up_matches_points_and_labels_and_the_search_starts_there(tmp_path, gmm_target):
-    from conftest import tiny_gmm_args
-
-    out = tmp_path / "run"
-    args = tiny_gmm_args(gmm_target, out, "--search", "cma-mean",
-                         "--set", _phases(12, 8, 50, "cma-mean"))  # fmt: skip
-    assert run_cli(optimize_main, args) == 0
-    rows = RunDir(out).read_metrics()
+    tiny = {"target": str(gmm_target), "iterations": 3, "samples": 3, "scenes": 60, "target_size": 120,
+            "final_repeats": 1, "task_options.steps": 25, "search": "cma-mean",
+            "warmup.phases": [{"search": "cma-mean", "iterations": 12, "samples": 8, "scenes": 50}]}  # fmt: skip
+    rows = _run(tmp_path / "run", "gmm.yaml", tiny)
     assert [r["phase"] for r in rows] == ["match"] * 12 + ["task"] * 3
     star = {"c0_x": -2.0, "c0_y": 1.0, "c1_x": 1.5, "c1_y": -1.5, "std": 1.0}
 
@@ -432,6 +440,14 @@ def test_only_car_counts_are_fitted_up_to_a_scale(street):
     assert not TargetMatch(target, None).scale_free("labels")
 
 
+# what `_moments_args` sets, as config keys
+_MOMENTS = {
+    "seed": 3, "iterations": 1, "samples": 2, "scenes": 24, "search": "reinforce", "target_size": 128,
+    "final_repeats": 0, "task_options.steps": 2, "sim_options.resolution": [32, 64],
+    "warmup.phases": [{"search": "moments", "scenes": 48}, {"search": "reinforce", "iterations": 0}],
+}  # fmt: skip
+
+
 def _moments_args(out, *extra):
     return [
         "--config", str(REPO / "configs" / "counting.yaml"), "--out", str(out), "--quiet", "--seed", "3",
@@ -450,8 +466,7 @@ def test_the_moments_recover_the_targets_mixes_in_one_charged_iteration_and_the_
 
     star = yaml.safe_load((REPO / "configs" / "targets" / "default.yaml").read_text())["params"]
     out = tmp_path / "run"
-    assert run_cli(optimize_main, _moments_args(out)) == 0
-    rows = RunDir(out).read_metrics()
+    rows = _run(out, settings=_MOMENTS)
     assert [(r["phase"], r["search"]) for r in rows] == [("match", "moments"), ("task", "reinforce")]
     moments = rows[0]
     # every weather (4) and every car type (5) rendered alone, 48 scenes each, charged 48 / 24
