@@ -1,8 +1,9 @@
 """lts — learning to simulate.
 
-The outer loop (`lts.loop`), downstream tasks (`lts.tasks`), targets, the GAN refiner,
-Ray execution, run directories and the command lines (`python -m lts.optimize`,
-`lts.inspect`, `lts.render`, `lts.evaluate`, `lts.refine`, `lts.compare`, `lts.bench`).
+The outer loop (`lts.loop`) over a chain of phases (`lts.phases`), downstream tasks
+(`lts.tasks`), targets, the GAN refiner, Ray execution, run directories, the Python API
+(`lts.api`), and the command lines in `lts.cli` (`python -m lts.optimize`, `lts.inspect`,
+`lts.render`, `lts.evaluate`, `lts.refine`, `lts.compare`, `lts.bench`).
 
 Importing the package registers two Gymnasium environments, built only by
 ``gymnasium.make``: ``"lts/LTS-v0"`` (`lts.env.LTSEnv`, one step = one evaluation of ψ)
@@ -31,14 +32,10 @@ register_envs()
 
 def __getattr__(name: str) -> object:
     # The API (`lts.api`), imported on first use: ``lts.optimize(...)``, ``lts.Result``.
-    # ``lts.optimize`` is also the command line's module; the modules are callable as the
-    # functions (`lts.cli.callable_module`), so either way it can be called.
-    if name in ("optimize", "evaluate", "compare"):
-        import importlib
+    # ``lts.optimize`` is also the package ``python -m lts.optimize`` runs; once imported it
+    # takes the name, and is callable as the same function (`lts.cli.callable_module`).
+    if name in ("optimize", "evaluate", "compare", "Result"):
+        from . import api
 
-        return importlib.import_module(f"lts.{name}")
-    if name == "Result":
-        from .api import Result
-
-        return Result
+        return getattr(api, name)
     raise AttributeError(f"module 'lts' has no attribute {name!r}")

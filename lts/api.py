@@ -50,7 +50,7 @@ class Result:
 
     def plot(self, path: str | Path | None = None) -> Path:
         """Every parameter over the iterations and the reward curve (``lts.inspect --plot``)."""
-        from .inspect import plot_run
+        from .report import plot_run
 
         return plot_run(self.run_dir, path if path is not None else self.run_dir / "plot.png")
 
@@ -70,8 +70,8 @@ def optimize(config: str | Path | None = None, *, out: str | Path | None = None,
     ``config``: a YAML experiment (default: the built-in counting experiment); ``out``: the
     run directory (default: a new one under ``runs/``); ``quick=True``: the smoke-run budget.
     """
-    from .cli import set_threads
     from .config import run_hint
+    from .evaluation import set_threads
     from .loop import Experiment
     from .rundir import RunDir
 
@@ -89,7 +89,7 @@ def optimize(config: str | Path | None = None, *, out: str | Path | None = None,
 def evaluate(run: str | Path | Result, target: str, **options: Any) -> dict[str, Any]:
     """``python -m lts.evaluate``: the run's learned ψ, ψ drawn per scene and (for a
     simulated target) ψ*, each trained afresh and scored on ``target``'s test split."""
-    from .evaluate import evaluate_run
+    from .final_evaluation import evaluate_run
 
     return evaluate_run(run.run_dir if isinstance(run, Result) else run, target, **options)
 
@@ -105,11 +105,11 @@ def compare(
 ) -> dict[str, Any]:
     """``python -m lts.compare``: every method's evaluations to the oracle band; returns the
     ``comparison.json`` content (also written under ``out``)."""
-    from .compare import _out_dir, check_methods, run_comparison
+    from .comparison import check_methods, out_dir, run_comparison
     from .config import run_hint
 
     cfg = _config(config, overrides)
     names = check_methods(list(methods), cfg)
-    path = _out_dir(None if out is None else str(out), run_hint(cfg))
+    path = out_dir(None if out is None else str(out), run_hint(cfg))
     path.mkdir(parents=True, exist_ok=True)
     return run_comparison(cfg, budget=budget, seeds=[cfg.seed + i for i in range(seeds)], methods=names, out=path)

@@ -21,7 +21,7 @@ from .stopping import parse_duration
 
 __all__ = [
     "Config", "load_config", "load_experiment", "run_hint", "config_to_dict", "describe_config", "resolve_path",
-    "REPO_ROOT", "QUICK", "QUICK_TASK",
+    "REPO_ROOT", "QUICK", "QUICK_TASK", "Warmup", "phase_spec", "legacy_config",
 ]  # fmt: skip
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +39,100 @@ def _f(default: Any, doc: str) -> Any:
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
     return field(default=default, metadata={"doc": doc})
+
+
+#: The keys a warm-up phase takes, with their defaults (``warmup.phases``).
+PHASE_KEYS: dict[str, Any] = {
+    "search": "reinforce",  # the phase's strategy; moments: the mixes by their moments
+    "objective": None,  # what it is told: match (−MMD², the default), moments (the default for moments), task
+    "iterations": 1,
+    "samples": 8,  # ψ per iteration (moments: one per choice of each mix, whatever this says)
+    "scenes": 32,  # scenes per ψ (charged scenes / M each)
+    "options": {},  # the strategy's options
+}
+OBJECTIVES = ("match", "moments", "task")
+
+
+@dataclass
+class Warmup:
+    """The warm-up: phases before the search on the task's reward, each a strategy and the
+    objective it is told, each handing its recommendation and the mixes it settled to the next."""
+
+    phases: list[dict] = _f(
+        [{"search": "moments"}, {"search": "reinforce", "iterations": 0}],
+        "the warm-up's phases in order, each {search, objective, iterations, samples, scenes, options} (keys "
+        "left out: search reinforce, objective match (moments: moments), iterations 1, samples 8, scenes 32; "
+        "[]: no warm-up). On counting, the moments at 32 scenes a choice fit the weather and car-type mixes to "
+        "TV 0.03–0.09 for 1.1 evaluations",
+    )
+    look: list | None = _f(
+        None,
+        "the elements matched by how rendered frames look (null: the simulator's own, the street simulators' weather)",
+    )
+    labels: list | None = _f(
+        None,
+        "the elements matched by how close the rendered labels are to the target's (car counts per type, class "
+        "fractions; null: the simulator's own, the street simulators' car types, cars per scene and road "
+        "length; []: none)",
+    )
+    classes: bool = _f(
+        False,
+        "compare labelled points (the toy's) class by class, by each class's mean and covariance and the class "
+        "frequencies, instead of by MMD² of (point, class) pairs: measured better with three classes in 3-D, "
+        "worse with two in 2-D",
+    )
+    hold: bool = _f(
+        True,
+        "the task's iterations leave the mixes (proportions, categorical elements) the warm-up moved where it left "
+        "them; continuous elements go on (false: the task moves all)",
+    )
+
+    def validate(self) -> None:
+        for i, ph in enumerate(self.phases):
+            where = f"warmup.phases[{i}]"
+            if not isinstance(ph, dict):
+                raise UserError(f"{where}: expected a mapping of {', '.join(PHASE_KEYS)}, got {ph!r}")
+            for key in ph:
+                if key not in PHASE_KEYS:
+                    raise UserError(f"{where}: unknown key {key!r}" + did_you_mean(key, PHASE_KEYS))
+            p = phase_spec(ph)
+            if p["search"] not in STRATEGIES:
+                raise UserError(
+                    f"{where}.search must be one of {', '.join(STRATEGIES)}; got {p['search']!r}"
+                    + did_you_mean(str(p["search"]), STRATEGIES)
+                )
+            if p["objective"] not in OBJECTIVES:
+                raise UserError(f"{where}.objective must be one of {', '.join(OBJECTIVES)}; got {p['objective']!r}")
+            if (p["search"] == "moments") != (p["objective"] == "moments"):
+                raise UserError(f"{where}: the moments strategy and the moments objective go together")
+            for key in ("iterations", "samples", "scenes"):
+                v, least = p[key], 0 if key == "iterations" else 1
+                if not isinstance(v, int) or isinstance(v, bool) or v < least:
+                    raise UserError(f"{where}.{key} must be an integer >= {least}, got {v!r}")
+            if not isinstance(p["options"], dict):
+                raise UserError(f"{where}.options: expected a mapping of {p['search']}'s options, got {p['options']!r}")
+        self.phases = [phase_spec(p) for p in self.phases]  # resolved, as config.yaml records it
+
+    def with_iterations(self, n: int) -> list[dict[str, Any]]:
+        """The phases with ``n`` warm-up iterations in all (``--warmup-iterations``): a moments
+        phase keeps its one, the last other phase takes the rest and earlier ones none; 0: none."""
+        if n == 0:
+            return []
+        specs = [phase_spec(p) for p in self.phases]
+        moments = sum(1 for p in specs if p["objective"] == "moments")
+        searched = [i for i, p in enumerate(specs) if p["objective"] != "moments"]
+        out = [dict(p) for p in self.phases]
+        for i in searched:
+            out[i]["iterations"] = max(n - moments, 0) if i == searched[-1] else 0
+        return out
+
+
+def phase_spec(phase: dict[str, Any]) -> dict[str, Any]:
+    """A warm-up phase's entry with its defaults filled in."""
+    p = {**PHASE_KEYS, **phase}
+    if p["objective"] is None:
+        p["objective"] = "moments" if p["search"] == "moments" else "match"
+    return p
 
 
 @dataclass
@@ -83,53 +177,8 @@ class Config:
         "stop the search when its rewards stop climbing beyond their own noise (a trend over the last iterations, "
         "lts/stopping.py); false: spend the whole budget",
     )
-    match_iterations: int = _f(
-        1,
-        "distribution-matching warm-up: iterations before the task's, rewarded by how close rendered frames and "
-        "their labels are to the target's (a render each, no training). With match_moments the first solves the "
-        "mixes and the others move the remaining elements by −MMD²; 0: none",
-    )
-    match_scenes: int = _f(
-        32,
-        "scenes rendered per choice of a mix in the warm-up's moments, and per ψ in its later iterations (on "
-        "counting, 32 a choice fit the weather and car-type mixes to TV 0.03–0.09 for 1.1 evaluations)",
-    )
-    match_samples: int = _f(
-        8, "parameter vectors ψ drawn per warm-up iteration (more draws: each element its own sign column)"
-    )
-    match_elements: list | None = _f(
-        None,
-        "the elements the warm-up moves (null: the simulator's own, the street simulators' weather; none named, no "
-        "warm-up); the others stay where they start until the task's iterations",
-    )
-    match_labels: list | None = _f(
-        None,
-        "the elements the warm-up moves by how close the rendered labels are to the target's (−MMD² of the task's "
-        "labels: car counts per type, class fractions; null: the simulator's own, the street simulators' car types, "
-        "cars per scene and road length; []: none)",
-    )
-    match_search: str = _f(
-        "reinforce",
-        "the warm-up's search when it has one signal (the toy's points and labels); two signals (the street "
-        "simulators' look and labels) always take REINFORCE, one update per signal",
-    )
-    match_classes: bool = _f(
-        False,
-        "the warm-up compares labelled points (the toy's) class by class, by each class's mean and covariance and "
-        "the class frequencies, instead of by MMD² of (point, class) pairs: measured better with three classes in "
-        "3-D, worse with two in 2-D",
-    )
-    match_moments: bool = _f(
-        True,
-        "the warm-up's first iteration solves its mixes (weather, car types) outright: each choice rendered alone "
-        "(match_scenes scenes), the mix whose mean features fit the target's; its later iterations move the rest, "
-        "and there are none when only mixes are matched (false: REINFORCE moves the mixes too, for match_iterations "
-        "of match_samples renders: set those as well, counting measured 120 × 8 of 8 scenes)",
-    )
-    match_hold: bool = _f(
-        True,
-        "the task's iterations leave the mixes (proportions, categorical elements) the warm-up moved where it left "
-        "them, the street simulators' weather and car types; continuous elements go on (false: the task moves all)",
+    warmup: Warmup = field(
+        default_factory=lambda: Warmup(), metadata={"doc": "the warm-up before the search (its phases and options)"}
     )
     samples: int = _f(4, "K: parameter vectors ψ drawn per iteration")
     scenes: int = _f(256, "M: scenes (samples) rendered per ψ")
@@ -180,9 +229,6 @@ class Config:
                 parse_duration(self.time_budget)
             except ValueError as e:
                 raise UserError(f"time_budget: expected {e}") from None
-        need(self.match_iterations >= 0, f"match_iterations must be >= 0, got {self.match_iterations}")
-        need(self.match_samples >= 1, f"match_samples must be >= 1, got {self.match_samples}")
-        need(self.match_scenes >= 1, f"match_scenes must be >= 1, got {self.match_scenes}")
         need(self.samples >= 1, f"samples (K) must be >= 1, got {self.samples}")
         need(self.scenes >= 1, f"scenes (M) must be >= 1, got {self.scenes}")
         need(self.target_size >= 1, f"target_size must be >= 1, got {self.target_size}")
@@ -206,10 +252,10 @@ class Config:
             f"search must be one of {', '.join(STRATEGIES)}; got {self.search!r}{did_you_mean(self.search, STRATEGIES)}",
         )
         need(
-            self.match_search in STRATEGIES,
-            f"match_search must be one of {', '.join(STRATEGIES)}; got {self.match_search!r}"
-            + did_you_mean(self.match_search, STRATEGIES),
+            self.search != "moments",
+            "search moments is told mean features, not the task's reward: put it in warmup.phases ({search: moments})",
         )
+        self.warmup.validate()
         for name, opts in self.search_options.items():
             need(
                 name not in STRATEGIES or isinstance(opts, dict),
@@ -260,6 +306,9 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
     elif tp is list:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
+    elif typing.get_origin(tp) is list:  # list[dict]: checked by its owner (`Warmup.validate`)
+        if isinstance(value, list):
+            return value
     elif tp is dict:
         if isinstance(value, dict):
             return value
@@ -277,6 +326,11 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
         if key == "policy" and prefix == "" and "search" in names:
             raise UserError(
                 "config key 'policy' is now 'search_options' (the options of search: reinforce; policy.columns is gone)"
+            )
+        if key in OLD_WARMUP_KEYS and prefix == "":
+            raise UserError(
+                f"config key {key!r} is now part of the warmup: section ({OLD_WARMUP_KEYS[key]}); "
+                "see python -m lts.optimize --help-config"
             )
         if key not in names:
             known = [f"{prefix}{n}" for n in names]
@@ -367,40 +421,91 @@ def resolve_path(path: str | Path) -> Path:
     return alt if alt.exists() else p
 
 
-# Keys a run directory written before they existed ran without: read into its saved config
-# (config.yaml and the checkpoint's) on --resume, so that it resumes as it ran.
-LEGACY_DEFAULTS: dict[str, Any] = {"match_moments": False}
+# The flat keys the warm-up had before its section (``warmup:``): where each went.
+OLD_WARMUP_KEYS: dict[str, str] = {
+    "match_iterations": "warmup.phases[i].iterations; warmup.phases: [] for none",
+    "match_samples": "warmup.phases[i].samples",
+    "match_scenes": "warmup.phases[i].scenes",
+    "match_search": "warmup.phases[i].search",
+    "match_moments": "a phase {search: moments} first in warmup.phases",
+    "match_elements": "warmup.look",
+    "match_labels": "warmup.labels",
+    "match_classes": "warmup.classes",
+    "match_hold": "warmup.hold",
+}
+
+
+def legacy_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A configuration saved before the ``warmup:`` section (a run directory's) in today's
+    form: its flat ``match_*`` keys become the warm-up they ran (a run from before
+    ``match_moments`` ran without the moments)."""
+    if not any(k in saved for k in OLD_WARMUP_KEYS):
+        return saved
+    old = {k: saved[k] for k in OLD_WARMUP_KEYS if k in saved}
+    out = {k: v for k, v in saved.items() if k not in OLD_WARMUP_KEYS}
+    n = int(old.get("match_iterations", 1))
+    searched = {
+        "search": old.get("match_search", "reinforce"),
+        "samples": int(old.get("match_samples", 8)),
+        "scenes": int(old.get("match_scenes", 32)),
+    }
+    if old.get("match_moments", False):
+        phases = [{"search": "moments", "scenes": searched["scenes"]}, {**searched, "iterations": max(n - 1, 0)}]
+    else:
+        phases = [{**searched, "iterations": n}]
+    out["warmup"] = {
+        "phases": [phase_spec(p) for p in phases] if n else [],
+        "look": old.get("match_elements"),
+        "labels": old.get("match_labels"),
+        "classes": bool(old.get("match_classes", False)),
+        "hold": bool(old.get("match_hold", True)),
+    }
+    return out
+
 
 # --quick: the chosen experiment at a tiny budget (a smoke run: under a minute on 2 cores)
 QUICK: dict[str, Any] = {
     "iterations": 2,
     "samples": 2,
     "scenes": 32,
-    "match_iterations": 4,
-    "match_samples": 4,
-    "match_scenes": 8,
     "target_size": 32,
     "final_repeats": 1,
 }
+# ... and the warm-up's phases: 4 iterations in all (`Warmup.with_iterations`) of 4 ψ × 8 scenes
+QUICK_WARMUP = {"iterations": 4, "samples": 4, "scenes": 8}
 # per task, a training budget to match (steps of each task's own trainer)
 QUICK_TASK = {"counting": {"steps": 40}, "segmentation": {"steps": 40}, "classify": {"steps": 30}}
 
 
 def load_experiment(
-    config: str | Path | None, layer: dict[str, Any], overrides: dict[str, Any], *, quick: bool = False
+    config: str | Path | None,
+    layer: dict[str, Any],
+    overrides: dict[str, Any],
+    *,
+    quick: bool = False,
+    warmup_iterations: int | None = None,
 ) -> Config:
     """What the command lines and the API run: the defaults, the YAML experiment ``config``
     (checked to exist), the `QUICK` preset under ``layer`` when ``quick``, then the dotted
-    ``overrides`` (``--set``)."""
+    ``overrides`` (``--set``).  ``warmup_iterations``: the warm-up's iterations in all
+    (`Warmup.with_iterations`), over the file's and the preset's."""
     path = None
     if config is not None:
         path = resolve_path(config)
         if not path.is_file():
             raise UserError(f"config file {str(config)!r} does not exist")
     layers = [layer]
-    if quick:
-        task = layer.get("task") or load_config(path).task
-        layers = [{**QUICK, "task_options": QUICK_TASK.get(task, {})}, layer]
+    if quick or warmup_iterations is not None:
+        base = load_config(path)
+        task = layer.get("task") or base.task
+        warm = base.warmup
+        if quick:
+            small = {k: v for k, v in QUICK_WARMUP.items() if k != "iterations"}
+            warm = Warmup(phases=[{**p, **small} for p in warm.with_iterations(QUICK_WARMUP["iterations"])])
+        if warmup_iterations is not None:
+            warm = Warmup(phases=warm.with_iterations(warmup_iterations))
+        quick_layer = {**QUICK, "task_options": QUICK_TASK.get(task, {})} if quick else {}
+        layers = [{**quick_layer, "warmup": {"phases": warm.phases}}, layer]
     return load_config(path, *layers, overrides=overrides)
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "at_once",
     "available_cores",
     "local_executor",
+    "set_threads",
     "random_params",
 ]
 
@@ -436,6 +437,12 @@ def local_executor(
     if n > 1:
         return ThreadedExecutor(evaluator, n, torch_threads=each, timeout=timeout)
     return InProcessExecutor(evaluator, timeout=timeout)
+
+
+def set_threads(n: int) -> None:
+    """Set torch's CPU threads for this process (0 keeps torch's default)."""
+    if n > 0:
+        torch.set_num_threads(n)
 
 
 def available_cores() -> int:

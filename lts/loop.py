@@ -1,24 +1,23 @@
-"""The outer loop: ask → evaluate → tell, with checkpoints and the final baselines.
+"""The outer loop: the run's phases in turn, each ask → evaluate → tell, with checkpoints
+and the final baselines.
 
-Each iteration asks the search strategy (`policies`, ``search``) for K ψ, evaluates each
-(render M scenes, train the task, score it on the target's validation split) and tells
-the strategy their rewards.  Where there is something to match, a cheap stage comes
-first (`lts.matching`, ``match_iterations``): it renders ``match_scenes`` per ψ, trains
-nothing, and moves the elements it matches by how close the frames look, and their
-labels are, to the target's; the strategy then starts from the matched ψ, with the
-mixes it matched held (``match_hold``).  Each evaluation is charged by what it renders:
-one of M scenes counts 1, one of m scenes m / M (``evaluations`` in the metrics rows).
-Seeds come from the run seed by (stream, iteration, draw), so a run is reproducible and
-a resumed run ends where an uninterrupted one would.
+A run is a chain of phases (`lts.phases`): each a strategy, the objective it is told
+about and its budget.  The loop asks the current phase's strategy for its ψ, has its
+objective evaluate them, tells the strategy what the objective says of each, records the
+iteration and checkpoints; when a phase's iterations are done, the next starts from what
+it hands over.  Each evaluation is charged by what it renders: one of M scenes counts 1,
+one of m scenes m / M (``evaluations`` in the metrics rows).  Seeds come from the run
+seed by (stream, iteration, draw), so a run is reproducible and a resumed run ends where
+an uninterrupted one would.
 
 After the last iteration the same data size, training budget and seeds score three
-datasets: from the ψ the strategy hands over (``lts``), from ψ drawn afresh per scene
+datasets: from the ψ the last phase hands over (``lts``), from ψ drawn afresh per scene
 (``random``, domain randomization) and, for a simulated target, from ψ* (``oracle``).
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import math
 import pickle
 import time
@@ -29,27 +28,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 import simulators
-from policies import ReinforceStrategy, Strategy, make_strategy, strategy_options
-from policies.base import point_json
+from policies import Strategy
 
 from . import tasks as tasks_mod
-from .checks import EvalFailure, count_failures
-from .config import LEGACY_DEFAULTS, Config, config_to_dict
-from .evaluation import EvalContext, EvalResult, EvalSpec, Evaluator, Executor, local_executor, random_params
-from .matching import TargetMatch, mix_fit
+from .checks import count_failures
+from .config import Config, config_to_dict, legacy_config
+from .evaluation import EvalContext, EvalResult, EvalSpec, random_params
+from .executors import Places, make_executor
+from .phases import Phase, build_phases, from_version_2, summary_counts
 from .rundir import CHECKPOINT, POLICY, SUMMARY, RunDir
 from .seeding import derive_seed
 from .stopping import PlateauStopper, parse_duration
 from .targets import Target, load_target
 
-__all__ = ["Experiment", "Callbacks", "MatchStage", "make_executor", "BASELINES", "CHECKPOINT_VERSION"]
+__all__ = ["Experiment", "Callbacks", "make_executor", "BASELINES", "CHECKPOINT_VERSION"]
 
 BASELINES = ("lts", "oracle", "random")
-MOMENT_TRIES = 3  # seeds the warm-up's moments try for a choice whose render fails
-CHECKPOINT_VERSION = 2  # 1: before search strategies (REINFORCE wired into the loop)
+# 1: before search strategies (REINFORCE wired into the loop); 2: before phases, read by
+# `lts.phases.from_version_2`
+CHECKPOINT_VERSION = 3
 
 
 @dataclass
@@ -64,197 +63,6 @@ class Callbacks:
 
 def _finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
-
-
-def make_executor(config: Config, context: EvalContext, sim: simulators.Simulator, run_dir: RunDir | None) -> Executor:
-    """Ray when ``workers`` or ``ray_address`` asks for it (``parallel`` is then unused);
-    else in this process, side by side in threads or one after another (`local_executor`)."""
-    if config.workers > 0 or config.ray_address:
-        from .ray_exec import RayExecutor
-
-        sim.close()
-        return RayExecutor(
-            context,
-            workers=max(config.workers, 1),
-            address=config.ray_address,
-            temp_dir=None if run_dir is None else str(run_dir.path.resolve()),
-            timeout=config.eval_limit(ray=True),
-            setup_timeout=config.setup_timeout or None,
-        )
-    return local_executor(
-        context.build(sim=sim),
-        parallel=config.parallel,
-        threads=config.threads,
-        samples=config.samples,
-        timeout=config.eval_limit(ray=False),
-    )
-
-
-class MatchStage:
-    """The cheap stage: REINFORCE on −MMD² of the frames' look (``match_elements``, or the
-    simulator's `ParamSpace.looks`) and of their labels (``match_labels``, or
-    `ParamSpace.contents`), each signal moving its own elements; the rest stay at their
-    defaults.  With ``match_moments`` its first iteration solves the mixes instead
-    (`solve`): each choice rendered alone, the mix whose mean features fit the target's
-    (`lts.matching.simplex_lstsq`); the later iterations move the other elements, and
-    there are none when nothing else is left.  Its result is where a strategy starts: the
-    matched ψ, with the matched mixes held when ``match_hold`` (they are what its features
-    measure frame by frame; continuous elements go on, the counts place them only on a ridge)."""
-
-    def __init__(self, config: Config, space: simulators.ParamSpace, signals: Mapping[str, Sequence[str]]) -> None:
-        self.config, self.space = config, space
-        moved = [n for names in signals.values() for n in names]
-        #: the mixes the first iteration solves (element → its signal), with ``match_moments``
-        self.mixes: dict[str, str] = {}
-        self.choices: dict[str, tuple[str, ...]] = {}
-        for k, names in signals.items():
-            for n in names:
-                el = space[n]
-                if config.match_moments and isinstance(el, simulators.Proportions):
-                    self.mixes[n], self.choices[n] = k, tuple(el.choices)
-        rest = {k: [n for n in names if n not in self.mixes] for k, names in signals.items()}
-        self.rest = {k: v for k, v in rest.items() if v}  # what REINFORCE (or ``match_search``) moves
-        #: the stage's iterations: the moments (one), then the search of the rest, if any
-        self.iterations = config.match_iterations if self.rest else 1
-        self.start = space.default()
-        self.solved: dict[str, dict[str, float]] | None = None
-        # Two signals move two sets of elements: REINFORCE with an update per signal.  One
-        # signal is one reward, which any strategy can search (``match_search``).
-        self.signals = len(self.rest) > 1 or config.match_search == "reinforce"
-        self.strategy: Strategy | None = self._strategy(None) if self.rest else None
-        held = [n for n in moved if isinstance(space[n], (simulators.Proportions, simulators.Categorical))]
-        self.held = tuple(held) if config.match_hold else ()
-        self.match: TargetMatch | None = None
-
-    def _strategy(self, init: dict[str, Any] | None) -> Strategy:
-        """The search of the elements the moments do not solve, from ``init``."""
-        config, space = self.config, self.space
-        moved = [n for names in self.rest.values() for n in names]
-        searched = self.iterations - (1 if self.mixes else 0)
-        common: dict[str, Any] = {
-            "seed": derive_seed(config.seed, "match"),
-            "budget": max(searched, 1) * config.match_samples,
-            "batch": config.match_samples,
-            "fixed": [n for n in space if n not in moved],
-            "init": init,
-        }
-        if self.signals:
-            return ReinforceStrategy(space, signals=self.rest, **common)
-        # the warm-up hands over its most recent centre: its distances keep falling, and
-        # generations tied with the best would pull in centres it has since left
-        options = {"handover": "recent"} if "handover" in strategy_options(config.match_search) else {}
-        return make_strategy(config.match_search, space, options=options, **common)
-
-    @property
-    def moment_renders(self) -> int:
-        """The moments' renders: one per choice of each mix."""
-        return sum(len(c) for c in self.choices.values())
-
-    def renders(self, done: int = 0) -> int:
-        """Renders the stage makes after its first ``done`` iterations (the moments', then
-        ``match_samples`` each of the rest's iterations)."""
-        searched = max(self.iterations - max(done, 1 if self.mixes else 0), 0) if self.rest else 0
-        return (self.moment_renders if done == 0 else 0) + searched * self.config.match_samples
-
-    def solve(self, render: Callable[[dict[str, Any], int], simulators.Batch]) -> dict[str, float]:
-        """The moments: each mix from ``render``'s frames of every choice alone, fitted to the
-        target's mean features; returns each mix's residual (the fit's distance).  A render
-        that fails (``render(ψ, attempt)`` raises) is tried again with the next seed, up to
-        `MOMENT_TRIES` in all."""
-        assert self.match is not None
-        solved, residual = {}, {}
-        for name, signal in self.mixes.items():
-            choices = self.choices[name]
-            columns = []
-            for c in choices:
-                for attempt in range(MOMENT_TRIES):
-                    try:
-                        batch = render({**self.start, name: {x: float(x == c) for x in choices}}, attempt)
-                        break
-                    except (KeyboardInterrupt, simulators.UserError):
-                        raise
-                    except Exception as e:  # noqa: BLE001 - said in one line; --resume renders it again
-                        if attempt + 1 < MOMENT_TRIES:
-                            continue  # recorded in the row's errors; the next seed
-                        said = " ".join(str(e).split())  # one line
-                        if not isinstance(e, EvalFailure):  # a failed evaluation's reason names its kind
-                            said = f"{type(e).__name__}: {said}"
-                        raise simulators.UserError(
-                            f"the warm-up's moments could not render {name} = {c!r} alone with {MOMENT_TRIES} seeds "
-                            f"({said}); fix the simulator and --resume, or start a run with "
-                            "match_moments: false"
-                        ) from None
-                columns.append(self.match.mean_features(batch, signal).cpu())
-            try:
-                p, residual[name] = mix_fit(
-                    torch.stack(columns, 1), self.match.target_mean(signal).cpu(), scale=self.match.scale_free(signal)
-                )
-            except ValueError:
-                raise simulators.UserError(f"the warm-up's moments: {name}'s frames gave non-finite features") from None
-            solved[name] = {c: float(x) for c, x in zip(choices, p)}
-        self.apply(solved)
-        return residual
-
-    def apply(self, solved: Mapping[str, Mapping[str, float]]) -> None:
-        """Take the solved mixes (`solve`'s, or a checkpoint's): the rest's search starts there."""
-        self.solved = {k: dict(v) for k, v in solved.items()}
-        if self.rest:
-            self.strategy = self._strategy({**self.start, **self.solved})
-
-    def describe(self) -> dict[str, Any]:
-        """``policy.json`` now: the stage's search, or its ψ where nothing is searched."""
-        if self.strategy is not None:
-            return self.strategy.describe()
-        return {"strategy": "moments", "params": point_json(self.space, self.result()[0])["params"]}
-
-    @classmethod
-    def build(cls, config: Config, space: simulators.ParamSpace, task: Any, target: Target) -> MatchStage | None:
-        """The stage the configuration asks for, or None when there is nothing to match."""
-        looks = space.element_names(
-            space.look if config.match_elements is None else config.match_elements, "match_elements"
-        )
-        contents = space.element_names(
-            space.content if config.match_labels is None else config.match_labels, "match_labels"
-        )
-        label_field = getattr(task, "label_field", None)
-        if label_field is None or getattr(target.batch, label_field, None) is None:
-            contents = ()  # nothing to compare them by
-        if config.match_labels is None:  # elements named for the look keep it as their reward
-            contents = tuple(n for n in contents if n not in looks)
-        elif config.match_iterations and (both := sorted(set(looks) & set(contents))):
-            raise simulators.UserError(f"match_elements and match_labels both name {both}; an element has one reward")
-        signals = {k: v for k, v in (("look", looks), ("labels", contents)) if v}
-        if not config.match_iterations or not config.iterations or not signals:
-            return None  # nothing to match, or no search to start (--iterations 0 evaluates nothing)
-        stage = cls(config, space, signals)
-        stage.match = TargetMatch(
-            target.batch,
-            label_field if contents else None,
-            look=bool(looks),
-            classes=config.match_classes,
-            distances=tuple(stage.rest),  # what the later iterations measure (the moments take means)
-        )
-        if len(stage.held) == len(space):
-            raise simulators.UserError(
-                f"match_hold holds {list(stage.held)}, every element there is: the search would have nothing to move"
-            )
-        return stage
-
-    def told(self, r: EvalResult) -> Any:
-        """What the stage's strategy is told of a render: −its distance per signal (REINFORCE's
-        update per signal), or their sum (`EvalResult.reward`) for any other strategy; NaN if it failed."""
-        if not r.ok:
-            return math.nan
-        if not self.signals:
-            return r.reward
-        assert self.match is not None
-        return {k: -r.metrics[m] for k, m in self.match.metrics.items() if m in r.metrics}
-
-    def result(self) -> tuple[dict[str, Any], tuple[str, ...]]:
-        """(the ψ a strategy starts from, the elements it holds)."""
-        if self.strategy is None:
-            return self.space.validate({**self.start, **(self.solved or {})}), self.held
-        return self.strategy.recommend(), self.held
 
 
 class Experiment:
@@ -296,71 +104,169 @@ class Experiment:
         # Fails early (a task the target cannot serve) before any iteration runs.
         self.task = tasks_mod.make(config.task, **{"device": config.device, **config.task_options})
         self.task.check_target(self.target.batch)
-        self.stage = MatchStage.build(config, self.space, self.task, self.target)
-        self.match_iterations = self.stage.iterations if self.stage is not None else 0
-        self.iterations = self._search_iterations()
-        # The strategy is built where the stage ends (it starts from the stage's ψ); built
-        # once now as well, so that a bad search or option fails before anything is written.
-        self.strategy: Strategy | None = self._make_strategy()
-        if self.stage is not None:
-            self.strategy = None
+        self.places = Places(config, self.context, self.sim, run_dir)
+        self.phases: list[Phase] = build_phases(
+            config, self.space, self.task, self.target, evaluator=self.places.local, executor=self.places.executor
+        )
+        if config.budget is not None:
+            self.fit_budget(config.budget)
+        self.started = 0  # phases started: the first, and each as the one before hands over
         self.iteration = 0
         self.sim_frames = 0
         self.evaluations = 0.0
         self.elapsed_before = 0.0
         self.cpu_before = 0.0
-        self.best_state: dict[str, Any] | None = None
+        self.t_start, self.cpu_start = time.monotonic(), time.process_time()
+        self._tb: Any = None
         self.stopper = PlateauStopper() if config.stop else None
         self.time_budget = None if config.time_budget is None else parse_duration(config.time_budget)
         self.task_means: list[float | None] = []  # each search iteration's mean reward: what the stopper reads
         self.stopped: str | None = None  # why the search stopped before its iterations ran out
-        self._last_task_seconds: float | None = None  # wall seconds of the last search iteration
-        self.t_start, self.cpu_start = time.monotonic(), time.process_time()
-        self.executor: Executor | None = None
-        self._match_eval: Evaluator | None = None
-        self._tb: Any = None
+        self._last_task_seconds: float | None = None  # wall seconds of the search's last iteration
+
+    # -- the chain of phases -----------------------------------------------------------
+    def bounds(self) -> list[tuple[int, int]]:
+        """Each phase's iterations as [first, end) over the run."""
+        out, at = [], 0
+        for p in self.phases:
+            out.append((at, at + p.iterations))
+            at += p.iterations
+        return out
 
     @property
-    def warmup_charge(self) -> float:
-        """Evaluations the warm-up is charged (m/M a render)."""
-        return self.stage.renders() * self.config.match_scenes / self.config.scenes if self.stage is not None else 0.0
+    def phase_index(self) -> int:
+        """The phase that asks next (the last once every iteration has run)."""
+        return next((i for i, (_, end) in enumerate(self.bounds()) if self.iteration < end), len(self.phases) - 1)
 
-    def _search_iterations(self) -> int:
-        """The search's iterations: the config's, or as many as the evaluation budget holds."""
-        cfg = self.config
-        if cfg.budget is None:
-            return cfg.iterations
-        n = int((cfg.budget - self.warmup_charge) // cfg.samples + 1e-9)
-        if n < 1:
-            raise simulators.UserError(
-                f"budget {cfg.budget:g} does not cover the warm-up ({self.warmup_charge:g} evaluations) and one "
-                f"iteration of {cfg.samples}"
-            )
-        return n
-
-    def _make_strategy(self) -> Strategy:
-        cfg = self.config
-        init, fixed = self.stage.result() if self.stage is not None else (None, ())
-        return make_strategy(
-            cfg.search,
-            self.space,
-            seed=derive_seed(cfg.seed, "search"),
-            budget=self.iterations * cfg.samples,
-            batch=cfg.samples,
-            init=init,
-            fixed=fixed,
-            options=cfg.options_of(cfg.search),
-        )
+    @property
+    def total_iterations(self) -> int:
+        return sum(p.iterations for p in self.phases)
 
     @property
     def searcher(self) -> Strategy:
-        """The strategy asked now: the stage's during the stage (after its moments), else the search's."""
-        if self.stage is not None and self.iteration < self.match_iterations:
-            assert self.stage.strategy is not None, "the stage's moments come first"
-            return self.stage.strategy
-        if self.strategy is None:
-            self.strategy = self._make_strategy()
-        return self.strategy
+        """The strategy asked now (the last phase's once the run is done)."""
+        self._advance()
+        strategy = self.phases[self.phase_index].strategy
+        assert strategy is not None
+        return strategy
+
+    def _advance(self, states: Sequence[bytes | None] = ()) -> None:
+        """Start the phases up to the current one, each from what the one before hands over
+        (its recommendation, and the elements it determined held); ``states``: a checkpoint's."""
+        while self.started <= self.phase_index:
+            i = self.started
+            held: list[str] = []
+            for p in self.phases[:i]:
+                held += [n for n in p.determined(self.space) if n not in held]
+            if i == 0:
+                self.phases[0].start(self.space, None, ())
+            else:
+                prev = self.phases[i - 1].strategy
+                assert prev is not None
+                self.phases[i].start(self.space, prev.recommend(), held)
+            if i < len(states) and states[i] is not None:
+                strategy = self.phases[i].strategy
+                assert strategy is not None
+                strategy.load_state_dict(pickle.loads(states[i]))  # type: ignore[arg-type]
+            self.started += 1
+
+    def step(self) -> dict[str, Any]:
+        """One iteration of the current phase, ask → evaluate → tell; returns its metrics.jsonl row."""
+        self._advance()
+        cfg, it = self.config, self.iteration
+        phase = self.phases[self.phase_index]
+        started = time.monotonic()
+        searcher = phase.strategy
+        assert searcher is not None
+        params = searcher.ask(phase.samples)
+        specs = [phase.spec(cfg.seed, it, k, p, cfg.common_seeds) for k, p in enumerate(params)]
+        results = phase.objective.map(specs, self.cb.on_eval)
+        for r in results:
+            if r.error is not None:
+                warnings.warn(f"iteration {it}, draw {r.index}: evaluation failed ({r.error})")  # it names ψ
+            elif not r.ok:
+                warnings.warn(f"iteration {it}, draw {r.index}: non-finite reward told as a failure; ψ = {r.params}")
+        self.sim_frames += sum(r.frames for r in results)
+        self.evaluations += sum(s.n for s in specs) / cfg.scenes  # charged by what it renders
+        t0 = time.perf_counter()
+        searcher.tell([r.params or {} for r in results], [phase.objective.told(r) for r in results])
+        self.iteration = it + 1
+        row = self._row(it, phase, results, time.perf_counter() - t0)
+        if phase is self.phases[-1]:  # the search on the task's reward: the stopper watches it
+            self._last_task_seconds = time.monotonic() - started
+            self.task_means.append(row["reward_mean"])
+            if self.stopper is not None and self.iteration < self.total_iterations:
+                self.stopped = self.stopper.reason(self.task_means)
+            row["stopped"] = self.stopped
+        # metrics first, then the checkpoint: a kill in between re-runs this iteration.
+        self.run_dir.append_metrics(row)
+        self.save()  # policy.json: what the phase asked next holds (the next one's after a hand-over)
+        if self._tb is not None:
+            _tensorboard_log(self._tb, row)
+        if self.cb.on_iteration:
+            self.cb.on_iteration(row)
+        return row
+
+    def _row(self, it: int, phase: Phase, results: list[EvalResult], tell_s: float) -> dict[str, Any]:
+        """The metrics.jsonl row of iteration ``it``."""
+        searcher = phase.strategy
+        assert searcher is not None
+        ok = [r for r in results if r.ok]
+        stats = getattr(searcher, "last_stats", None) or None
+        return {
+            "iteration": it,
+            "phase": phase.name,
+            "search": searcher.name,
+            "rewards": [_finite_or_none(r.reward) for r in results],
+            "reward_mean": _finite_or_none(float(np.mean([r.reward for r in ok]))) if ok else None,
+            "baseline": getattr(searcher, "baseline", None),
+            "policy": searcher.describe(),
+            "recommended": searcher.recommend(),
+            "sim_frames": self.sim_frames,
+            "evaluations": self.evaluations,
+            "elapsed_s": self.elapsed(),
+            "cpu_s": self.cpu_s(),
+            "params": [r.params for r in results],
+            "metrics": [r.metrics for r in results],
+            "errors": [
+                {"draw": r.index, "error": r.error, "kind": r.failure or "crashed", "params": r.params}
+                for r in results
+                if r.error
+            ],
+            "attempts": [r.attempts for r in results],
+            "timing_s": {
+                "render": sum(r.render_s for r in results),
+                "refine": sum(r.refine_s for r in results),
+                "train": sum(r.train_s for r in results),
+                "score": sum(r.score_s for r in results),
+                "update": tell_s,
+            },
+            # REINFORCE's update; one per signal ({"look": …, "labels": …}) where it has several
+            "update": None if stats is None else {k or "task": v.__dict__ for k, v in stats.items()},
+            # what a strategy reports of its own (a fit's residuals, say)
+            **(getattr(searcher, "last_row", None) or {}),
+        }
+
+    def charge(self, done: int = 0) -> list[tuple[Phase, int]]:
+        """Each phase and the ψ it evaluates after the run's first ``done`` iterations."""
+        out = []
+        for p, (first, end) in zip(self.phases, self.bounds()):
+            out.append((p, max(end - max(first, done), 0) * p.samples))
+        return out
+
+    def fit_budget(self, budget: float) -> None:
+        """Give the last phase the iterations that the charged ``budget`` leaves after the
+        phases before it (`lts.compare`'s equal budgets)."""
+        last = self.phases[-1]
+        before = sum(p.evaluations * p.scenes for p in self.phases[:-1]) / self.config.scenes
+        per = last.samples * last.scenes / self.config.scenes
+        if before + per > budget + 1e-9:
+            raise simulators.UserError(
+                f"budget {budget:g} does not cover the phases before the search ({before:g} evaluations) and one "
+                f"iteration ({per:g})"
+            )
+        last.iterations = max(int((budget - before) // per + 1e-9), 1)
+        self.config = dataclasses.replace(self.config, iterations=last.iterations)
 
     # -- state ---------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -374,62 +280,64 @@ class Experiment:
         return {
             "version": CHECKPOINT_VERSION,
             "iteration": self.iteration,
-            # pickled: a strategy's state may hold anything (numpy arrays, a generator, an Optuna
-            # study); the checkpoint itself stays loadable with torch.load(weights_only=True)
-            "match": None
-            if self.stage is None or self.stage.strategy is None
-            else pickle.dumps(self.stage.strategy.state_dict()),
-            "moments": None if self.stage is None else self.stage.solved,
-            "strategy": None if self.strategy is None else pickle.dumps(self.strategy.state_dict()),
+            # one per phase started: its strategy's state, pickled (a strategy's state may hold
+            # anything: numpy arrays, a generator, an Optuna study); the checkpoint itself stays
+            # loadable with torch.load(weights_only=True)
+            "phases": [
+                {
+                    "search": p.search,
+                    "strategy": pickle.dumps(p.strategy.state_dict()),
+                    # what an objective carries between iterations (the task's: the best model, --warm-start)
+                    "objective": p.objective.state_dict() if hasattr(p.objective, "state_dict") else None,
+                }
+                for p in self.phases[: self.started]
+                if p.strategy is not None
+            ],
             "sim_frames": self.sim_frames,
             "evaluations": self.evaluations,
             "elapsed_s": self.elapsed(),
             "cpu_s": self.cpu_s(),
-            "best_state": self.best_state,
             "task_means": list(self.task_means),
             "stopped": self.stopped,
             "config": config_to_dict(self.config),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") == 2:
+            state = from_version_2(state, self.phases)
         if state.get("version") != CHECKPOINT_VERSION:
             raise simulators.UserError(
                 f"checkpoint in {str(self.run_dir.path)!r} was written by an older lts (before search strategies); "
                 "start a new run"
             )
-        edited = _edited_keys({**LEGACY_DEFAULTS, **state.get("config", {})}, config_to_dict(self.config))
+        edited = _edited_keys(legacy_config(state.get("config", {})), config_to_dict(self.config))
         if edited:
             raise simulators.UserError(
                 f"config.yaml in {str(self.run_dir.path)!r} was edited since the checkpoint ({', '.join(edited)}); "
                 "put it back, or start a new run (resume may change only --iterations and how evaluations run)"
             )
         self.iteration = int(state["iteration"])
-        if self.stage is not None and state.get("moments") is not None:
-            self.stage.apply(state["moments"])
-        if self.stage is not None and self.stage.strategy is not None and state["match"] is not None:
-            self.stage.strategy.load_state_dict(pickle.loads(state["match"]))
-        if state["strategy"] is not None:
-            self.strategy = self._make_strategy()
-            self.strategy.load_state_dict(pickle.loads(state["strategy"]))
+        self.started = 0
+        self._advance([p["strategy"] for p in state["phases"]])
+        for p, saved in zip(self.phases, state["phases"]):
+            if saved.get("objective") is not None:
+                p.objective.load_state_dict(saved["objective"])
         self.sim_frames = int(state["sim_frames"])
         self.evaluations = float(state["evaluations"])
         self.elapsed_before, self.cpu_before = float(state["elapsed_s"]), float(state["cpu_s"])
-        self.best_state = state.get("best_state")
+        self.t_start, self.cpu_start = time.monotonic(), time.process_time()
         self.task_means = list(state.get("task_means", []))
         # a plateau stop holds while the stopper is on; a budget's is judged again (resume may raise it)
         stopped = state.get("stopped")
         self.stopped = stopped if stopped and stopped.startswith("plateau") and self.config.stop else None
-        self.t_start, self.cpu_start = time.monotonic(), time.process_time()
 
-    def save(self, policy: dict[str, Any] | None = None) -> None:
-        """The checkpoint and ``policy.json`` (``policy``: the searcher's description, when at hand)."""
+    def save(self) -> None:
+        """The checkpoint and ``policy.json``."""
         self.run_dir.save_checkpoint(self.state_dict())
-        self.run_dir.write_json(POLICY, policy if policy is not None else self.describe())
+        self.run_dir.write_json(POLICY, self.describe())
 
     def describe(self) -> dict[str, Any]:
-        """``policy.json`` now: what the stage or the search holds."""
-        if self.stage is not None and self.iteration < self.match_iterations:
-            return self.stage.describe()
+        """``policy.json`` now: what the phase asked next holds."""
         return self.searcher.describe()
 
     def start_fresh(self) -> None:
@@ -460,207 +368,30 @@ class Experiment:
 
     # -- the loop --------------------------------------------------------------------
     def run(self, *, final: bool = True) -> dict[str, Any] | None:
-        """The stage, the search's iterations and (``final``) the final evaluations; returns
-        the summary (None without the final evaluations)."""
-        cfg = self.config
+        """Every phase's iterations and (``final``) the final evaluations; returns the summary
+        (None without the final evaluations)."""
         if self.cb.on_start:
             self.cb.on_start(self)
         try:
-            if cfg.tensorboard:
+            if self.config.tensorboard:
                 self._tb = _tensorboard_writer(self.run_dir)
-            while self.iteration < self.match_iterations:  # renders here, before Ray may take the simulator
-                self.step()
-            self.executor = make_executor(cfg, self.context, self.sim, self.run_dir)
-            while self.iteration < self.match_iterations + self.iterations and not self._stop_before():
+            while self.iteration < self.total_iterations and not self._stop_before():
                 self.step()
             summary = self.finish() if final else None
         finally:
-            if self.executor is not None:
-                self.executor.close()
+            self.places.close()
             if self._tb is not None:
                 self._tb.close()
         return summary
 
-    def step(self) -> dict[str, Any]:
-        """One iteration, ask → evaluate → tell; returns its metrics.jsonl row."""
-        if self.stage is not None and self.stage.mixes and self.stage.solved is None:
-            return self._moments()
-        it, matching, searcher = self.iteration, self.iteration < self.match_iterations, self.searcher
-        started = time.monotonic()
-        params = searcher.ask(self.config.match_samples if matching else self.config.samples)
-        results = self._evaluate(params, it, matching)
-        t0 = time.perf_counter()
-        if matching and self.stage is not None:
-            told = [self.stage.told(r) for r in results]
-        else:
-            told = [r.reward if r.ok else math.nan for r in results]
-        searcher.tell([r.params or {} for r in results], told)
-        if self.config.warm_start and not matching and any(r.ok for r in results):
-            self.best_state = max((r for r in results if r.ok), key=lambda r: r.reward).state
-        self.iteration = it + 1
-        row = self._row(it, matching, searcher, results, time.perf_counter() - t0)
-        if not matching:
-            self._last_task_seconds = time.monotonic() - started
-            self.task_means.append(row["reward_mean"])
-            left = self.match_iterations + self.iterations - self.iteration
-            if self.stopper is not None and left > 0:
-                self.stopped = self.stopper.reason(self.task_means)
-            row["stopped"] = self.stopped
-        # the row's description is policy.json's, unless the warm-up just handed over to the search
-        return self._record(row, row["policy"] if searcher is self.searcher else None)
-
-    def _moments(self) -> dict[str, Any]:
-        """The stage's first iteration with ``match_moments``: every choice of each mix
-        rendered alone (``match_scenes`` scenes, common seeds) and the mixes solved."""
-        assert self.stage is not None
-        cfg, it, t0 = self.config, self.iteration, time.perf_counter()
-        if self._match_eval is None:  # shares the simulator; the executor's evaluator closes it
-            self._match_eval = self.context.build(sim=self.sim)
-        results: list[EvalResult] = []
-
-        def render(psi: dict[str, Any], attempt: int) -> simulators.Batch:
-            # common seeds: the choices differ, the scenes not; a failed render, the next seed
-            seed = derive_seed(cfg.seed, "moments", *([attempt] if attempt else []))
-            spec = EvalSpec(index=len(results), params=psi, n=cfg.match_scenes, data_seed=seed, train_seed=seed)
-            frames: list[simulators.Batch] = []
-
-            def rendered(spec: EvalSpec) -> EvalResult:
-                res = EvalResult(index=spec.index, params=psi, reward=0.0)
-                assert self._match_eval is not None
-                frames.append(self._match_eval.frames(spec, res))
-                return res
-
-            assert self._match_eval is not None
-            res = self._match_eval.safe(spec, rendered)  # a failure, with its reason, in the row's errors
-            results.append(res)
-            self.sim_frames += res.frames
-            self.evaluations += cfg.match_scenes / cfg.scenes  # charged by what it renders
-            if self.cb.on_eval:
-                self.cb.on_eval(res)
-            if not frames:
-                raise EvalFailure(res.error)
-            return frames[0]
-
-        residual = self.stage.solve(render)
-        self.iteration = it + 1
-        row = {
-            **self._row(it, True, None, results, time.perf_counter() - t0),
-            "rewards": [-r for r in residual.values()],  # −the fit's distance, one per mix
-            "reward_mean": -float(np.mean(list(residual.values()))),
-            "residuals": residual,
-        }
-        return self._record(row, None)  # policy.json: the stage's search (if any), else the task's
-
-    def _record(self, row: dict[str, Any], policy: dict[str, Any] | None) -> dict[str, Any]:
-        """Append an iteration's row, checkpoint, log; returns the row."""
-        # metrics first, then the checkpoint: a kill in between re-runs this iteration.
-        self.run_dir.append_metrics(row)
-        self.save(policy)
-        if self._tb is not None:
-            _tensorboard_log(self._tb, row)
-        if self.cb.on_iteration:
-            self.cb.on_iteration(row)
-        return row
-
-    def _evaluate(self, params: list[dict[str, Any]], it: int, matching: bool) -> list[EvalResult]:
-        """Evaluate the asked ψ; a failed one is reported and told as a failure."""
-        cfg = self.config
-        specs = [
-            EvalSpec(
-                index=k,
-                params=p,
-                n=cfg.match_scenes if matching else cfg.scenes,
-                data_seed=derive_seed(cfg.seed, "data", it, 0 if cfg.common_seeds else k),
-                train_seed=derive_seed(cfg.seed, "train", it, 0 if cfg.common_seeds else k),
-                init=self.best_state if cfg.warm_start else None,
-                keep_state=cfg.warm_start,
-            )
-            for k, p in enumerate(params)
-        ]
-        if matching:
-            results = self._match_results(specs)
-        else:
-            assert self.executor is not None
-            results = self.executor.map(specs, on_result=self.cb.on_eval)
-        for r in results:
-            if r.error is not None:
-                warnings.warn(f"iteration {it}, draw {r.index}: evaluation failed ({r.error})")  # it names ψ
-            elif not r.ok:
-                warnings.warn(f"iteration {it}, draw {r.index}: non-finite reward told as a failure; ψ = {r.params}")
-        self.sim_frames += sum(r.frames for r in results)
-        self.evaluations += sum(s.n for s in specs) / cfg.scenes  # charged by what it renders
-        return results
-
-    def _match_results(self, specs: list[EvalSpec]) -> list[EvalResult]:
-        """The stage's evaluations, one after another in this process (a render each)."""
-        assert self.stage is not None and self.stage.match is not None
-        if self._match_eval is None:  # shares the simulator; the executor's evaluator closes it
-            self._match_eval = self.context.build(sim=self.sim)
-        look = functools.partial(self._match_eval.look, match=self.stage.match)
-        out = []
-        for spec in specs:
-            out.append(self._match_eval.safe(spec, look))
-            if self.cb.on_eval:
-                self.cb.on_eval(out[-1])
-        return out
-
-    def _row(
-        self, it: int, matching: bool, searcher: Strategy | None, results: list[EvalResult], tell_s: float
-    ) -> dict[str, Any]:
-        """The metrics.jsonl row of iteration ``it`` (``searcher`` None: the stage's moments)."""
-        ok = [r for r in results if r.ok]
-        stats = getattr(searcher, "last_stats", None) or None
-        if searcher is None:
-            assert self.stage is not None
-            policy, recommended = self.stage.describe(), self.stage.result()[0]
-        else:
-            policy, recommended = searcher.describe(), searcher.recommend()
-        return {
-            "iteration": it,
-            "phase": "match" if matching else "task",
-            "search": "moments" if searcher is None else searcher.name,
-            "rewards": [_finite_or_none(r.reward) for r in results],
-            "reward_mean": _finite_or_none(float(np.mean([r.reward for r in ok]))) if ok else None,
-            "baseline": getattr(searcher, "baseline", None),
-            "policy": policy,
-            "recommended": recommended,
-            "sim_frames": self.sim_frames,
-            "evaluations": self.evaluations,
-            "elapsed_s": self.elapsed(),
-            "cpu_s": self.cpu_s(),
-            "params": [r.params for r in results],
-            "metrics": [r.metrics for r in results],
-            "errors": [
-                {"draw": r.index, "error": r.error, "kind": r.failure or "crashed", "params": r.params}
-                for r in results
-                if r.error
-            ],
-            "attempts": [r.attempts for r in results],
-            "timing_s": {
-                "render": sum(r.render_s for r in results),
-                "refine": sum(r.refine_s for r in results),
-                "train": sum(r.train_s for r in results),
-                "score": sum(r.score_s for r in results),
-                "update": tell_s,
-            },
-            # REINFORCE's update; the stage's holds one per signal ({"look": …, "labels": …})
-            "update": None if stats is None else {k or "task": v.__dict__ for k, v in stats.items()},
-        }
-
     def _stop_before(self) -> bool:
-        """Whether the search stops before its next iteration: the stopper said so, or the next
-        iteration (and, under a time budget, the final evaluation) would overrun a budget."""
-        cfg = self.config
-        if self.stopped is None and cfg.budget is not None and self.evaluations + cfg.samples > cfg.budget + 1e-9:
-            self.stopped = (
-                f"budget: {self.evaluations:g} of {cfg.budget:g} evaluations spent, an iteration costs {cfg.samples}"
-            )
+        """Whether the search stops before the next iteration: the stopper said so, or, under a
+        time budget, the next iteration and the final evaluation would overrun it."""
         if self.stopped is None and self.time_budget is not None:
-            # an evaluation's seconds, from the search's last iteration (or none measured yet)
-            last = self._last_task_seconds
-            per_eval = last / cfg.samples if last is not None else 0.0
-            finals = len(self.final_baselines()) * cfg.final_repeats
-            need = per_eval * (cfg.samples + finals)
+            last = self.phases[-1]
+            # an evaluation's seconds, from the search's last iteration (none measured yet: 0)
+            per_eval = self._last_task_seconds / last.samples if self._last_task_seconds is not None else 0.0
+            need = per_eval * (last.samples + len(self.final_baselines()) * self.config.final_repeats)
             if self.elapsed() + need > self.time_budget:
                 self.stopped = (
                     f"time budget: {self.elapsed():.0f} s spent of {self.time_budget:.0f} s, and an iteration and the "
@@ -671,13 +402,14 @@ class Experiment:
     @property
     def evaluations_saved(self) -> float:
         """Evaluations the search's stop left unspent, of the iterations it had."""
-        left = max(self.match_iterations + self.iterations - self.iteration, 0)
-        return float(left * self.config.samples) if self.stopped is not None else 0.0
+        if self.stopped is None:
+            return 0.0
+        return sum(n * p.scenes for p, n in self.charge(self.iteration)) / self.config.scenes
 
     # -- final baselines ----------------------------------------------------------------
     def final_baselines(self) -> list[str]:
         """What the final evaluations score (none after a run of no iteration)."""
-        if not self.iterations:
+        if not self.config.iterations:
             return []
         return [w for w in BASELINES if not (w == "oracle" and self.target.params is None)]
 
@@ -709,7 +441,6 @@ class Experiment:
 
     def finish(self) -> dict[str, Any]:
         cfg = self.config
-        assert self.executor is not None
         chosen = self.final_params()
         which = self.final_baselines()
         specs: list[EvalSpec] = []
@@ -728,7 +459,7 @@ class Experiment:
             if self.cb.on_final:
                 self.cb.on_final(labels[res.index], done[0], len(specs))
 
-        results = self.executor.map(specs, on_result=on_result) if specs else []
+        results = self.places.executor().map(specs, on_result=on_result) if specs else []
         # A failed final evaluation is retried once, with the seed after the final ones.
         failed = [i for i, r in enumerate(results) if not r.ok]
         again: list[EvalSpec] = []
@@ -738,7 +469,7 @@ class Experiment:
             spec.index = len(labels)
             labels.append(w)
             again.append(spec)
-        retried = self.executor.map(again, on_result=on_result) if again else []
+        retried = self.places.executor().map(again, on_result=on_result) if again else []
         retries = []  # each retry, recorded in the summary: what failed, and how the retry ended
         for i, res in zip(failed, retried):
             retries.append(
@@ -772,7 +503,7 @@ class Experiment:
             "test_metrics": test_metrics,
             "search": cfg.search,
             "iterations": self.iteration,
-            "match_iterations": min(self.match_iterations, self.iteration),
+            **summary_counts(self.phases, self.iteration),
             "stopped": self.stopped,
             "evaluations_saved": self.evaluations_saved,
             "sim_frames": self.sim_frames,
@@ -852,7 +583,7 @@ def _tensorboard_writer(run_dir: RunDir) -> Any:
 
 def _tensorboard_log(writer: Any, row: dict[str, Any]) -> None:
     it = row["iteration"]
-    group = "match" if row.get("phase") == "match" else "reward"  # the stage's reward is −MMD²
+    group = "reward" if row.get("phase") == "task" else str(row.get("phase"))  # not the task's reward
     if row["reward_mean"] is not None:
         writer.add_scalar(f"{group}/mean", row["reward_mean"], it)
     if row["baseline"] is not None:

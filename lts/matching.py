@@ -1,6 +1,6 @@
 """Distribution matching: how far rendered frames, and their labels, are from the target's.
 
-The loop's optional warm-up (``match_iterations``, Meta-Sim's advice) moves the policy by
+The loop's optional warm-up (``warmup.phases``, Meta-Sim's advice) moves the policy by
 REINFORCE on −MMD² between frames rendered from ψ and the target's, before the task
 reward takes over.  It needs no training, so an iteration costs a render.  It has two
 signals, each moving its own elements with its own baseline:
@@ -15,7 +15,7 @@ signals, each moving its own elements with its own baseline:
   counts for counting, per band of rows the fraction of each class for segmentation.
   The target's labels are what the task is scored on; their statistics say how many cars
   of which type a scene holds, which the look cannot.  Labelled points (a classifier's
-  data) are (point, class) pairs, or with ``match_classes`` compared class by class
+  data) are (point, class) pairs, or with ``warmup.classes`` compared class by class
   (`ClassMoments`): each class's points by their mean and covariance, and the classes'
   frequencies.
 
@@ -26,16 +26,16 @@ A mix (a proportions element) needs no search at all: a frame's features average
 many frames are linear in the mix (each scene, or each car, takes choice c with
 probability p_c), so rendering each choice on its own and solving the least-squares fit
 of those means to the target's over the simplex (`simplex_lstsq`) recovers it
-(``match_moments``, `TargetMatch.mean_features`).
+(the moments phase, `policies.moments.Moments`, `TargetMatch.mean_features`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Collection
 
 import torch
 
+from policies.moments import mix_fit, simplex_lstsq
 from simulators import Batch
 from simulators.errors import UserError
 from simulators.labels import NUM_LABELS
@@ -84,7 +84,7 @@ def _check_frames(images: torch.Tensor | None) -> torch.Tensor:
     """``images`` if they are at least two RGB frames, else a `UserError`."""
     if images is None or images.dim() != 4 or images.shape[1] != 3 or len(images) < 2:
         raise UserError(
-            "match_iterations needs a target of at least two RGB frames (N×3×H×W); "
+            "the warm-up needs a target of at least two RGB frames (N×3×H×W); "
             f"this target's images have shape {None if images is None else tuple(images.shape)}"
         )
     return images
@@ -110,47 +110,6 @@ def label_features(batch: Batch, field: str, like: Batch) -> torch.Tensor:
         onehot = torch.nn.functional.one_hot(labels.long().clamp(0, classes - 1), classes).double()
         return torch.cat([batch.features.double(), onehot * float(like.features.double().std())], 1)
     raise ValueError(f"no label features for the field {field!r} (counts, semantic or labelled points)")
-
-
-def _project_simplex(v: torch.Tensor) -> torch.Tensor:
-    """The point of the probability simplex nearest to ``v`` (Euclidean; by sorting)."""
-    u, _ = torch.sort(v, descending=True)
-    css = u.cumsum(0) - 1.0
-    k = torch.arange(1, len(v) + 1, dtype=v.dtype)
-    rho = int((u - css / k > 0).nonzero().max())
-    return (v - css[rho] / (rho + 1)).clamp(min=0.0)
-
-
-def mix_fit(m: torch.Tensor, t: torch.Tensor, *, scale: bool = False, steps: int = 5000) -> tuple[torch.Tensor, float]:
-    """`simplex_lstsq`'s mix and the fit's residual ‖m q − t‖ (q: the mix, scaled as fitted)."""
-    m, t = m.double(), t.double()
-    if not (torch.isfinite(m).all() and torch.isfinite(t).all()):
-        raise ValueError("simplex_lstsq: the features hold NaN or infinite values")
-    k = m.shape[1]
-    a, b = m.T @ m, m.T @ t
-    lipschitz = float(torch.linalg.eigvalsh(a).max()) or 1.0
-    q = y = torch.full((k,), 1.0 / k, dtype=torch.float64)
-    momentum = 1.0
-    project = (lambda v: v.clamp(min=0.0)) if scale else _project_simplex
-    for _ in range(steps):
-        nxt = project(y - (a @ y - b) / lipschitz)
-        momentum, prev = (1.0 + math.sqrt(1.0 + 4.0 * momentum**2)) / 2.0, momentum
-        y = nxt + (prev - 1.0) / momentum * (nxt - q)
-        q = nxt
-    residual = float((m @ q - t).norm())
-    total = float(q.sum())
-    return (q / total if total > 0 else torch.full((k,), 1.0 / k, dtype=torch.float64)), residual
-
-
-def simplex_lstsq(m: torch.Tensor, t: torch.Tensor, *, scale: bool = False, steps: int = 5000) -> torch.Tensor:
-    """argmin ‖m p − t‖² over mixes p (p ≥ 0, Σ p = 1): D × k ``m``, D ``t``, k-vector out.
-    With ``scale`` the fit may scale the mix too (argmin ‖m q − t‖² over q ≥ 0, p = q / Σ q):
-    for features that grow with something the mix does not set (car counts with the
-    number of cars), so that a target busier than the renders does not tilt the mix.
-
-    Accelerated projected gradient (FISTA) from the uniform mix; the problem is convex,
-    so it converges to the minimum (to within 1e-6 here, far below the features' noise)."""
-    return mix_fit(m, t, scale=scale, steps=steps)[0]
 
 
 class _MMD:
@@ -253,7 +212,7 @@ class TargetMatch:
         if classes:
             if label_field != "labels" or target.features is None or target.labels is None:
                 raise UserError(
-                    f"match_classes compares labelled points class by class; this task's labels are {label_field!r}"
+                    f"warmup.classes compares labelled points class by class; this task's labels are {label_field!r}"
                 )
             moments = ClassMoments(target.features, target.labels)
             self.labels, self.metrics["labels"] = (lambda b: moments(*_labelled_points(b))), CLASS_METRIC

@@ -38,6 +38,10 @@ STRATEGIES: dict[str, tuple[str, str]] = {
         "policies.cma_mean:CmaMean",
         "CMA-ES in unit coordinates, a generation per batch; hands over its mean (averaged)",
     ),
+    "moments": (
+        "policies.moments:Moments",
+        "the mixes fitted from each choice rendered alone (told mean features: the warm-up's); hands over the fit",
+    ),
 }
 _COMMON = ("space", "seed", "budget", "batch", "init", "fixed", "common", "self")
 

@@ -46,9 +46,9 @@ and the 256 target frames, and between their car counts per type, mean and sd ov
 evaluations) against the three counting targets with the run seeds of the README's table
 (default 0, 1, 3; clear_sedans 0; dusk_hatchbacks 0, 1): the weather's and the car types'
 TV distance to ψ* where it ends (from 0.35–0.40 uniform), cars per scene and road length;
-``--set KEY=VALUE`` passes loop settings (``match_iterations=20``, ``match_scenes=256``,
-``match_labels=[]``).  With ``match_hold`` (the default) the task's iterations leave the
-weather there, so this is the full run's weather.
+``--set KEY=VALUE`` passes loop settings (``warmup.phases=[…]``, ``warmup.labels=[]``).
+With ``warmup.hold`` (the default) the task's iterations leave the weather there, so this
+is the full run's weather.  (Out of date: ``--iterations 0`` now runs no warm-up either.)
 
 ``contrasts``: from runs of the loop against a target parameter file (their
 metrics.jsonl; sign-balanced draws), per element and iteration, the reward contrast

@@ -389,7 +389,7 @@ class ParamSpace(Mapping[str, Element]):
 
     def looks(self, *names: str) -> ParamSpace:
         """Name the elements that change how whole frames look (returns the space): the
-        loop's distribution-matching warm-up (``match_iterations``) moves these by default."""
+        loop's distribution-matching warm-up (``warmup.phases``) moves these by default."""
         self.look = self.element_names(names, "look")
         return self
 

@@ -35,6 +35,6 @@ def tiny_gmm_args(target: Path, out: Path, *extra: str) -> list[str]:
         "--iterations", "3", "--samples", "3", "--scenes", "60", "--quiet",
         "--set", "target_size=120", "--set", "final_repeats=1", "--set", "task_options.steps=25",
         # the search the loop tests were written for, without the toy's warm-up stage
-        "--search", "reinforce", "--set", "match_iterations=0",
+        "--search", "reinforce", "--set", "warmup.phases=[]",
         *extra,
     ]  # fmt: skip

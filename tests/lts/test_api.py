@@ -14,7 +14,7 @@ from simulators.errors import UserError
 def _small(**kw):
     return {
         "iterations": 2, "samples": 3, "scenes": 60, "target_size": 120, "test_size": 120, "final_repeats": 1,
-        "task_options": {"steps": 25}, "search": "reinforce", "match_iterations": 0, **kw,
+        "task_options": {"steps": 25}, "search": "reinforce", "warmup": {"phases": []}, **kw,
     }  # fmt: skip
 
 

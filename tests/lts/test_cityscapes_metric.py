@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from lts.cli.render import main as render_main
 from lts.metrics import cityscapes_scores, lts_to_cityscapes
-from lts.render import main as render_main
 from simulators import labels as L
 
 PARKING, POLEGROUP, CARAVAN, EGO, STATIC_CS, POLE_CS, BUS_CS, TRAIN_CS, ROAD_CS = 9, 18, 29, 1, 4, 17, 28, 31, 7

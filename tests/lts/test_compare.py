@@ -13,8 +13,8 @@ import pytest
 from conftest import REPO
 
 from lts.cli import run_cli
-from lts.compare import evals_to_band, format_table, in_band
-from lts.compare import main as compare_main
+from lts.cli.compare import main as compare_main
+from lts.comparison import evals_to_band, format_table, in_band
 from lts.config import load_config
 from lts.tune_space import coordinate_names, coords_to_params, params_to_coords, stick_break, unbreak
 from simulators.space import Categorical, Continuous, Integer, ParamSpace, Proportions
@@ -102,7 +102,7 @@ def _args(gmm_target, out, *extra):
     return [
         "--config", str(REPO / "configs" / "gmm.yaml"), "--target", str(gmm_target), "--out", str(out), "--quiet",
         "--set", "samples=3", "--set", "scenes=60", "--set", "target_size=120", "--set", "final_repeats=2",
-        "--set", "task_options.steps=25", "--set", "search=reinforce", "--set", "match_iterations=0", *extra,
+        "--set", "task_options.steps=25", "--set", "search=reinforce", "--set", "warmup.phases=[]", *extra,
     ]  # fmt: skip
 
 
@@ -174,8 +174,7 @@ def test_lts_runs_its_warm_up_charged_by_what_it_renders_and_the_other_methods_n
     from lts.rundir import RunDir
 
     out = tmp_path / "cmp"
-    stage = ["--set", "match_iterations=2", "--set", "match_samples=3", "--set", "match_scenes=6",
-             "--set", "match_search=cma-mean"]  # fmt: skip
+    stage = ["--set", "warmup.phases=[{search: cma-mean, iterations: 2, samples: 3, scenes: 6}]"]
     args = _args(gmm_target, out, "--budget", "7", "--seeds", "1", "--methods", "lts,random", "--no-plot", *stage)
     assert run_cli(compare_main, args) == 0
     report = json.loads((out / "comparison.json").read_text())
@@ -189,7 +188,7 @@ def test_lts_runs_its_warm_up_charged_by_what_it_renders_and_the_other_methods_n
 
 
 def test_an_interrupted_comparison_keeps_the_seeds_it_finished(tmp_path, gmm_target, monkeypatch, capsys):
-    import lts.compare as compare_mod
+    import lts.comparison as compare_mod
 
     run_method = compare_mod._run_method
 

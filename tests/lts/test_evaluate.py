@@ -3,8 +3,8 @@ import json
 from conftest import tiny_gmm_args
 
 from lts.cli import run_cli
-from lts.evaluate import main as evaluate_main
-from lts.optimize import main as optimize_main
+from lts.cli.evaluate import main as evaluate_main
+from lts.cli.optimize import main as optimize_main
 
 
 def test_evaluate_trains_learned_random_and_oracle(tmp_path, gmm_target, capsys):
@@ -67,7 +67,7 @@ def test_segmentation_on_an_unseen_cityscapes_directory_with_finetuning(tmp_path
     args = ["--config", str(repo / "configs/segmentation.yaml"), "--target", str(repo / "configs/targets/default.yaml"),
             "--out", str(run), "--iterations", "1", "--samples", "2", "--scenes", "8", "--quiet",
             "--set", "sim_options.resolution=[32, 64]", "--set", "target_size=8", "--set", "final_repeats=1",
-            "--set", "task_options.steps=2", "--set", "task_options.batch_size=8", "--set", "match_iterations=0"]  # fmt: skip
+            "--set", "task_options.steps=2", "--set", "task_options.batch_size=8", "--set", "warmup.phases=[]"]  # fmt: skip
     assert run_cli(optimize_main, args) == 0
     capsys.readouterr()
     assert run_cli(evaluate_main, [str(run), "--target", str(cs), "--scenes", "32", "--steps", "80",
@@ -120,7 +120,7 @@ def test_finetune_refuses_the_test_split_whatever_folder_reaches_it(tmp_path, re
     args = ["--config", str(repo / "configs/segmentation.yaml"), "--target", str(repo / "configs/targets/default.yaml"),
             "--out", str(run), "--iterations", "1", "--samples", "2", "--scenes", "4", "--quiet",
             "--set", "sim_options.resolution=[32, 64]", "--set", "target_size=4", "--set", "final_repeats=0",
-            "--set", "task_options.steps=1", "--set", "task_options.batch_size=4", "--set", "match_iterations=0"]  # fmt: skip
+            "--set", "task_options.steps=1", "--set", "task_options.batch_size=4", "--set", "warmup.phases=[]"]  # fmt: skip
     assert run_cli(optimize_main, args) == 0
     capsys.readouterr()
     for finetune in (cs, linked):

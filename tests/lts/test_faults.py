@@ -325,8 +325,8 @@ def test_a_plugin_that_crashes_while_building_itself_is_one_line(tmp_path, gmm_t
 def test_a_faulty_render_in_the_warm_ups_moments_is_tried_with_the_next_seed(tmp_path, gmm_target):
     out = tmp_path / "run"
     first = derive_seed(0, "moments")  # every choice's first render is faulty
-    args = faulty_args(gmm_target, out, {"mode": "nan", "seeds": [first]}, "--set", "match_iterations=1",
-                       "--set", "match_moments=true", "--set", "match_elements=[]", "--set", "match_labels=[balance]")  # fmt: skip
+    args = faulty_args(gmm_target, out, {"mode": "nan", "seeds": [first]}, "--set", "warmup.phases=[{search: moments}]",
+                       "--set", "warmup.look=[]", "--set", "warmup.labels=[balance]")  # fmt: skip
     assert run(args) == 0
     moments = rows_of(out)[0]
     assert moments["search"] == "moments" and moments["rewards"][0] is not None

@@ -9,9 +9,9 @@ from conftest import REPO
 
 import simulators
 from lts.cli import run_cli
-from lts.inspect import main as inspect_main
+from lts.cli.inspect import main as inspect_main
+from lts.cli.optimize import main as optimize_main
 from lts.matching import AppearanceMatch, TargetMatch, appearance_features, label_features
-from lts.optimize import main as optimize_main
 from lts.rundir import RunDir
 from simulators.errors import UserError
 
@@ -83,15 +83,44 @@ def test_a_target_without_frames_is_refused():
         AppearanceMatch(torch.zeros(10, 2))
 
 
+def _phases(iterations=3, samples=4, scenes=16, search="reinforce", moments=None):
+    """``--set warmup.phases=…``: the moments first (of ``moments`` scenes a choice) if asked, then ``search``."""
+    first = f"{{search: moments, scenes: {moments}}}, " if moments else ""
+    return (
+        f"warmup.phases=[{first}{{search: {search}, iterations: {iterations}, samples: {samples}, scenes: {scenes}}}]"
+    )
+
+
 def _args(out, *extra):
     return [
         "--config", str(REPO / "configs" / "counting.yaml"), "--out", str(out), "--quiet", "--seed", "3",
         "--iterations", "1", "--samples", "4", "--scenes", "24",
         "--set", "target_size=24", "--set", "final_repeats=1", "--set", "task_options.steps=4",
-        "--set", "sim_options.resolution=[32, 64]", "--set", "match_iterations=3", "--set", "match_elements=[weather]",
-        "--set", "match_scenes=16", "--set", "match_samples=4", "--set", "match_labels=[]", "--search", "reinforce",
-        "--set", "match_moments=false", *extra,
+        "--set", "sim_options.resolution=[32, 64]", "--set", "warmup.look=[weather]", "--set", "warmup.labels=[]",
+        "--set", _phases(), "--search", "reinforce", *extra,
     ]  # fmt: skip
+
+
+# what `_args` sets, as config keys: the warm-up and the task runs in this process (`_run`)
+_SETTINGS = {
+    "seed": 3, "iterations": 1, "samples": 4, "scenes": 24, "target_size": 24, "final_repeats": 1,
+    "task_options.steps": 4, "sim_options.resolution": [32, 64], "warmup.look": ["weather"], "warmup.labels": [],
+    "warmup.phases": [{"search": "reinforce", "iterations": 3, "samples": 4, "scenes": 16}], "search": "reinforce",
+}  # fmt: skip
+
+
+def _run(out, config="counting.yaml", settings=None, **overrides):
+    """A whole run of ``config`` with ``settings`` (default `_SETTINGS`) and ``overrides`` (dotted
+    keys), in this process."""
+    from lts.config import load_config
+    from lts.loop import Experiment
+
+    settings = _SETTINGS if settings is None else settings
+    exp = Experiment(load_config(REPO / "configs" / config, overrides={**settings, **overrides}), RunDir(out))
+    exp.run_dir.make()
+    exp.start_fresh()
+    exp.run()
+    return RunDir(out).read_metrics()
 
 
 def test_the_match_phase_moves_only_its_elements_then_the_task_takes_over(tmp_path):
@@ -120,9 +149,9 @@ def _experiment(path, **extra):
 
     overrides = {
         "task_options.steps": 4, "sim_options.resolution": [32, 64], "target_size": 24, "test_size": 24,
-        "match_iterations": 3, "match_scenes": 16, "match_samples": 4, "match_labels": [], "samples": 4,
-        "scenes": 24, "iterations": 1, "final_repeats": 1, "seed": 3, "match_elements": ["weather"],
-        "search": "reinforce", "match_moments": False, **extra,
+        "warmup.phases": [{"search": "reinforce", "iterations": 3, "scenes": 16, "samples": 4}],
+        "warmup.labels": [], "samples": 4, "scenes": 24, "iterations": 1, "final_repeats": 1, "seed": 3,
+        "warmup.look": ["weather"], "search": "reinforce", **extra,
     }  # fmt: skip
     run = RunDir(path)
     run.make()
@@ -158,23 +187,20 @@ def test_a_checkpoint_mid_warm_up_resumes_to_the_same_next_step_and_an_old_one_i
 
 
 def test_unknown_match_element_is_one_line_exit_2(tmp_path, capsys):
-    assert run_cli(optimize_main, _args(tmp_path / "run", "--set", "match_elements=[wether]")) == 2
+    assert run_cli(optimize_main, _args(tmp_path / "run", "--set", "warmup.look=[wether]")) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: match_elements: unknown parameter 'wether'") and "\n" not in err
+    assert err.startswith("error: warmup.look: unknown parameter 'wether'") and "\n" not in err
 
 
 def test_iterations_0_runs_no_evaluation_and_no_warm_up(tmp_path):
     out = tmp_path / "run"
-    assert run_cli(optimize_main, _args(out, "--iterations", "0")) == 0
-    assert RunDir(out).read_metrics() == []
+    assert _run(out, iterations=0) == []
     summary = json.loads((out / "summary.json").read_text())
     assert summary["reward"] == {} and summary["sim_frames"] == 0 and summary["evaluations"] == 0
 
 
 def test_warm_up_renders_are_charged_by_what_they_render(tmp_path):
-    out = tmp_path / "run"
-    assert run_cli(optimize_main, _args(out)) == 0
-    rows = RunDir(out).read_metrics()
+    rows = _run(tmp_path / "run")
     # 4 renders of 16 scenes per stage iteration, against evaluations of 24 scenes: 64 / 24 each
     assert [r["evaluations"] for r in rows] == pytest.approx([64 / 24, 128 / 24, 192 / 24, 192 / 24 + 4])
 
@@ -190,20 +216,17 @@ def test_the_street_space_names_the_weather_as_its_look():
 
 def test_match_hold_keeps_the_mixes_the_warm_up_moved(tmp_path):
     out = tmp_path / "run"
-    assert run_cli(optimize_main, _args(out, "--iterations", "2", "--set", "match_hold=true")) == 0
-    rows = RunDir(out).read_metrics()
+    rows = _run(out, iterations=2, **{"warmup.hold": True})
     assert [r["phase"] for r in rows] == ["match"] * 3 + ["task"] * 2
     weather = [r["policy"]["params"]["weather"] for r in rows]
     assert weather[2] == weather[3] == weather[4] and weather[1] != weather[2]
     assert rows[4]["policy"]["params"]["car_type"] != rows[2]["policy"]["params"]["car_type"]
     free = tmp_path / "free"
-    assert run_cli(optimize_main, _args(free, "--set", "match_hold=false")) == 0
-    rows = RunDir(free).read_metrics()
+    rows = _run(free, **{"warmup.hold": False})
     assert rows[3]["policy"]["params"]["weather"] != rows[2]["policy"]["params"]["weather"]  # the task moves it too
     # every element matched: the mixes are held, the continuous elements go on
-    everything = "match_elements=[weather, intersection, car_type, cars_per_scene, road_length]"
-    assert run_cli(optimize_main, _args(tmp_path / "all", "--set", "match_hold=true", "--set", everything)) == 0
-    last, task = (r["policy"]["params"] for r in RunDir(tmp_path / "all").read_metrics()[2:])
+    everything = ["weather", "intersection", "car_type", "cars_per_scene", "road_length"]
+    last, task = (r["policy"]["params"] for r in _run(tmp_path / "all", **{"warmup.look": everything})[2:])
     assert all(task[n] == last[n] for n in ("weather", "intersection", "car_type"))
     assert task["cars_per_scene"] != last["cars_per_scene"] and task["road_length"] != last["road_length"]
 
@@ -213,7 +236,7 @@ def test_tensorboard_keeps_the_warm_ups_reward_apart(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    assert run_cli(optimize_main, _args(out, "--set", "final_repeats=0", "--set", "tensorboard=true")) == 0
+    _run(out, final_repeats=0, tensorboard=True)
     acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
     steps = {tag: [e.step for e in acc.Scalars(tag)] for tag in ("match/mean", "reward/mean")}
@@ -229,8 +252,8 @@ def test_one_progress_display_and_a_plan_line_for_the_whole_run(tmp_path, capsys
     err = capsys.readouterr().err
     plan = next(line for line in err.splitlines() if line.startswith("plan: "))
     assert plan == (
-        "plan: warm-up 3 it × 4 renders of 16 scenes (no training) → reinforce 1 it × 4 evaluations of 24 scenes"
-        " → 3 final evaluations; 7 trainings, 360 frames"
+        "plan: warm-up reinforce 3 it × 4 renders of 16 scenes (no training) → reinforce 1 it × 4 evaluations of 24 scenes"
+        " → 3 final evaluations; 7 trainings, 360 frames; budget 12 evaluations"
     )
     assert "19/19 evals" in err  # 12 warm-up renders, 4 evaluations, 3 final ones: one display
     assert "warm-up it 1/4" in err and "search it 4/4" in err and "final 3" in err and "best -" in err
@@ -238,9 +261,9 @@ def test_one_progress_display_and_a_plan_line_for_the_whole_run(tmp_path, capsys
 
 
 def test_match_scenes_below_one_is_one_line_exit_2(tmp_path, capsys):
-    assert run_cli(optimize_main, _args(tmp_path / "run", "--set", "match_scenes=0")) == 2
+    assert run_cli(optimize_main, _args(tmp_path / "run", "--set", _phases(scenes=0))) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: match_scenes must be >= 1, got 0"
+    assert err == "error: warmup.phases[0].scenes must be an integer >= 1, got 0"
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
@@ -272,9 +295,8 @@ def test_the_labels_distance_sees_the_car_types_the_look_does_not(street):
 
 def test_the_warm_up_moves_the_contents_by_the_labels_and_the_task_goes_on_with_them(tmp_path):
     out = tmp_path / "run"
-    args = _args(out, "--set", "match_labels=null", "--set", "match_samples=8")
-    assert run_cli(optimize_main, args) == 0
-    rows = RunDir(out).read_metrics()
+    phases = [{"search": "reinforce", "iterations": 3, "samples": 8, "scenes": 16}]
+    rows = _run(out, **{"warmup.labels": None, "warmup.phases": phases})
     assert [r["phase"] for r in rows] == ["match"] * 3 + ["task"] and len(rows[0]["rewards"]) == 8
     for r in rows[:3]:
         for m, rw in zip(r["metrics"], r["rewards"]):
@@ -289,17 +311,13 @@ def test_the_warm_up_moves_the_contents_by_the_labels_and_the_task_goes_on_with_
 
 
 def test_an_element_in_both_signals_is_one_line_exit_2(tmp_path, capsys):
-    args = _args(tmp_path / "run", "--set", "match_labels=[car_type, weather]")
+    args = _args(tmp_path / "run", "--set", "warmup.labels=[car_type, weather]")
     assert run_cli(optimize_main, args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: match_elements and match_labels both name ['weather']") and "\n" not in err
+    assert err.startswith("error: warmup.look and warmup.labels both name ['weather']") and "\n" not in err
     # an element named for the look leaves the simulator's default label elements
     out = tmp_path / "look"
-    assert (
-        run_cli(optimize_main, _args(out, "--set", "match_elements=[weather, car_type]", "--set", "match_labels=null"))
-        == 0
-    )
-    rows = RunDir(out).read_metrics()
+    rows = _run(out, **{"warmup.look": ["weather", "car_type"], "warmup.labels": None})
     assert (
         "mmd2_labels" in rows[0]["metrics"][0]
         and rows[3]["policy"]["params"]["car_type"] == rows[2]["policy"]["params"]["car_type"]
@@ -316,13 +334,10 @@ def test_labelled_points_features_are_the_point_and_its_scaled_class():
 
 
 def test_the_toys_warm_up_matches_points_and_labels_and_the_search_starts_there(tmp_path, gmm_target):
-    from conftest import tiny_gmm_args
-
-    out = tmp_path / "run"
-    args = tiny_gmm_args(gmm_target, out, "--search", "cma-mean", "--set", "match_iterations=12",
-                         "--set", "match_search=cma-mean", "--set", "match_scenes=50", "--set", "match_samples=8")  # fmt: skip
-    assert run_cli(optimize_main, args) == 0
-    rows = RunDir(out).read_metrics()
+    tiny = {"target": str(gmm_target), "iterations": 3, "samples": 3, "scenes": 60, "target_size": 120,
+            "final_repeats": 1, "task_options.steps": 25, "search": "cma-mean",
+            "warmup.phases": [{"search": "cma-mean", "iterations": 12, "samples": 8, "scenes": 50}]}  # fmt: skip
+    rows = _run(tmp_path / "run", "gmm.yaml", tiny)
     assert [r["phase"] for r in rows] == ["match"] * 12 + ["task"] * 3
     star = {"c0_x": -2.0, "c0_y": 1.0, "c1_x": 1.5, "c1_y": -1.5, "std": 1.0}
 
@@ -375,10 +390,10 @@ def test_class_moments_rank_the_true_psi_first_on_the_12_coordinate_problem():
 
 
 def test_match_classes_on_labels_that_are_not_points_is_one_line_exit_2(tmp_path, capsys):
-    args = _args(tmp_path / "run", "--set", "match_classes=true", "--set", "match_labels=null")
+    args = _args(tmp_path / "run", "--set", "warmup.classes=true", "--set", "warmup.labels=null")
     assert run_cli(optimize_main, args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: match_classes compares labelled points") and "'counts'" in err and "\n" not in err
+    assert err.startswith("error: warmup.classes compares labelled points") and "'counts'" in err and "\n" not in err
 
 
 # -- the moments: each mix solved from pure renders ---------------------------------------
@@ -425,12 +440,20 @@ def test_only_car_counts_are_fitted_up_to_a_scale(street):
     assert not TargetMatch(target, None).scale_free("labels")
 
 
+# what `_moments_args` sets, as config keys
+_MOMENTS = {
+    "seed": 3, "iterations": 1, "samples": 2, "scenes": 24, "search": "reinforce", "target_size": 128,
+    "final_repeats": 0, "task_options.steps": 2, "sim_options.resolution": [32, 64],
+    "warmup.phases": [{"search": "moments", "scenes": 48}, {"search": "reinforce", "iterations": 0}],
+}  # fmt: skip
+
+
 def _moments_args(out, *extra):
     return [
         "--config", str(REPO / "configs" / "counting.yaml"), "--out", str(out), "--quiet", "--seed", "3",
         "--iterations", "1", "--samples", "2", "--scenes", "24", "--search", "reinforce",
         "--set", "target_size=128", "--set", "final_repeats=0", "--set", "task_options.steps=2",
-        "--set", "sim_options.resolution=[32, 64]", "--set", "match_scenes=48", *extra,
+        "--set", "sim_options.resolution=[32, 64]", *(extra or ["--set", _phases(0, moments=48)]),
     ]  # fmt: skip
 
 
@@ -443,8 +466,7 @@ def test_the_moments_recover_the_targets_mixes_in_one_charged_iteration_and_the_
 
     star = yaml.safe_load((REPO / "configs" / "targets" / "default.yaml").read_text())["params"]
     out = tmp_path / "run"
-    assert run_cli(optimize_main, _moments_args(out)) == 0
-    rows = RunDir(out).read_metrics()
+    rows = _run(out, settings=_MOMENTS)
     assert [(r["phase"], r["search"]) for r in rows] == [("match", "moments"), ("task", "reinforce")]
     moments = rows[0]
     # every weather (4) and every car type (5) rendered alone, 48 scenes each, charged 48 / 24
@@ -469,7 +491,7 @@ def test_after_the_moments_the_warm_up_moves_what_is_left_and_a_resumed_run_ends
     from lts.config import load_config
     from lts.loop import Experiment
 
-    extra = ["--set", "match_iterations=3", "--set", "match_samples=4", "--set", "match_scenes=16"]
+    extra = ["--set", _phases(2, 4, 16, moments=16)]
     whole = tmp_path / "whole"
     assert run_cli(optimize_main, _moments_args(whole, *extra)) == 0
     rows = RunDir(whole).read_metrics()
@@ -488,8 +510,9 @@ def test_after_the_moments_the_warm_up_moves_what_is_left_and_a_resumed_run_ends
     exp = Experiment(
         load_config(REPO / "configs" / "counting.yaml", overrides={
             "seed": 3, "iterations": 1, "samples": 2, "scenes": 24, "search": "reinforce", "target_size": 128,
-            "final_repeats": 0, "task_options.steps": 2, "sim_options.resolution": [32, 64], "match_scenes": 16,
-            "match_iterations": 3, "match_samples": 4}),
+            "final_repeats": 0, "task_options.steps": 2, "sim_options.resolution": [32, 64],
+            "warmup.phases": [{"search": "moments", "scenes": 16},
+                              {"search": "reinforce", "iterations": 2, "samples": 4, "scenes": 16}]}),
         RunDir(part),
     )  # fmt: skip
     exp.run_dir.make()
@@ -518,7 +541,7 @@ def test_the_plan_line_counts_the_moments_renders(tmp_path, capsys, monkeypatch)
 def test_a_render_the_moments_cannot_make_is_one_line_and_the_run_can_resume(tmp_path, monkeypatch):
     from lts.evaluation import Evaluator
 
-    exp = _experiment(tmp_path / "run", match_moments=True, match_iterations=1)
+    exp = _experiment(tmp_path / "run", **{"warmup.phases": [{"search": "moments", "scenes": 16}]})
     frames = Evaluator.frames
 
     def broken(self, spec, res):
@@ -533,22 +556,33 @@ def test_a_render_the_moments_cannot_make_is_one_line_and_the_run_can_resume(tmp
         r"seed \d+: RuntimeError: server gone at ",
     ) as e:
         exp.step()
-    assert "\n" not in str(e.value) and exp.iteration == 0 and exp.stage.solved is None
+    assert "\n" not in str(e.value) and exp.iteration == 0 and exp.phases[0].strategy.solved == {}
 
 
-def test_a_run_from_before_the_moments_resumes_without_them(tmp_path):
+def test_a_version_2_run_directory_resumes_where_it_left_off(tmp_path):
+    """A run directory from before phases (flat match_* keys in its config, a checkpoint with
+    the stage's ``match`` and ``moments`` beside ``strategy``) resumes where it left off."""
     import yaml
 
+    whole = _experiment(tmp_path / "whole")
+    for _ in range(4):
+        whole.step()
     part = tmp_path / "part"
-    exp = _experiment(part)  # the REINFORCE warm-up, as every run was before match_moments
+    exp = _experiment(part)
     exp.step()
     run = RunDir(part)
     config = yaml.safe_load((part / "config.yaml").read_text())
-    del config["match_moments"]
+    del config["warmup"]
+    old = {"match_iterations": 3, "match_samples": 4, "match_scenes": 16, "match_search": "reinforce",
+           "match_elements": ["weather"], "match_labels": [], "match_classes": False, "match_hold": True}  # fmt: skip
+    config.update(old)  # as version 2 wrote it; before match_moments, without the key
     (part / "config.yaml").write_text(yaml.safe_dump(config))
     state = run.load_checkpoint()
-    del state["config"]["match_moments"]
-    run.save_checkpoint(state)
-    assert run_cli(optimize_main, ["--resume", str(part), "--quiet"]) == 0
+    v2 = {k: v for k, v in state.items() if k != "phases"}
+    v2.update(version=2, match=state["phases"][0]["strategy"], moments=None, strategy=None, config=config)
+    run.save_checkpoint(v2)
+    assert run_cli(optimize_main, ["--resume", str(part), "--quiet", "--set", "final_repeats=0"]) == 0
     rows = run.read_metrics()
-    assert [r["search"] for r in rows] == ["reinforce"] * 4 and [r["phase"] for r in rows].count("match") == 3
+    assert [r["phase"] for r in rows] == ["match"] * 3 + ["task"]
+    assert rows[3]["policy"] == json.loads((tmp_path / "whole" / "policy.json").read_text())
+    assert (part / "policy.json").read_text() == (tmp_path / "whole" / "policy.json").read_text()

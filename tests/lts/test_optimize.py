@@ -12,8 +12,8 @@ import pytest
 from conftest import REPO, tiny_gmm_args
 
 from lts.cli import run_cli
-from lts.inspect import main as inspect_main
-from lts.optimize import main as optimize_main
+from lts.cli.inspect import main as inspect_main
+from lts.cli.optimize import main as optimize_main
 from policies import STRATEGIES
 
 
@@ -101,7 +101,7 @@ def test_learning_rates_fall_on_a_cosine_to_lr_floor(tmp_path, gmm_target):
     args[args.index("--iterations") + 1] = "3"
     opts = ["search_options.lr_floor=0.25", "search_options.lr=0.2", "search_options.logit_lr=0.4"]
     assert run([*args, *(x for o in opts for x in ("--set", o))]) == 0
-    groups = pickle.loads(RunDir(out).load_checkpoint()["strategy"])["optimizers"][""]["param_groups"]
+    groups = pickle.loads(RunDir(out).load_checkpoint()["phases"][-1]["strategy"])["optimizers"][""]["param_groups"]
     assert [g["lr"] for g in groups] == [pytest.approx(0.05), pytest.approx(0.1)]  # the last of 3: a quarter
     assert [g["initial_lr"] for g in groups] == [0.2, 0.4]
 
@@ -114,7 +114,8 @@ def test_same_seed_same_policy(tmp_path, gmm_target):
     assert (tmp_path / "a" / "policy.json").read_text() != (tmp_path / "c" / "policy.json").read_text()
 
 
-@pytest.mark.parametrize("search", list(STRATEGIES))
+# every strategy told the task's reward (the moments, told features, resume in test_matching)
+@pytest.mark.parametrize("search", [n for n in STRATEGIES if n != "moments"])
 def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, gmm_target, search):
     if search in ("tpe", "cmaes", "gp"):
         pytest.importorskip("optuna")

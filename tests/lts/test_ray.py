@@ -18,10 +18,10 @@ from conftest import REPO, tiny_gmm_args  # noqa: E402
 
 from lts import ray_exec  # noqa: E402
 from lts.cli import run_cli  # noqa: E402
+from lts.cli.optimize import main as optimize_main  # noqa: E402
 from lts.config import load_config  # noqa: E402
 from lts.evaluation import EvalContext, EvalSpec  # noqa: E402
 from lts.loop import Callbacks, Experiment  # noqa: E402
-from lts.optimize import main as optimize_main  # noqa: E402
 from lts.rundir import RunDir  # noqa: E402
 from simulators.errors import UserError  # noqa: E402
 
@@ -46,7 +46,7 @@ def _config(gmm_target: Path, **kw: object):
         "final_repeats": 1,
         "task_options": {"steps": 25},
         "search": "reinforce",
-        "match_iterations": 0,
+        "warmup": {"phases": []},
     }
     layer.update(kw)
     return load_config(REPO / "configs" / "gmm.yaml", layer)
@@ -81,6 +81,22 @@ def test_workers_2_gives_the_in_process_run(local_ray, tmp_path, gmm_target, sea
     assert ray.is_initialized()  # it joined the Ray this process had started and left it running
 
 
+def test_workers_2_gives_the_in_process_run_with_the_moments_first(local_ray, tmp_path):
+    """The moments render in this process, the search's evaluations on the workers: the same run."""
+    args = ["--out", "", "--quiet", "--seed", "1", "--iterations", "1", "--samples", "2", "--scenes", "8",
+            "--set", "sim_options.resolution=[32, 64]", "--set", "target_size=16", "--set", "final_repeats=1",
+            "--set", "task_options.steps=2", "--set", "warmup.phases=[{search: moments, scenes: 8}]"]  # fmt: skip
+    runs = []
+    for name, extra in (("inproc", []), ("ray", ["--workers", "2"])):
+        args[1] = str(tmp_path / name)
+        assert run_cli(optimize_main, [*args, *extra]) == 0
+        runs.append(tmp_path / name)
+    a, b = runs
+    assert [r["search"] for r in _metrics(a)] == ["moments", "cma-mean"]
+    assert _json(a / "policy.json") == _json(b / "policy.json")
+    assert [r["rewards"] for r in _metrics(a)] == [r["rewards"] for r in _metrics(b)]
+
+
 def test_failed_evaluations_are_logged_with_their_params(local_ray, tmp_path, gmm_target):
     config = _config(gmm_target, sim="ray_helpers:FailingGmm", workers=2)
     with pytest.warns(UserWarning, match="evaluation failed"):
@@ -112,7 +128,7 @@ def test_a_killed_worker_is_replaced_and_no_iteration_is_lost(local_ray, tmp_pat
 
     def kill_one_worker(row: dict) -> None:
         if row["iteration"] == 0:
-            pid = exp_holder[0].executor.worker_pids()[1]
+            pid = exp_holder[0].places.executor().worker_pids()[1]
             # Mid-way through the next iteration's first two evaluations (0.6 s each).
             timer = threading.Timer(0.3, lambda: (os.kill(pid, signal.SIGKILL), killed.append(pid)))
             timer.start()
@@ -124,7 +140,7 @@ def test_a_killed_worker_is_replaced_and_no_iteration_is_lost(local_ray, tmp_pat
     rows = _metrics(tmp_path / "ray")
     assert [r["iteration"] for r in rows] == [0, 1]
     assert all(not r["errors"] and None not in r["rewards"] for r in rows)
-    assert exp.executor.restarts == 1
+    assert exp.places.made is not None and exp.places.made.restarts == 1
     assert sorted(r.attempts for r in seen).count(2) == 1  # exactly the evaluation it was running
     assert _json(tmp_path / "ray" / "policy.json") == reference.searcher.describe()
 

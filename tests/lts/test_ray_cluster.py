@@ -17,7 +17,7 @@ pytest.importorskip("ray")
 pytest.importorskip("optuna")
 
 from lts.cli import run_cli  # noqa: E402
-from lts.optimize import main as optimize_main  # noqa: E402
+from lts.cli.optimize import main as optimize_main  # noqa: E402
 
 
 def _free_port() -> int:

@@ -365,7 +365,7 @@ def _write_pngs(d: Path, batch: Batch) -> None:
 
 
 def test_apply_cli_refines_a_directory(tmp_path: Path) -> None:
-    from lts.refine import main
+    from lts.cli.refine import main
 
     syn, tgt = toy_scenes(6, seed=1), toy_scenes(6, seed=2, styled=True)
     ck = train_refiner("simgan", syn, tgt, steps=3, batch_size=2, out=tmp_path / "r.pt", config=tiny_config("simgan"))
@@ -381,7 +381,7 @@ def test_apply_cli_refines_a_directory(tmp_path: Path) -> None:
 
 def test_cli_errors_are_one_line_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from lts.cli import run_cli
-    from lts.refine import main
+    from lts.cli.refine import main
 
     (tmp_path / "ck.pt").write_bytes(b"not a checkpoint")
     (tmp_path / "in").mkdir()
@@ -400,8 +400,8 @@ def test_cli_errors_are_one_line_user_errors(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_read_target_takes_only_the_images_of_a_labelled_layout(tmp_path: Path) -> None:
+    from lts.cli.refine import read_target
     from lts.datasets import write_cityscapes
-    from lts.refine import read_target
 
     batch = toy_scenes(5, seed=4, styled=True)
     write_cityscapes(batch, tmp_path / "tgt", split="train")
@@ -414,8 +414,8 @@ def test_read_target_takes_only_the_images_of_a_labelled_layout(tmp_path: Path) 
 
 
 def test_train_cli_end_to_end_on_the_procedural_renderer(tmp_path: Path) -> None:
+    from lts.cli.refine import main
     from lts.datasets import write_cityscapes
-    from lts.refine import main
 
     write_cityscapes(toy_scenes(6, 32, 64, seed=4, styled=True), tmp_path / "tgt", split="train")
     ck = tmp_path / "r.pt"

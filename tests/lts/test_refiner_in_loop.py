@@ -5,14 +5,14 @@ import json
 import torch
 
 from lts.cli import run_cli
-from lts.evaluate import main as evaluate_main
-from lts.optimize import main as optimize_main
+from lts.cli.evaluate import main as evaluate_main
+from lts.cli.optimize import main as optimize_main
 
 
 def test_optimize_and_evaluate_refine_every_batch(tmp_path, repo):
     import simulators
+    from lts.cli.refine import main as refine_main
     from lts.datasets import write_cityscapes
-    from lts.refine import main as refine_main
 
     sim = simulators.make("procedural", resolution=(32, 64))
     tgt = sim.generate(sim.param_space.default(), 6, seed=3)
@@ -26,7 +26,7 @@ def test_optimize_and_evaluate_refine_every_batch(tmp_path, repo):
             "--samples", "2", "--scenes", "8", "--quiet", "--refiner", str(ck),
             "--set", "sim_options.resolution=[32, 64]", "--set", "target_size=8", "--set", "final_repeats=1",
             "--set", "task_options.steps=2", "--set", "task_options.batch_size=4",
-            "--set", "match_iterations=1"]  # fmt: skip
+            "--set", "warmup.phases=[{search: moments}]"]  # fmt: skip
     assert run_cli(optimize_main, args) == 0
     match, row = (json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines())
     assert match["phase"] == "match" and match["timing_s"]["refine"] > 0  # the warm-up matches refined frames

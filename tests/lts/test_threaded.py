@@ -11,8 +11,8 @@ from conftest import REPO
 import simulators
 from lts import tasks
 from lts.cli import run_cli
+from lts.cli.optimize import main as optimize_main
 from lts.evaluation import EvalSpec, Evaluator, InProcessExecutor, ThreadedExecutor
-from lts.optimize import main as optimize_main
 from lts.rundir import RunDir
 from simulators.errors import UserError
 
@@ -22,7 +22,7 @@ def _counting_args(out, *extra):
         "--config", str(REPO / "configs" / "counting.yaml"), "--out", str(out), "--quiet",
         "--iterations", "2", "--samples", "3", "--scenes", "12",
         "--set", "target_size=16", "--set", "final_repeats=1", "--set", "task_options.steps=6",
-        "--set", "sim_options.resolution=[32, 64]", "--set", "match_iterations=0", *extra,
+        "--set", "sim_options.resolution=[32, 64]", "--set", "warmup.phases=[]", *extra,
     ]  # fmt: skip
 
 

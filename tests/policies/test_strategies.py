@@ -1,5 +1,8 @@
-"""Every search strategy behind the ask/tell interface: it improves on a noisy quadratic,
-round-trips its state mid-run, holds fixed elements, takes failures as failures."""
+"""Every search strategy behind the ask/tell interface: it improves on its noisy objective,
+round-trips its state mid-run, holds fixed elements, takes failures as failures.
+
+Every strategy is told a reward (−a noisy quadratic), except the moments, which are told
+mean features: here features linear in the mix, as a render's mean features are."""
 
 from __future__ import annotations
 
@@ -8,8 +11,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from policies import STRATEGIES, make_strategy, point_json
+from policies.moments import Moment
 from simulators.errors import UserError
 from simulators.space import Categorical, Continuous, Integer, ParamSpace, Proportions
 
@@ -49,6 +54,31 @@ def distances(p: dict) -> dict[str, float]:
     }
 
 
+# the moments' features of a ψ: a fixed linear map of the mix (5 features of a 3-way mix)
+FEATURES = torch.tensor(np.random.default_rng(7).uniform(0, 1, (5, 3)))
+
+
+def _features(p: dict) -> torch.Tensor:
+    return FEATURES @ torch.tensor([p["mix"][c] for c in "xyz"], dtype=torch.float64)
+
+
+def mix_loss(p: dict) -> float:
+    """The moments' part of `loss`: they determine the mix, and nothing else."""
+    return sum((p["mix"][c] - BEST["mix"][c]) ** 2 for c in "xyz")
+
+
+def _told(name: str, ps: list[dict], rng: np.random.Generator) -> list:
+    """What ``name`` is told of each ψ: −loss with noise, or for the moments noisy mean features."""
+    if name == "moments":
+        target = _features(BEST)
+        return [{"features": Moment(_features(p) + 0.01 * torch.tensor(rng.standard_normal(5)), target)} for p in ps]
+    return [-loss(p) + 0.01 * rng.standard_normal() for p in ps]
+
+
+def _loss(name: str):
+    return mix_loss if name == "moments" else loss
+
+
 def _needs(name: str) -> None:
     if name in ("tpe", "cmaes", "gp"):
         pytest.importorskip("optuna")
@@ -59,7 +89,7 @@ def _needs(name: str) -> None:
 def _run(s, iterations: int, rng: np.random.Generator, k: int = 8) -> None:
     for _ in range(iterations):
         ps = s.ask(k)
-        s.tell(ps, [-loss(p) + 0.01 * rng.standard_normal() for p in ps])
+        s.tell(ps, _told(s.name, ps, rng))
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
@@ -67,9 +97,9 @@ def test_every_strategy_improves_on_a_noisy_quadratic(name):
     _needs(name)
     budget = 48 if name == "gp" else 96
     s = make_strategy(name, SPACE, seed=0, budget=budget, batch=8)
-    start = loss(s.recommend())
+    start = _loss(name)(s.recommend())
     _run(s, budget // 8, np.random.default_rng(1))
-    end = loss(s.recommend())
+    end = _loss(name)(s.recommend())
     assert end < 0.35 * start, (name, start, end)
     desc = s.describe()
     assert desc["strategy"] == name and set(desc["params"]) == set(SPACE)
@@ -87,7 +117,13 @@ def test_every_element_kind_moves_toward_the_optimum(name):
     budget = 48 if name == "gp" else 96
     s = make_strategy(name, KINDS, seed=0, budget=budget, batch=8)
     start = distances(s.recommend())
-    _tell_kinds(s, budget // 8)
+    if name == "moments":  # told mean features, linear in the mix (FEATURES), not a reward
+        target = _features(KINDS_BEST)
+        for _ in range(budget // 8):
+            ps = s.ask(8)
+            s.tell(ps, [{"features": Moment(_features(p), target)} for p in ps])
+    else:
+        _tell_kinds(s, budget // 8)
     end = distances(s.recommend())
     unmoved = s.unmoved()
     assert set(unmoved) <= set(KINDS) and s.describe().get("unmoved", {}) == unmoved
@@ -115,15 +151,18 @@ def test_state_dict_round_trips_mid_run_to_identical_next_asks(name):
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_fixed_elements_stay_at_init_and_failures_are_not_rewards(name):
     _needs(name)
-    init = {**BEST, "a": 0.1}
-    s = make_strategy(name, SPACE, seed=0, budget=32, batch=4, init=init, fixed=["mix", "town"])
+    init = {**BEST, "a": 0.1, "mix": {"x": 0.2, "y": 0.2, "z": 0.6}}
+    fixed = ["a", "town"] if name == "moments" else ["mix", "town"]  # the moments move the mix alone
+    s = make_strategy(name, SPACE, seed=0, budget=32, batch=4, init=init, fixed=fixed)
+    rng = np.random.default_rng(0)
     for _ in range(4):
         ps = s.ask(4)
-        assert all(p["mix"] == pytest.approx(BEST["mix"]) and p["town"] == "q" for p in ps)
+        assert all(p[n] == pytest.approx(init[n]) for p in ps for n in fixed)
         # a failure reported with a huge ψ-independent value would pull a search there: NaN must not
-        s.tell(ps, [math.nan if i == 0 else -loss(p) for i, p in enumerate(ps)])
+        s.tell(ps, [math.nan if i == 0 else v for i, v in enumerate(_told(name, ps, rng))])
     rec = s.recommend()
-    assert rec["town"] == "q" and rec["mix"] == pytest.approx(BEST["mix"])
+    assert all(rec[n] == pytest.approx(init[n]) for n in fixed)
+    assert _loss(name)(rec) < _loss(name)(init)
 
 
 def test_unknown_options_and_bad_values_are_user_errors():

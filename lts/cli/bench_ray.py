@@ -19,8 +19,8 @@ from typing import Any
 
 from simulators.errors import UserError
 
-from .cli import ArgumentParser, parse_set, run_cli
-from .config import REPO_ROOT, load_config, resolve_path
+from ..config import REPO_ROOT, load_config, resolve_path
+from . import ArgumentParser, parse_set, run_cli
 
 __all__ = ["ray_arguments", "add_ray_parser", "bench_ray", "main"]
 
@@ -52,8 +52,8 @@ def add_ray_parser(sub: Any) -> None:
 def _run(cfg: Any, workers: int) -> dict[str, Any]:
     import dataclasses
 
-    from .loop import Experiment
-    from .rundir import RunDir
+    from ..loop import Experiment
+    from ..rundir import RunDir
 
     cfg = dataclasses.replace(cfg, workers=workers)
     with tempfile.TemporaryDirectory(prefix="lts-bench-") as tmp:

@@ -15,16 +15,16 @@ from typing import Any
 
 from simulators.errors import UserError
 
-from .cli import ArgumentParser, add_debug_flag, callable_module, parse_set, run_cli, set_threads
-from .config import LEGACY_DEFAULTS, Config, describe_config, load_config, load_experiment, run_hint
-from .report import policy_table, reward_table
-from .rundir import RunDir
-from .stopping import WINDOW
+from ..config import Config, describe_config, legacy_config, load_config, load_experiment, run_hint
+from ..report import policy_table, reward_table
+from ..rundir import RunDir
+from ..stopping import WINDOW
+from . import ArgumentParser, add_debug_flag, parse_set, run_cli, set_threads
 
 __all__ = ["main", "build_parser"]
 
 # Flags that may change when resuming; anything else would break the seeded run.
-from .loop import RESUMABLE as _RESUMABLE  # noqa: E402
+from ..loop import RESUMABLE as _RESUMABLE  # noqa: E402
 
 
 def _search_help() -> str:
@@ -87,11 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--samples", type=int, metavar="K", help="ψ drawn per iteration")
     a("--scenes", type=int, metavar="M", help="scenes rendered per ψ")
     a(
-        "--match-iterations",
+        "--warmup-iterations",
         type=int,
         metavar="N",
-        help="iterations of the render-only warm-up stage before the search (0: none; default 120 for street scenes, "
-        "each of match_samples ψ × match_scenes scenes)",
+        help="the warm-up's iterations in all (0: none; a moments phase keeps its one, the last other phase takes "
+        "the rest; the phases are the config's warmup.phases)",
     )
     a("--quick", action="store_true", help="a smoke run of the chosen experiment at a tiny budget (under a minute)")
     a("--seed", type=int, metavar="S", help="run seed (same seed, same run)")
@@ -138,7 +138,6 @@ def _flags_to_layer(args: argparse.Namespace) -> dict[str, Any]:
     for key in (
         "sim",
         "search",
-        "match_iterations",
         "task",
         "target",
         "test_target",
@@ -188,55 +187,50 @@ def _resolved_config(args: argparse.Namespace) -> tuple[Config, RunDir, bool]:
     overrides = parse_set(args.set)
     if args.resume:
         run_dir = RunDir.open(args.resume)
-        if args.config or args.out or args.quick:
-            raise UserError("--resume takes the run's own config; do not pass --config, --out or --quick with it")
+        if args.config or args.out or args.quick or args.warmup_iterations is not None:
+            raise UserError(
+                "--resume takes the run's own config; do not pass --config, --out, --quick or --warmup-iterations "
+                "with it"
+            )
         changed = sorted((set(layer) | {k.split(".")[0] for k in overrides}) - set(_RESUMABLE))
         if changed:
             raise UserError(
                 f"cannot change {', '.join(changed)} when resuming (allowed: {', '.join(sorted(_RESUMABLE))})"
             )
-        saved = {**LEGACY_DEFAULTS, **run_dir.read_config()}
+        saved = legacy_config(run_dir.read_config())
         if "policy" in saved and "search" not in saved:
             raise UserError(
                 f"{str(run_dir.path)!r} was written by an older lts (before search strategies); start a new run"
             )
         return load_config(None, saved, layer, overrides=overrides), run_dir, True
-    config = load_experiment(args.config, layer, overrides, quick=args.quick)
+    config = load_experiment(args.config, layer, overrides, quick=args.quick, warmup_iterations=args.warmup_iterations)
     return config, RunDir.new(args.out, name_hint=run_hint(config)), False
 
 
 def plan_line(exp: Any) -> str:
-    """What the run will do, in one line: phases, iterations, evaluations, frames."""
+    """What the run will do, in one line: its phases, evaluations, frames (asked of `Experiment.phases`)."""
     cfg = exp.config
+    *before, last = exp.phases
+    finals = len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0
     parts = []
-    stage = exp.stage
-    if stage is not None:
-        then = exp.match_iterations - 1 if stage.rest else 0
-        what = (
-            f"{stage.moment_renders} renders (mixes by moments)"
-            + (f", then {then} it × {cfg.match_samples} renders," if then else "")
-            if stage.mixes
-            else f"{exp.match_iterations} it × {cfg.match_samples} renders"
-        )
-        parts.append(f"warm-up {what} of {cfg.match_scenes} scenes (no training)")
-    iterations = exp.iterations
-    if iterations:
-        upto = "up to " if cfg.stop or cfg.time_budget else ""
-        parts.append(f"{cfg.search} {upto}{iterations} it × {cfg.samples} evaluations of {cfg.scenes} scenes")
-        finals = len(exp.final_baselines()) * cfg.final_repeats
+    warm = [p for p in before if p.iterations]
+    if warm:
+        quiet = "" if any(p.trains for p in warm) else " (no training)"
+        parts.append("warm-up " + ", then ".join(p.plan() for p in warm) + quiet)
+    stops = cfg.stop and last.iterations > WINDOW
+    if last.iterations:
+        upto = "up to " if stops or cfg.time_budget else ""
+        parts.append(last.plan().replace(f"{last.search} ", f"{last.search} {upto}", 1))
         if finals:
             parts.append(f"{finals} final evaluations")
-    frames = (stage.renders() if stage is not None else 0) * cfg.match_scenes
-    finals = len(exp.final_baselines()) * cfg.final_repeats if iterations else 0
-    frames += (iterations * cfg.samples + finals) * cfg.scenes
-    trainings = iterations * cfg.samples + finals
-    limits = [f"{exp.warmup_charge + iterations * cfg.samples:g} evaluations"]
+    frames = sum(p.evaluations * p.scenes for p in exp.phases) + finals * cfg.scenes
+    trainings = sum(p.evaluations for p in exp.phases if p.trains) + finals
+    limits = [f"{sum(p.evaluations * p.scenes for p in exp.phases) / cfg.scenes:g} evaluations"]
     if cfg.time_budget:
         limits.append(f"{cfg.time_budget} of wall-clock time")
-    stop = "; stops early at a plateau (--no-stop: never)" if cfg.stop and iterations > WINDOW else ""
-    # a strategy that cannot move an element says so (the warm-up's, or the search's when it is built)
-    searches = [s for s in (stage.strategy if stage is not None else None, exp.strategy) if s is not None]
-    unmoved = sorted({n for s in searches for n in s.unmoved()})
+    stop = "; stops early at a plateau (--no-stop: never)" if stops else ""
+    # a strategy that cannot move an element says so
+    unmoved = sorted({n for p in exp.phases if p.strategy is not None for n in p.strategy.unmoved()})
     tail = f"; unmoved: {', '.join(unmoved)} (policy.json says why)" if unmoved else ""
     return (
         f"plan: {' → '.join(parts) or 'nothing to evaluate'}; {trainings} trainings, {frames:,} frames; "
@@ -261,13 +255,14 @@ class _Progress:
 
     def start(self, exp: Any) -> None:
         cfg = exp.config
+        *before, last = exp.charge(exp.iteration)  # (phase, ψ it evaluates from here)
         self.left = {
-            "match": exp.stage.renders(exp.iteration) if exp.stage is not None else 0,
-            "task": min(exp.iterations, exp.match_iterations + exp.iterations - exp.iteration) * cfg.samples,
-            "final": len(exp.final_baselines()) * cfg.final_repeats if exp.iterations else 0,
+            "match": sum(n for _, n in before),
+            "task": last[1],
+            "final": len(exp.final_baselines()) * cfg.final_repeats if cfg.iterations else 0,
         }
         self.phase = "match" if self.left["match"] else "task"
-        self.iters, self.done_iters = exp.match_iterations + exp.iterations, exp.iteration
+        self.iters, self.done_iters = exp.total_iterations, exp.iteration
         if not self.enabled:
             return
         from tqdm.auto import tqdm
@@ -358,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     config, run_dir, resuming = _resolved_config(args)
 
-    from .loop import Callbacks, Experiment
+    from ..loop import Callbacks, Experiment
 
     set_threads(config.threads)
 
@@ -416,15 +411,6 @@ def _initial_policy(exp: Any) -> dict[str, Any] | None:
     params: dict[str, Any] = s.describe()["params"]
     return params
 
-
-def _api_optimize(*args: Any, **kwargs: Any) -> Any:
-    from .api import optimize as api
-
-    return api(*args, **kwargs)
-
-
-_api_optimize.__doc__ = "The Python API: `lts.api.optimize`."
-callable_module(__name__, _api_optimize)
 
 if __name__ == "__main__":
     with warnings.catch_warnings():

@@ -29,7 +29,7 @@ from typing import Any
 
 from simulators.errors import UserError
 
-from .cli import ArgumentParser, parse_resolution, run_cli
+from . import ArgumentParser, parse_resolution, run_cli
 
 __all__ = ["main", "RETURNS", "RenderResult", "bench_render", "bench_pybullet"]
 

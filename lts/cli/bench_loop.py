@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cli import parse_set, set_threads
-from .config import load_config, resolve_path
-from .evaluation import at_once
+from ..config import load_config, resolve_path
+from ..evaluation import at_once
+from . import parse_set, set_threads
 
 __all__ = ["loop_arguments", "bench_loop"]
 
@@ -30,11 +30,11 @@ def loop_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def bench_loop(args: argparse.Namespace) -> int:
-    from .loop import Callbacks, Experiment
-    from .rundir import RunDir
+    from ..loop import Callbacks, Experiment
+    from ..rundir import RunDir
 
     # The task's iterations are timed; the distribution-matching warm-up (a render per draw) is not.
-    layer: dict[str, Any] = {"iterations": args.iterations, "final_repeats": 0, "match_iterations": 0}
+    layer: dict[str, Any] = {"iterations": args.iterations, "final_repeats": 0, "warmup": {"phases": []}}
     if args.device:
         layer["device"] = args.device
     cfg = load_config(resolve_path(args.config) if args.config else None, layer, overrides=parse_set(args.set))

@@ -26,7 +26,7 @@ import numpy as np
 from simulators import Batch
 from simulators.errors import UserError
 
-from .cli import ArgumentParser, parse_resolution, parse_set, progress_bar, run_cli, set_threads
+from . import ArgumentParser, parse_resolution, parse_set, progress_bar, run_cli, set_threads
 
 if TYPE_CHECKING:  # for annotations; the commands import torch where they use it
     import torch
@@ -73,7 +73,7 @@ def read_target(path: str, resolution: tuple[int, int], *, split: str | None = N
     """The target images of ``path`` at ``resolution``: a labelled (Cityscapes / KITTI)
     layout gives its images, with their ``semantic`` labels when ``labels`` is true; any
     other directory is read as plain images."""
-    from .datasets import read_image_dir, read_labelled_dir
+    from ..datasets import read_image_dir, read_labelled_dir
 
     root = Path(path)
     if not root.is_dir():
@@ -93,7 +93,7 @@ def _config_overrides(items: list[str]) -> dict[str, Any]:
 
     from simulators.errors import did_you_mean
 
-    from .refiner import RefinerConfig
+    from ..refiner import RefinerConfig
 
     reserved = {"method", "steps", "batch_size", "seed"}  # have their own flags
     types = {f.name: f.type for f in fields(RefinerConfig) if f.name not in reserved}
@@ -123,8 +123,8 @@ def _device(name: str | None) -> str:
 
 
 def _cmd_train(args: Any) -> int:
-    from .refiner import default_config, train_refiner
-    from .refiner.train import samples_dir
+    from ..refiner import default_config, train_refiner
+    from ..refiner.train import samples_dir
 
     set_threads(args.threads)
     resolution = parse_resolution(args.resolution)
@@ -175,7 +175,7 @@ def _cmd_apply(args: Any) -> int:
     import torch
     from PIL import Image
 
-    from .refiner import load_refiner
+    from ..refiner import load_refiner
 
     set_threads(args.threads)
     src, dst = Path(args.input), Path(args.out)
@@ -225,7 +225,7 @@ def _frames(batch: Batch, what: str) -> torch.Tensor:
 
 
 def _cmd_gap(args: Any) -> int:
-    from .refiner import domain_gap, load_refiner
+    from ..refiner import domain_gap, load_refiner
 
     set_threads(args.threads)
     device = _device(args.device)

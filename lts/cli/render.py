@@ -32,7 +32,7 @@ import numpy as np
 from simulators import labels as L
 from simulators.errors import UserError
 
-from .cli import ArgumentParser, parse_resolution, parse_set, run_cli
+from . import ArgumentParser, parse_resolution, parse_set, run_cli
 
 __all__ = ["main", "colour_labels", "colour_depth", "contact_sheet"]
 
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "params.json").write_text(json.dumps({"simulator": args.sim, "params": psi}, indent=2) + "\n")
     wrote = "rgb/, labels/, depth/, contact_sheet.png, scenes.jsonl"
     if args.cityscapes:
-        from .datasets import write_cityscapes
+        from ..datasets import write_cityscapes
 
         write_cityscapes(batch, out, split=args.split, city=args.city, label_space="lts")
         wrote += f", leftImg8bit/{args.split}/{args.city}/, gtFine/{args.split}/{args.city}/, dataset.json"

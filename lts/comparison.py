@@ -1,9 +1,9 @@
-"""``python -m lts.compare``: search strategies against each other, by evaluations to the oracle.
+"""Search strategies against each other, by evaluations to the oracle (``python -m lts.compare``, `lts.api.compare`).
 
 Each method is a search strategy (`policies`): ``lts`` is the configuration as given
 (its warm-up stage, then its ``search``), every other name a strategy of its own
 (``random``, ``tpe``, ``cmaes``, ``gp``, …) run as a generic searcher runs: on the
-task's reward alone, without the warm-up (``--set match_iterations=0`` gives ``lts``
+task's reward alone, without the warm-up (``--set warmup.phases=[]`` gives ``lts``
 without it, the ablation).  Every method runs as an lts run (`lts.loop.Experiment`,
 run directories under ``OUT/METHOD-seedS``) on the same simulator, task, target and
 budget of N evaluations, each simulator call charged by what it renders: an evaluation
@@ -23,11 +23,9 @@ the seeds it finished.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -40,9 +38,8 @@ import numpy as np
 from policies import STRATEGIES, make_strategy
 from simulators.errors import UserError, did_you_mean
 
-from .cli import ArgumentParser, callable_module, parse_set, progress_bar, run_cli, set_threads
-from .config import Config, config_to_dict, load_experiment, run_hint
-from .evaluation import EvalContext, EvalSpec, Executor, local_executor
+from .config import Config, config_to_dict
+from .evaluation import EvalContext, EvalSpec, Executor
 
 __all__ = [
     "BAND",
@@ -53,8 +50,7 @@ __all__ = [
     "run_comparison",
     "format_table",
     "plot_comparison",
-    "main",
-    "build_parser",
+    "out_dir",
 ]
 
 BAND = 0.02  # relative distance to the oracle's reward that counts as reached
@@ -119,13 +115,10 @@ def check_methods(methods: Sequence[str], config: Config) -> list[str]:
 
 @contextmanager
 def _executor(context: EvalContext, workers: int, address: str | None, cfg: Config) -> Iterator[Executor]:
-    """Ray, or in this process by the rule the loop uses (`local_executor`)."""
-    if workers > 0 or address:
-        from .ray_exec import RayExecutor
+    """The run's executor (`lts.executors.make_executor`) for ``workers`` and ``address``, closed after use."""
+    from .executors import make_executor
 
-        ex: Executor = RayExecutor(context, workers=max(workers, 1), address=address)
-    else:
-        ex = local_executor(context.build(), parallel=cfg.parallel, threads=cfg.threads, samples=cfg.samples)
+    ex = make_executor(dataclasses.replace(cfg, workers=workers, ray_address=address), context, None, None)
     try:
         yield ex
     finally:
@@ -152,12 +145,14 @@ def _run_method(method: str, config: Config, budget: float, out: Path, progress:
     from .rundir import RunDir
 
     search = method_search(method, config)
-    # the loop spends the budget (the warm-up charged too); lts stops as its config says, and a
-    # searcher users already have runs as they have it: the reward alone, no warm-up, no stopper
+    # the loop spends the budget (the phases before the search charged too); lts stops as its
+    # config says, and a searcher users already have runs as they have it: the reward alone, no
+    # warm-up, no stopper
     cfg = dataclasses.replace(config, search=search, budget=budget, time_budget=None)
     if method != "lts":
-        cfg = dataclasses.replace(cfg, match_iterations=0, stop=False)
+        cfg = dataclasses.replace(cfg, warmup=dataclasses.replace(cfg.warmup, phases=[]), stop=False)
     exp = Experiment(cfg, RunDir(out / f"{method}-seed{cfg.seed}"))
+    handover = sum(p.iterations for p in exp.phases[:-1]) - 1
     done = [0]
 
     def on_eval(res: Any) -> None:
@@ -171,7 +166,7 @@ def _run_method(method: str, config: Config, budget: float, out: Path, progress:
     def on_iteration(row: dict[str, Any]) -> None:
         failed[0] += len(row["errors"])
         # the warm-up's last ψ is a hand-over too: what the search starts from (and policy.json then)
-        if row["phase"] == "task" or row["iteration"] == exp.match_iterations - 1:
+        if row["phase"] == "task" or row["iteration"] == handover:
             points.append((float(row["evaluations"]), float(row["cpu_s"]), row["recommended"]))
 
     exp.cb = Callbacks(on_eval=on_eval, on_iteration=on_iteration)
@@ -430,40 +425,8 @@ def plot_comparison(report: dict[str, Any], path: Path) -> None:
 # -- command line -----------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="python -m lts.compare",
-        description="Compare search strategies by the evaluations each needs until the ψ it hands over trains a "
-        "model as good as the true ψ* does (within 2 %), on the same simulator, task, target and seeds.",
-        epilog="Example:\n  python -m lts.compare --config configs/gmm.yaml --set task_options.metric=nll "
-        "--budget 96 --seeds 3 --methods lts,random,tpe,cmaes\n\n"
-        "Methods: lts (the config's search) and the strategies:\n"
-        + "\n".join(f"  {k:<9} {v[1]}" for k, v in STRATEGIES.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    a = p.add_argument
-    a("--config", metavar="FILE", help="YAML experiment (see configs/)")
-    a(
-        "--budget",
-        type=float,
-        required=True,
-        metavar="N",
-        help="evaluations per method and seed (warm-up renders charged m/M)",
-    )
-    a("--seeds", type=int, default=3, metavar="S", help="seeds per method: the config's seed, seed+1, … (default 3)")
-    a("--methods", default="lts,random,tpe", metavar="LIST", help="comma-separated (default lts,random,tpe)")
-    a("--target", metavar="FILE|DIR", help="target parameter file or labelled image directory")
-    a("--band", type=float, default=BAND, metavar="REL", help=f"the oracle band, relative (default {BAND})")
-    a("--out", metavar="DIR", help="output directory (default: a new one under runs/)")
-    a("--workers", type=int, default=0, metavar="W", help="Ray workers for the evaluations (0: in-process)")
-    a("--ray-address", metavar="ADDR", help="join an existing Ray cluster (e.g. auto)")
-    a("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, repeatable")
-    a("--no-plot", action="store_true", help="do not write comparison.png")
-    a("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def _out_dir(out: str | None, hint: str) -> Path:
+def out_dir(out: str | None, hint: str) -> Path:
+    """The comparison's directory: ``out`` (new or empty), or a new one under ``runs/``."""
     if out is None:
         base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{hint}"
         path, i = base, 1
@@ -474,62 +437,3 @@ def _out_dir(out: str | None, hint: str) -> Path:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UserError(f"--out {str(path)!r} exists and is not empty; choose a new directory")
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if not args.budget >= 1:
-        raise UserError(f"--budget must be >= 1, got {args.budget:g}")
-    if args.seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.workers < 0:
-        raise UserError(f"--workers must be >= 0, got {args.workers}")
-    if not 0 < args.band < 1:
-        raise UserError(f"--band must be in (0, 1), got {args.band:g}")
-    layer = {"target": args.target} if args.target else {}
-    config = load_experiment(args.config, layer, parse_set(args.set))
-    if args.budget < config.samples:
-        raise UserError(f"--budget {args.budget:g} is below one iteration (samples K = {config.samples})")
-    methods = check_methods([m.strip() for m in args.methods.split(",") if m.strip()], config)
-    set_threads(config.threads)
-    out = _out_dir(args.out, run_hint(config))
-    out.mkdir(parents=True, exist_ok=True)
-    seeds = [config.seed + i for i in range(args.seeds)]
-    with progress_bar(not args.quiet and sys.stderr.isatty(), unit="eval", dynamic_ncols=True, desc="compare") as bar:
-
-        def progress(method: str, seed: int, done: int) -> None:
-            if bar is not None:
-                bar.update(1)
-                bar.set_description(f"{method} seed {seed}")
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # failed evaluations are counted in the table
-            report = run_comparison(
-                config,
-                budget=args.budget,
-                seeds=seeds,
-                methods=methods,
-                out=out,
-                band=args.band,
-                workers=args.workers,
-                ray_address=args.ray_address,
-                progress=progress,
-            )
-    print(format_table(report))
-    if not args.no_plot:
-        plot_comparison(report, out / "comparison.png")
-    print(f"\nwrote {out / 'comparison.json'}" + ("" if args.no_plot else f" and {out / 'comparison.png'}"))
-    return 0
-
-
-def _api_compare(*args: Any, **kwargs: Any) -> Any:
-    from .api import compare as api
-
-    return api(*args, **kwargs)
-
-
-_api_compare.__doc__ = "The Python API: `lts.api.compare`."
-callable_module(__name__, _api_compare)
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

@@ -20,6 +20,8 @@ import yaml
 
 from simulators.errors import UserError
 
+from ..evaluation import set_threads  # the command lines' as well as the engine's
+
 __all__ = [
     "run_cli", "ArgumentParser", "add_debug_flag", "parse_set", "set_threads", "parse_resolution", "progress_bar", "main",
     "EXIT_USAGE", "EXIT_INTERRUPTED",
@@ -105,14 +107,6 @@ def callable_module(name: str, function: Callable[..., Any]) -> None:
     module.__doc__ = (module.__doc__ or "") + f"\n\nCalled as a function: {function.__doc__ or ''}"
 
 
-def set_threads(n: int) -> None:
-    """Set torch's CPU threads for this process (0 keeps torch's default)."""
-    if n > 0:
-        import torch
-
-        torch.set_num_threads(n)
-
-
 def parse_set(items: Sequence[str]) -> dict[str, Any]:
     """``["a.b=1", "w={x: 0.5, y: 0.5}"]`` → ``{"a.b": 1, "w": {...}}`` (values are YAML)."""
     out: dict[str, Any] = {}
@@ -158,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] not in ("-h", "--help"):
             raise UserError(f"unknown command {argv[0]!r}; expected one of {', '.join(commands)}")
         return 0
-    module = importlib.import_module(f"lts.{argv[0]}")
+    module = importlib.import_module(f"lts.cli.{argv[0]}")
     return module.main(argv[1:])
 
 
