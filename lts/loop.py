@@ -72,6 +72,8 @@ class Experiment:
         self.config = config
         self.run_dir = run_dir
         self.cb = callbacks or Callbacks()
+        # the clock runs from here: a time budget counts the target's rendering too
+        self.t_start, self.cpu_start = time.monotonic(), time.process_time()
         if config.workers > 0 or config.ray_address:  # before anything connects or renders
             simulators.check_workers(config.sim, config.sim_options, max(config.workers, 1))
         self.sim = simulators.make(config.sim, **config.sim_options)
@@ -116,7 +118,6 @@ class Experiment:
         self.evaluations = 0.0
         self.elapsed_before = 0.0
         self.cpu_before = 0.0
-        self.t_start, self.cpu_start = time.monotonic(), time.process_time()
         self._tb: Any = None
         self.stopper = PlateauStopper() if config.stop else None
         self.time_budget = None if config.time_budget is None else parse_duration(config.time_budget)
