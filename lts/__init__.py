@@ -33,7 +33,7 @@ register_envs()
 def __getattr__(name: str) -> object:
     # The API (`lts.api`), imported on first use: ``lts.optimize(...)``, ``lts.Result``.
     # ``lts.optimize`` is also the package ``python -m lts.optimize`` runs; once imported it
-    # takes the name, and is callable as the same function (`lts.cli.callable_module`).
+    # takes the name, and is callable as the same function (`lts.cli.command_module`).
     if name in ("optimize", "evaluate", "compare", "Result"):
         from . import api
 

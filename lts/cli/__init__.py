@@ -93,18 +93,29 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def callable_module(name: str, function: Callable[..., Any]) -> None:
-    """Make module ``name`` callable as ``function`` (``lts.optimize(...)`` with ``lts.optimize``
-    the command line's module)."""
+def command_module(name: str, *, api: str | None = None) -> None:
+    """Make ``lts.NAME`` (a package, so that ``python -m lts.NAME`` runs `lts.cli.NAME`) hold
+    what the command line's module holds, imported on first use (``from lts.optimize import
+    main``), and, with ``api``, be callable as the Python API's ``lts.api.<api>``
+    (``lts.optimize(...)``)."""
+    import importlib
     import types
 
-    class _Callable(types.ModuleType):
+    cli = "lts.cli." + name.rsplit(".", 1)[1]
+
+    class _Command(types.ModuleType):
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(importlib.import_module(cli), attr)
+
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            return function(*args, **kwargs)
+            if api is None:
+                raise TypeError(f"module {name} is not callable")
+            return getattr(importlib.import_module("lts.api"), api)(*args, **kwargs)
 
     module = sys.modules[name]
-    module.__class__ = _Callable
-    module.__doc__ = (module.__doc__ or "") + f"\n\nCalled as a function: {function.__doc__ or ''}"
+    module.__class__ = _Command
+    if api is not None:
+        module.__doc__ = (module.__doc__ or "") + f"\n\nCalled as a function: the Python API's `lts.api.{api}`."
 
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:

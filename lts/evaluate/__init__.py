@@ -1,23 +1,5 @@
 """``python -m lts.evaluate``: the command line is `lts.cli.evaluate`; called as a function, this is the Python API's `lts.api.evaluate`."""
 
-from __future__ import annotations
+from lts.cli import command_module
 
-import importlib
-from typing import Any
-
-from lts.cli import callable_module
-
-
-def __getattr__(name: str) -> Any:
-    # what the command line's module holds (``from lts.evaluate import main``), imported on first use
-    return getattr(importlib.import_module("lts.cli.evaluate"), name)
-
-
-def _api(*args: Any, **kwargs: Any) -> Any:
-    from lts.api import evaluate as api
-
-    return api(*args, **kwargs)
-
-
-_api.__doc__ = "The Python API: `lts.api.evaluate`."
-callable_module(__name__, _api)
+command_module(__name__, api="evaluate")
