@@ -11,7 +11,7 @@ from simulators.errors import UserError
 
 from .rundir import RunDir
 
-__all__ = ["policy_table", "reward_table", "tv_distance", "load_run", "plot_run"]
+__all__ = ["policy_table", "reward_table", "run_notes", "tv_distance", "load_run", "plot_run"]
 
 
 def tv_distance(p: list[float], q: list[float]) -> float:
@@ -91,6 +91,21 @@ def reward_table(summary: dict[str, Any]) -> str:
                 extra += f"  ({n} of {repeats} seeds; the others failed: summary.json retries)"
             rows.append(f"  {w:<7} {_fmt(r):>8}   {extra}")
     return "\n".join(rows)
+
+
+def run_notes(policy: dict[str, Any], summary: dict[str, Any] | None) -> list[str]:
+    """What a user must not miss in a run: elements the search could not move, a search that
+    stopped early, evaluations that failed (each a line; none: nothing to say)."""
+    lines = [f"not moved by the search: {name} ({why})" for name, why in (policy.get("unmoved") or {}).items()]
+    if summary and summary.get("stopped"):
+        lines.append(
+            f"search stopped early, {summary.get('evaluations_saved', 0):g} evaluations unspent: {summary['stopped']}"
+        )
+    failures = (summary or {}).get("failures") or {}
+    if failures.get("evaluations"):
+        kinds = ", ".join(f"{k} {n}" for k, n in failures.get("by_kind", {}).items())
+        lines.append(f"failed evaluations: {failures['evaluations']} ({kinds}); their reasons are in metrics.jsonl")
+    return lines
 
 
 def _target_from_config(run: RunDir) -> dict[str, Any] | None:

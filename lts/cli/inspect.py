@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..report import load_run, plot_run, policy_table, reward_table
+from ..report import load_run, plot_run, policy_table, reward_table, run_notes
 from . import ArgumentParser, run_cli
 
 __all__ = ["main", "load_run", "plot_run"]
@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     state = "finished" if info["finished"] else "not finished"
     print(f"{info['run_dir']}: {info['iterations']} iteration(s), {state}")
     print(policy_table(info["policy"], info["target"]))
+    for line in run_notes(info["policy"], info["summary"]):
+        print(line)
     if info["summary"]:
         print()
         print(reward_table(info["summary"]))

@@ -16,7 +16,7 @@ from typing import Any
 from simulators.errors import UserError
 
 from ..config import Config, describe_config, legacy_config, load_config, load_experiment, run_hint
-from ..report import policy_table, reward_table
+from ..report import policy_table, reward_table, run_notes
 from ..rundir import RunDir
 from ..stopping import WINDOW
 from . import ArgumentParser, add_debug_flag, parse_set, run_cli, set_threads
@@ -391,8 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     print(policy_table(run_dir.read_json("policy.json"), summary.get("target"), _initial_policy(exp)))
     print()
     print(reward_table(summary))
-    if summary.get("stopped"):
-        print(f"\nsearch stopped, {summary['evaluations_saved']:g} evaluations unspent: {summary['stopped']}")
+    notes = run_notes(run_dir.read_json("policy.json"), summary)
+    if notes:
+        print("\n" + "\n".join(notes))
     print(
         f"\n{summary['evaluations']:g} evaluations ({summary['sim_frames']} simulated frames) in "
         f"{summary['elapsed_s']:.1f} s; run directory {run_dir.path}"

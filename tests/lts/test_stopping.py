@@ -110,7 +110,7 @@ def test_a_run_on_a_flat_objective_stops_and_says_why(tmp_path, flat_sim_path, c
     assert summary["evaluations"] == done * 4
     last = rows(out)[-1]
     assert last["stopped"] == summary["stopped"] and all(r["stopped"] is None for r in rows(out)[:-1])
-    assert "search stopped, " in capsys.readouterr().out
+    assert "search stopped early, " in capsys.readouterr().out
 
     full = tmp_path / "full"
     assert run(flat_args(full, "--no-stop")) == 0
@@ -150,3 +150,24 @@ def test_a_time_budget_spent_before_the_search_goes_straight_to_the_final_evalua
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == 0 and summary["stopped"].startswith("time budget")
     assert summary["test"]["lts"] is not None  # the final evaluation still ran
+
+
+def test_inspect_says_the_search_stopped_and_what_it_could_not_move(tmp_path, flat_sim_path, capsys):
+    from lts.cli.inspect import main as inspect_main
+    from lts.report import run_notes
+
+    out = tmp_path / "run"
+    assert run(flat_args(out)) == 0
+    capsys.readouterr()
+    assert inspect_main([str(out)]) == 0
+    text = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert f"search stopped early, {summary['evaluations_saved']:g} evaluations unspent: plateau" in text
+    notes = run_notes(
+        {"unmoved": {"town": "samples categorical elements independently"}},
+        {"failures": {"evaluations": 3, "by_kind": {"timed out": 2, "crashed": 1}}},
+    )
+    assert notes == [
+        "not moved by the search: town (samples categorical elements independently)",
+        "failed evaluations: 3 (timed out 2, crashed 1); their reasons are in metrics.jsonl",
+    ]
