@@ -15,7 +15,7 @@ import torch
 
 from .space import ParamSpace
 
-__all__ = ["Batch", "Simulator"]
+__all__ = ["Batch", "Simulator", "PointwiseSimulator"]
 
 _TENSOR_FIELDS = ("images", "semantic", "depth", "counts", "instances", "features", "labels", "cityscapes_ids")
 
@@ -149,3 +149,19 @@ class Simulator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class PointwiseSimulator(Simulator):
+    """A simulator that draws every sample from a ψ of its own in one vectorised call
+    (``_draw(ψs, seed)``): a batch of one ψ and a batch of one ψ per scene (domain
+    randomization) are the same draw."""
+
+    def generate(self, params: Mapping[str, Any], n: int, *, seed: int) -> Batch:
+        p = self.param_space.validate(params)
+        return self._draw([p] * n, seed)
+
+    def generate_per_scene(self, params: Sequence[Mapping[str, Any]], *, seed: int) -> Batch:
+        return self._draw([self.param_space.validate(p) for p in params], seed)
+
+    def _draw(self, ps: Sequence[dict[str, Any]], seed: int) -> Batch:
+        raise NotImplementedError

@@ -9,13 +9,13 @@ the same kinds of element.  The batch has ``features`` (N×dims) and ``labels``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from .base import Batch, Simulator
+from .base import Batch, PointwiseSimulator
 from .errors import UserError
 from .space import Continuous, ParamSpace, Proportions
 
@@ -24,7 +24,7 @@ __all__ = ["GaussianMixtureSimulator"]
 _AXES = "xyz"
 
 
-class GaussianMixtureSimulator(Simulator):
+class GaussianMixtureSimulator(PointwiseSimulator):
     """``classes`` Gaussian classes in ``dims`` dimensions; ψ sets their centres, a
     shared spread and the class balance."""
 
@@ -47,13 +47,6 @@ class GaussianMixtureSimulator(Simulator):
         # every element changes the labelled points: the warm-up may match them all
         self.param_space = ParamSpace(elements)
         self.param_space.contents(*elements)
-
-    def generate(self, params: Mapping[str, Any], n: int, *, seed: int) -> Batch:
-        p = self.param_space.validate(params)
-        return self._draw([p] * n, seed)
-
-    def generate_per_scene(self, params: Sequence[Mapping[str, Any]], *, seed: int) -> Batch:
-        return self._draw([self.param_space.validate(p) for p in params], seed)
 
     def _draw(self, ps: Sequence[dict[str, Any]], seed: int) -> Batch:
         rng = np.random.default_rng(seed)

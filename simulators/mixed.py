@@ -12,13 +12,13 @@ element can make up for it.  Base install only (numpy, torch); the batch has
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from .base import Batch, Simulator
+from .base import Batch, PointwiseSimulator
 from .space import Categorical, Continuous, Integer, ParamSpace, Proportions
 
 __all__ = ["RingsSimulator"]
@@ -37,7 +37,7 @@ def _layout(name: str) -> np.ndarray:
     return np.stack([np.cos(a), np.sin(a)], 1)
 
 
-class RingsSimulator(Simulator):
+class RingsSimulator(PointwiseSimulator):
     """Three classes of 2-D points on a ring, a line or an arc (see the module docstring)."""
 
     name = "rings"
@@ -54,13 +54,6 @@ class RingsSimulator(Simulator):
         # every element changes the labelled points: the warm-up may match them all
         self.param_space = ParamSpace(elements)
         self.param_space.contents(*elements)
-
-    def generate(self, params: Mapping[str, Any], n: int, *, seed: int) -> Batch:
-        p = self.param_space.validate(params)
-        return self._draw([p] * n, seed)
-
-    def generate_per_scene(self, params: Sequence[Mapping[str, Any]], *, seed: int) -> Batch:
-        return self._draw([self.param_space.validate(p) for p in params], seed)
 
     def _draw(self, ps: Sequence[dict[str, Any]], seed: int) -> Batch:
         rng = np.random.default_rng(seed)
