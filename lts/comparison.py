@@ -152,7 +152,6 @@ def _run_method(method: str, config: Config, budget: float, out: Path, progress:
     if method != "lts":
         cfg = dataclasses.replace(cfg, warmup=dataclasses.replace(cfg.warmup, phases=[]), stop=False)
     exp = Experiment(cfg, RunDir(out / f"{method}-seed{cfg.seed}"))
-    handover = sum(p.iterations for p in exp.phases[:-1]) - 1
     done = [0]
 
     def on_eval(res: Any) -> None:
@@ -165,8 +164,9 @@ def _run_method(method: str, config: Config, budget: float, out: Path, progress:
 
     def on_iteration(row: dict[str, Any]) -> None:
         failed[0] += len(row["errors"])
-        # the warm-up's last ψ is a hand-over too: what the search starts from (and policy.json then)
-        if row["phase"] == "task" or row["iteration"] == handover:
+        # the warm-up's last ψ is a hand-over too: what the search starts from (and policy.json then);
+        # asked now, for a warm-up phase that ends at a plateau has cut its iterations by then
+        if row["phase"] == "task" or row["iteration"] == sum(p.iterations for p in exp.phases[:-1]) - 1:
             points.append((float(row["evaluations"]), float(row["cpu_s"]), row["recommended"]))
 
     exp.cb = Callbacks(on_eval=on_eval, on_iteration=on_iteration)
