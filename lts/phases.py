@@ -37,7 +37,7 @@ from .targets import Target
 MOMENT_TRIES = 3  # seeds the moments try for a choice whose render fails
 # an ``auto`` phase ends when the trend of its last half of iteration means (at least 8) is below one
 # standard error: a match keeps falling slowly under its noise, and the search's window of 4 ended
-# the toys' at 4–18 iterations where 20 and 60 were measured best (docs/experiments.md, 2026-12-07,
+# the toys' at 4–14 iterations where 20 and 60 were measured best (docs/experiments.md, 2026-12-07,
 # "One set of defaults")
 MATCH_STOPPER = PlateauStopper(window=8, share=0.5)
 
