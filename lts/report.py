@@ -11,7 +11,7 @@ from simulators.errors import UserError
 
 from .rundir import RunDir
 
-__all__ = ["policy_table", "reward_table", "run_notes", "tv_distance", "load_run", "plot_run"]
+__all__ = ["policy_table", "reward_table", "run_notes", "held_lines", "tv_distance", "load_run", "plot_run"]
 
 
 def tv_distance(p: list[float], q: list[float]) -> float:
@@ -93,10 +93,21 @@ def reward_table(summary: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+HOLDS = {"all": "held by the warm-up", "part": "held in part by the warm-up", "none": "not held by the warm-up"}
+
+
+def held_lines(held: dict[str, Any] | None) -> list[str]:
+    """What the warm-up held of each mix it moved, and why (``summary.json``'s ``held``, a
+    ``metrics.jsonl`` row's): one line each."""
+    return [f"{HOLDS.get(v.get('hold'), 'held')}: {name} ({v.get('why')})" for name, v in (held or {}).items()]
+
+
 def run_notes(policy: dict[str, Any], summary: dict[str, Any] | None) -> list[str]:
-    """What a user must not miss in a run: elements the search could not move, a search that
-    stopped early, evaluations that failed (each a line; none: nothing to say)."""
-    lines = [f"not moved by the search: {name} ({why})" for name, why in (policy.get("unmoved") or {}).items()]
+    """What a user must not miss in a run: what the warm-up held and why, elements the search
+    could not move, a search that stopped early, evaluations that failed (each a line; none:
+    nothing to say)."""
+    lines = held_lines((summary or {}).get("held"))
+    lines += [f"not moved by the search: {name} ({why})" for name, why in (policy.get("unmoved") or {}).items()]
     if summary and summary.get("stopped"):
         lines.append(
             f"search stopped early, {summary.get('evaluations_saved', 0):g} evaluations unspent: {summary['stopped']}"
