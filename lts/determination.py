@@ -1,0 +1,260 @@
+"""What a run's answer is sure of: for each element of ψ, whether the target, the reward, or
+nothing determined it (``summary.json``'s ``determined``, `lts.inspect`'s marks).
+
+Read from the run's own history, at no extra evaluation:
+
+- **target**: the warm-up held it at its fit to the target (``held``, where the run
+  records it; otherwise read off the rows: the search never moved it, the warm-up did).
+  An element the warm-up fitted (its match reward depends on it) and the search moved
+  without the reward telling it apart is ``target`` too: its value is the fit's, drifted.
+- **reward**: the search on the task's reward moved it, and the rewards of its draws depend
+  on it: a partial F-test of the element's terms (each coordinate, linear and squared:
+  near an optimum the slope is zero) in a least-squares fit of the rewards on every moved
+  element's terms and one intercept per iteration (the draws of an iteration share their
+  data and training seeds, and the rewards drift as the search improves).  The tests of a
+  run (the task's, and the warm-up's below) are one family at level `ALPHA` (Holm): the
+  chance that any element comes out determined when no reward sees it stays within it.
+- **free**: nothing determined it: the search could not move it, or the rewards do not
+  measurably depend on it, or there were too few draws to tell.  Its value is where it
+  started or where the noise left it; it must not be read as learned.
+
+Coordinates: a number in its range scaled to [0, 1]; a mix its first k − 1 probabilities;
+a categorical choice one-hot (k − 1 columns, no squares).  docs/experiments.md (2026-12-07,
+"What the answer is sure of") measures it on real runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ALPHA", "dependence", "determine", "element_coords", "holm", "mark"]
+
+#: the family-wise level of a run's tests (Holm's step-down: it does not loosen with the number of
+#: elements).  Nominal: a search's draws depend on the noise of its earlier rewards, and the
+#: measured chance that an element no reward sees comes out determined is about twice it
+#: (docs/experiments.md, 2026-12-07: about 1-6 % per run at this level)
+ALPHA = 0.02
+#: residual degrees of freedom the test needs (fewer: too few draws to tell)
+MIN_DF = 4
+
+
+def element_coords(spec: Mapping[str, Any], value: Any) -> tuple[list[float], int]:
+    """``value``'s coordinates under its ``policy.json`` spec, and how many of them (the
+    first ones) also take a squared term."""
+    kind = spec["kind"]
+    if kind in ("continuous", "integer"):
+        span = float(spec["high"]) - float(spec["low"]) or 1.0
+        return [(float(value) - float(spec["low"])) / span], 1
+    choices = list(spec["choices"])
+    if kind == "proportions":
+        return [float(value.get(c, 0.0)) for c in choices[:-1]], len(choices) - 1
+    return [float(value == c) for c in choices[1:]], 0  # categorical
+
+
+def _draws(rows: Iterable[Mapping[str, Any]], names: Sequence[str], specs: Mapping[str, Any]):
+    """Each finite draw of ``rows``: (iteration, {element: coordinates}, reward)."""
+    out = []
+    for row in rows:
+        params, rewards = row.get("params") or [], row.get("rewards") or []
+        if len(params) != len(rewards):  # rows whose rewards are not one per draw (the moments' residuals)
+            continue
+        for psi, r in zip(params, rewards):
+            if not psi or not isinstance(r, (int, float)) or not math.isfinite(float(r)):
+                continue
+            if any(n not in psi for n in names):
+                continue
+            out.append((row.get("iteration", 0), {n: element_coords(specs[n], psi[n])[0] for n in names}, float(r)))
+    return out
+
+
+def _moved(draws: Sequence[tuple[Any, dict[str, list[float]], float]], name: str) -> bool:
+    if len(draws) < 2:
+        return False
+    x = np.array([d[1][name] for d in draws], dtype=float)
+    return bool((x.max(axis=0) - x.min(axis=0)).max() > 1e-9)
+
+
+def _columns(draws, names: Sequence[str], specs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Each element's design columns: its coordinates and the squares of the numeric ones,
+    centred on the draws' mean and scaled to unit spread."""
+    cols: dict[str, np.ndarray] = {}
+    for n in names:
+        x = np.array([d[1][n] for d in draws], dtype=float)
+        _, nsq = element_coords(specs[n], _any_value(specs[n]))
+        xc = x - x.mean(axis=0)
+        c = np.concatenate([xc, xc[:, :nsq] ** 2], axis=1)
+        c = c - c.mean(axis=0)
+        sd = c.std(axis=0)
+        keep = sd > 1e-12
+        cols[n] = c[:, keep] / sd[keep]
+    return cols
+
+
+def _any_value(spec: Mapping[str, Any]) -> Any:
+    kind = spec["kind"]
+    if kind in ("continuous", "integer"):
+        return spec["low"]
+    if kind == "proportions":
+        return {c: 1.0 / len(spec["choices"]) for c in spec["choices"]}
+    return spec["choices"][0]
+
+
+def _rss(a: np.ndarray, y: np.ndarray) -> tuple[float, int, np.ndarray]:
+    coef, _, rank, _ = np.linalg.lstsq(a, y, rcond=None)
+    resid = y - a @ coef
+    return float(resid @ resid), int(rank), coef
+
+
+def dependence(
+    draws: Sequence[tuple[Any, dict[str, list[float]], float]],
+    names: Sequence[str],
+    specs: Mapping[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """For each element of ``names`` (each moved by these draws): the partial F-test of its
+    terms, ``{"p", "F", "draws", "df", "effect", "noise"}`` (``p`` None: too few draws);
+    ``effect`` is the spread (sd over the draws) of the reward its terms explain, ``noise`` the
+    residual sd, both in the reward's units."""
+    n = len(draws)
+    its = sorted({d[0] for d in draws})
+    if n == 0:
+        return {}
+    y = np.array([d[2] for d in draws], dtype=float)
+    dummies = np.array([[float(d[0] == t) for t in its] for d in draws])
+    cols = _columns(draws, names, specs)
+    full = np.concatenate([dummies, *cols.values()], axis=1)
+    rss_f, rank_f, coef = _rss(full, y)
+    df_den = n - rank_f
+    out: dict[str, dict[str, Any]] = {}
+    start = dummies.shape[1]
+    for name in names:
+        c = cols[name]
+        k = c.shape[1]
+        effect = float(np.std(c @ coef[start : start + k])) if k else 0.0
+        reduced = np.concatenate([dummies, *(v for m, v in cols.items() if m != name)], axis=1)
+        rss_r, rank_r, _ = _rss(reduced, y)
+        df_num = rank_f - rank_r
+        start += k
+        res: dict[str, Any] = {"draws": n, "df": [df_num, df_den], "effect": effect, "p": None, "F": None}
+        if df_num <= 0 or df_den < MIN_DF:
+            res["noise"] = None
+            out[name] = res
+            continue
+        noise = math.sqrt(rss_f / df_den) if rss_f > 0 else 0.0
+        res["noise"] = noise
+        if rss_f <= 1e-300:
+            f_stat, p = (math.inf, 0.0) if rss_r > 1e-300 else (0.0, 1.0)
+        else:
+            from scipy.stats import f as f_dist
+
+            f_stat = max((rss_r - rss_f) / df_num, 0.0) / (rss_f / df_den)
+            p = float(f_dist.sf(f_stat, df_num, df_den))
+        res["F"], res["p"] = float(f_stat), p
+        out[name] = res
+    return out
+
+
+def holm(tests: Mapping[Any, Mapping[str, Any]], alpha: float) -> set[Any]:
+    """The keys whose tests reject at family-wise level ``alpha`` (Holm's step-down)."""
+    ps = sorted(((t["p"], n) for n, t in tests.items() if t.get("p") is not None), key=lambda x: x[0])
+    out: set[Any] = set()
+    for i, (p, n) in enumerate(ps):
+        if p > alpha / (len(ps) - i):
+            break
+        out.add(n)
+    return out
+
+
+def _held(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | None) -> dict[str, str]:
+    """The elements the run says it held, and why (``held`` in the summary or the rows)."""
+    held: dict[str, str] = {}
+    for src in [*rows, summary or {}]:
+        h = src.get("held")
+        if isinstance(h, Mapping):
+            held.update({str(k): str(v) for k, v in h.items()})
+        elif isinstance(h, (list, tuple)):
+            held.update({str(k): held.get(str(k), "") for k in h})
+    return held
+
+
+def determine(
+    rows: Sequence[Mapping[str, Any]],
+    policy: Mapping[str, Any],
+    summary: Mapping[str, Any] | None = None,
+    *,
+    alpha: float = ALPHA,
+) -> dict[str, dict[str, Any]]:
+    """Each element of ``policy`` (``policy.json``): ``{"by": "target"|"reward"|"free",
+    "why": a short phrase, ...evidence}`` from the run's metrics rows (the module docstring)."""
+    specs = policy["params"]
+    names = list(specs)
+    task_rows = [r for r in rows if r.get("phase", "task") != "match"]
+    match_rows = [r for r in rows if r.get("phase") == "match"]
+    held = _held(rows, summary)
+    unmoved: dict[str, str] = {}
+    for src in [*(r.get("policy") or {} for r in task_rows[-1:]), policy]:
+        unmoved.update(src.get("unmoved") or {})
+    task = _draws(task_rows, names, specs)
+    match = _draws(match_rows, names, specs)
+    # the match rows' params also hold the moments' renders (one choice alone), whose rewards
+    # are not one per draw: an element those moved is seen in the rows' params alone
+    match_params = [
+        (0, {n: element_coords(specs[n], p[n])[0] for n in names}, 0.0)
+        for r in match_rows
+        for p in (r.get("params") or [])
+        if p and all(n in p for n in names)
+    ]
+    moved_task = [n for n in names if _moved(task, n)]
+    moved_match = [n for n in names if _moved(match_params, n)]
+    dep = dependence(task, moved_task, specs) if moved_task else {}
+    fit_moved = [n for n in names if _moved(match, n)]
+    fit = dependence(match, fit_moved, specs) if fit_moved else {}
+    # one family: the task's tests and the warm-up's, so that the chance of any element marked
+    # determined when neither reward sees it stays within alpha (a held element's tests decide nothing)
+    inferred = [n for n in names if n not in moved_task and n in moved_match and n not in unmoved]
+    tests = {("reward", n): t for n, t in dep.items() if n not in held}
+    tests.update({("target", n): t for n, t in fit.items() if n not in held and n not in inferred})
+    sure = holm(tests, alpha)
+    by_reward, by_fit = {n for k, n in sure if k == "reward"}, {n for k, n in sure if k == "target"}
+    out: dict[str, dict[str, Any]] = {}
+    for n in names:
+        d = dep.get(n)
+        f = fit.get(n)
+        ev: dict[str, Any] = {}
+        if d is not None:
+            ev.update({"p": d["p"], "draws": d["draws"], "effect": d["effect"], "noise": d["noise"]})
+        if f is not None and f["p"] is not None:
+            ev["p_target"] = f["p"]
+        if n in held:
+            why = "held at the warm-up's fit to the target" + (f": {held[n]}" if held[n] else "")
+            out[n] = {"by": "target", "why": why, **ev}
+        elif d is not None and n in by_reward:
+            out[n] = {"by": "reward", "why": f"the reward depends on it: {_p(d)}", **ev}
+        elif n in inferred:
+            out[n] = {"by": "target", "why": "held at the warm-up's fit to the target", **ev}
+        elif f is not None and n in by_fit:
+            tail = "; the search did not move it" if d is None else f"; no effect on the reward shown ({_p(d)})"
+            out[n] = {"by": "target", "why": f"fitted to the target by the warm-up (p = {f['p']:.2g}){tail}", **ev}
+        elif d is None:
+            why = unmoved.get(n) or "nothing moved it: it stays where it started"
+            out[n] = {"by": "free", "why": f"not determined: {why}", **ev}
+        elif d["p"] is None:
+            out[n] = {"by": "free", "why": f"not determined: too few draws ({d['draws']}) to tell", **ev}
+        else:
+            out[n] = {"by": "free", "why": f"not determined: no effect on the reward shown: {_p(d)}", **ev}
+    return out
+
+
+def _p(d: Mapping[str, Any]) -> str:
+    return f"p = {d['p']:.2g} over {d['draws']} draws"
+
+
+def mark(entry: Mapping[str, Any] | None) -> str:
+    """The mark `lts.inspect` puts beside an element: ``[target]``, ``[reward]``, ``[free: not determined]``."""
+    if not entry:
+        return ""
+    by = entry.get("by")
+    return "[free: not determined]" if by == "free" else f"[{by}]"
