@@ -9,6 +9,7 @@ from typing import Any
 
 from simulators.errors import UserError
 
+from .determination import determine, mark
 from .rundir import RunDir
 
 __all__ = ["policy_table", "reward_table", "run_notes", "tv_distance", "load_run", "plot_run"]
@@ -28,14 +29,20 @@ def _fmt(x: Any) -> str:
 
 
 def policy_table(
-    policy: dict[str, Any], target: dict[str, Any] | None = None, initial: dict[str, Any] | None = None
+    policy: dict[str, Any],
+    target: dict[str, Any] | None = None,
+    initial: dict[str, Any] | None = None,
+    determined: dict[str, Any] | None = None,
 ) -> str:
     """Each element of a ``policy.json``: proportions as choice → probability rows,
-    continuous as mean ± std; the target ψ* beside it when known."""
+    continuous as mean ± std; the target ψ* beside it when known; with ``determined``
+    (`lts.determination`), what determined it: ``[target]``, ``[reward]`` or
+    ``[free: not determined]``."""
     lines = []
     tgt = target or {}
     for name, spec in policy["params"].items():
         kind = spec["kind"]
+        tag = f"   {m}" if (m := mark((determined or {}).get(name))) else ""
         if kind in ("proportions", "categorical"):
             probs = spec["mean"] if kind == "proportions" else spec["probs"]
             t = tgt.get(name)
@@ -46,7 +53,7 @@ def policy_table(
                 if initial is not None and name in initial:
                     tv0 = tv_distance(initial[name]["mean"], [t.get(c, 0.0) for c in spec["choices"]])
                     head += f" (start {tv0:.3f})"
-            lines.append(head)
+            lines.append(head + tag)
             width = max(len(c) for c in spec["choices"])
             for i, c in enumerate(spec["choices"]):
                 bar = "█" * int(round(probs[i] * 30))
@@ -60,7 +67,7 @@ def policy_table(
             t = tgt.get(name)
             ts = f"   target {_fmt(t if not isinstance(t, int) else float(t))}" if t is not None else ""
             lines.append(
-                f"{name} ({kind} in [{spec['low']:g}, {spec['high']:g}])  {spec['mean']:.3f} ± {spec['std']:.3f}{ts}"
+                f"{name} ({kind} in [{spec['low']:g}, {spec['high']:g}])  {spec['mean']:.3f} ± {spec['std']:.3f}{ts}{tag}"
             )
     return "\n".join(lines)
 
@@ -93,10 +100,26 @@ def reward_table(summary: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def run_notes(policy: dict[str, Any], summary: dict[str, Any] | None) -> list[str]:
-    """What a user must not miss in a run: elements the search could not move, a search that
-    stopped early, evaluations that failed (each a line; none: nothing to say)."""
+def run_notes(
+    policy: dict[str, Any], summary: dict[str, Any] | None, determined: dict[str, Any] | None = None
+) -> list[str]:
+    """What a user must not miss in a run: elements the search could not move, elements
+    nothing determined (``determined``, default the summary's), a search that stopped early,
+    evaluations that failed (each a line; none: nothing to say)."""
     lines = [f"not moved by the search: {name} ({why})" for name, why in (policy.get("unmoved") or {}).items()]
+    if determined is None:
+        determined = (summary or {}).get("determined")
+    if determined:
+        by = {k: [n for n, e in determined.items() if e.get("by") == k] for k in ("target", "reward")}
+        sure = "; ".join(f"{', '.join(v)} (the {k})" for k, v in by.items() if v)
+        if sure:
+            lines.append(f"determined by: {sure}")
+        free = [f"{n} ({e.get('why', '').removeprefix('not determined: ')})" for n, e in determined.items()
+                if e.get("by") == "free"]  # fmt: skip
+        if free:
+            lines.append(
+                f"not determined (free: not learned, where it started or where the noise left it): {'; '.join(free)}"
+            )
     if summary and summary.get("stopped"):
         lines.append(
             f"search stopped early, {summary.get('evaluations_saved', 0):g} evaluations unspent: {summary['stopped']}"
@@ -149,6 +172,8 @@ def load_run(path: str | Path) -> dict[str, Any]:
         "policy": policy,
         "target": target,
         "summary": summary,
+        # what determined each element: the summary's, else read off the rows (older and unfinished runs)
+        "determined": (summary or {}).get("determined") or determine(rows, policy, summary),
     }
     if target:
         tv = {}
