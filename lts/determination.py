@@ -242,7 +242,7 @@ def determine(
             why = unmoved.get(n) or "nothing moved it: it stays where it started"
             out[n] = {"by": "free", "why": f"not determined: {why}", **ev}
         elif d["p"] is None:
-            out[n] = {"by": "free", "why": f"not determined: too few draws ({d['draws']}) to tell", **ev}
+            out[n] = {"by": "free", "why": f"not determined: {d['draws']} draws, too few to tell", **ev}
         else:
             out[n] = {"by": "free", "why": f"not determined: no effect on the reward shown: {_p(d)}", **ev}
     return out

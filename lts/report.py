@@ -114,12 +114,13 @@ def run_notes(
         sure = "; ".join(f"{', '.join(v)} (the {k})" for k, v in by.items() if v)
         if sure:
             lines.append(f"determined by: {sure}")
-        free = [f"{n} ({e.get('why', '').removeprefix('not determined: ')})" for n, e in determined.items()
-                if e.get("by") == "free"]  # fmt: skip
+        free: dict[str, list[str]] = {}  # why → the elements, those with the same reason together
+        for n, e in determined.items():
+            if e.get("by") == "free":
+                free.setdefault(str(e.get("why", "")).removeprefix("not determined: "), []).append(n)
         if free:
-            lines.append(
-                f"not determined (free: not learned, where it started or where the noise left it): {'; '.join(free)}"
-            )
+            said = "; ".join(f"{', '.join(ns)} ({why})" for why, ns in free.items())
+            lines.append(f"not determined (free: not learned, where it started or where the noise left it): {said}")
     if summary and summary.get("stopped"):
         lines.append(
             f"search stopped early, {summary.get('evaluations_saved', 0):g} evaluations unspent: {summary['stopped']}"

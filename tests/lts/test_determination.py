@@ -108,7 +108,7 @@ def test_an_element_fitted_by_the_warm_up_that_the_reward_cannot_tell_is_the_tar
 def test_too_few_draws_to_tell_is_free():
     det = determine(history(np.random.default_rng(0), iterations=2, k=3), POLICY)
     assert all(e["by"] == "free" for e in det.values())
-    assert "too few draws (6)" in det["a"]["why"] and det["a"]["p"] is None
+    assert det["a"]["why"] == "not determined: 6 draws, too few to tell" and det["a"]["p"] is None
 
 
 def test_failed_draws_odd_rows_and_no_rows():
@@ -126,6 +126,8 @@ def test_marks_in_the_table_and_the_notes():
         "a": {"by": "reward", "why": "the reward depends on it"},
         "mix": {"by": "target", "why": "held"},
         "b": {"by": "free", "why": "not determined: no effect on the reward shown: p = 0.4 over 96 draws"},
+        "c": {"by": "free", "why": "not determined: 4 draws, too few to tell"},
+        "d": {"by": "free", "why": "not determined: 4 draws, too few to tell"},
     }
     assert mark(det["b"]) == "[free: not determined]" and mark(None) == ""
     text = policy_table(POLICY, determined=det)
@@ -139,7 +141,7 @@ def test_marks_in_the_table_and_the_notes():
     assert notes == [
         "determined by: mix (the target); a (the reward)",
         "not determined (free: not learned, where it started or where the noise left it): "
-        "b (no effect on the reward shown: p = 0.4 over 96 draws)",
+        "b (no effect on the reward shown: p = 0.4 over 96 draws); c, d (4 draws, too few to tell)",
     ]
 
 
@@ -163,7 +165,7 @@ def test_a_toy_run_marks_each_element(tmp_path, gmm_target, capsys, phases):
     assert "balance (proportions)   TV to target" in text and "[target]" in text
     assert "c0_x (continuous in [-4, 4])" in text and "[free: not determined]" in text
     assert "determined by: balance (the target)" in text
-    assert "not determined (free: not learned, where it started or where the noise left it): c0_x (" in text
+    assert "not determined (free: not learned, where it started or where the noise left it): c0_x, " in text
     # an older run (no "determined" in its summary) is read off its rows the same way
     del summary["determined"]
     (out / "summary.json").write_text(json.dumps(summary))
