@@ -7,6 +7,9 @@ Read from the run's own history, at no extra evaluation:
   records it; otherwise read off the rows: the search never moved it, the warm-up did).
   An element the warm-up fitted (its match reward depends on it) and the search moved
   without the reward telling it apart is ``target`` too: its value is the fit's, drifted.
+  Held in part (``"hold": "part"``: only what the target can tell), the rest is the
+  search's: ``reward`` if the reward depends on the element, else ``target`` with
+  ``part``, the rest free.  A fit the run did not hold (``"hold": "none"``) counts for nothing.
 - **reward**: the search on the task's reward moved it, and the rewards of its draws depend
   on it: a partial F-test of the element's terms (each coordinate, linear and squared:
   near an optimum the slope is zero) in a least-squares fit of the rewards on every moved
@@ -168,15 +171,21 @@ def holm(tests: Mapping[Any, Mapping[str, Any]], alpha: float) -> set[Any]:
     return out
 
 
-def _held(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | None) -> dict[str, str]:
-    """The elements the run says it held, and why (``held`` in the summary or the rows)."""
-    held: dict[str, str] = {}
+def _held(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | None) -> dict[str, tuple[str, str]]:
+    """What the run says the warm-up held of each element, and why: ``held`` in the summary or
+    the rows, ``{name: {"hold": "all" | "part" | "none", "why": …}}`` (a plain reason, or a list
+    of names: held whole); the summary's, the latest, wins."""
+    held: dict[str, tuple[str, str]] = {}
     for src in [*rows, summary or {}]:
         h = src.get("held")
         if isinstance(h, Mapping):
-            held.update({str(k): str(v) for k, v in h.items()})
+            for k, v in h.items():
+                if isinstance(v, Mapping):
+                    held[str(k)] = (str(v.get("hold", "all")), str(v.get("why") or ""))
+                else:
+                    held[str(k)] = ("all", "" if v is None else str(v))
         elif isinstance(h, (list, tuple)):
-            held.update({str(k): held.get(str(k), "") for k in h})
+            held.update({str(k): ("all", "") for k in h})
     return held
 
 
@@ -193,7 +202,10 @@ def determine(
     names = list(specs)
     task_rows = [r for r in rows if r.get("phase", "task") != "match"]
     match_rows = [r for r in rows if r.get("phase") == "match"]
-    held = _held(rows, summary)
+    verdicts = _held(rows, summary)
+    held = {n: why for n, (hold, why) in verdicts.items() if hold == "all"}
+    part = {n: why for n, (hold, why) in verdicts.items() if hold == "part"}
+    let_go = {n: why for n, (hold, why) in verdicts.items() if hold not in ("all", "part")}  # a fit not held
     unmoved: dict[str, str] = {}
     for src in [*(r.get("policy") or {} for r in task_rows[-1:]), policy]:
         unmoved.update(src.get("unmoved") or {})
@@ -214,9 +226,9 @@ def determine(
     fit = dependence(match, fit_moved, specs) if fit_moved else {}
     # one family: the task's tests and the warm-up's, so that the chance of any element marked
     # determined when neither reward sees it stays within alpha (a held element's tests decide nothing)
-    inferred = [n for n in names if n not in moved_task and n in moved_match and n not in unmoved]
+    inferred = [n for n in names if n not in moved_task and n in moved_match and n not in unmoved and n not in verdicts]
     tests = {("reward", n): t for n, t in dep.items() if n not in held}
-    tests.update({("target", n): t for n, t in fit.items() if n not in held and n not in inferred})
+    tests.update({("target", n): t for n, t in fit.items() if n not in verdicts and n not in inferred})
     sure = holm(tests, alpha)
     by_reward, by_fit = {n for k, n in sure if k == "reward"}, {n for k, n in sure if k == "target"}
     out: dict[str, dict[str, Any]] = {}
@@ -231,6 +243,13 @@ def determine(
         if n in held:
             why = "held at the warm-up's fit to the target" + (f": {held[n]}" if held[n] else "")
             out[n] = {"by": "target", "why": why, **ev}
+        elif n in part:  # the identifiable part held; the search moved the rest
+            head = "held in part at the warm-up's fit to the target" + (f" ({part[n]})" if part[n] else "")
+            if d is not None and n in by_reward:
+                out[n] = {"by": "reward", "why": f"{head}; the reward moves the rest: {_p(d)}", "part": True, **ev}
+            else:
+                rest = "not moved" if d is None else _p(d)
+                out[n] = {"by": "target", "why": f"{head}; the rest is free ({rest})", "part": True, **ev}
         elif d is not None and n in by_reward:
             out[n] = {"by": "reward", "why": f"the reward depends on it: {_p(d)}", **ev}
         elif n in inferred:
@@ -241,20 +260,29 @@ def determine(
         elif d is None:
             why = unmoved.get(n) or "nothing moved it: it stays where it started"
             out[n] = {"by": "free", "why": f"not determined: {why}", **ev}
+        elif n in let_go:
+            why = "the warm-up's fit was not held" + (f" ({let_go[n]})" if let_go[n] else "")
+            out[n] = {"by": "free", "why": f"not determined: {why}; no effect on the reward shown: {_p(d)}", **ev}
         elif d["p"] is None:
-            out[n] = {"by": "free", "why": f"not determined: {d['draws']} draws, too few to tell", **ev}
+            out[n] = {"by": "free", "why": f"not determined: {_p(d)}", **ev}
         else:
             out[n] = {"by": "free", "why": f"not determined: no effect on the reward shown: {_p(d)}", **ev}
     return out
 
 
 def _p(d: Mapping[str, Any]) -> str:
+    """A test's evidence in words."""
+    if d["p"] is None:
+        return f"{d['draws']} draws, too few to tell"
     return f"p = {d['p']:.2g} over {d['draws']} draws"
 
 
 def mark(entry: Mapping[str, Any] | None) -> str:
-    """The mark `lts.inspect` puts beside an element: ``[target]``, ``[reward]``, ``[free: not determined]``."""
+    """The mark `lts.inspect` puts beside an element: ``[target]``, ``[reward]``, ``[free: not
+    determined]``, or ``[target in part; the rest free]``."""
     if not entry:
         return ""
     by = entry.get("by")
+    if by == "target" and entry.get("part"):
+        return "[target in part; the rest free]"
     return "[free: not determined]" if by == "free" else f"[{by}]"

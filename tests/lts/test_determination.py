@@ -96,6 +96,35 @@ def test_held_elements_are_the_targets():
     assert det["a"]["by"] == "reward"
 
 
+def test_what_the_warm_up_held_whole_in_part_or_not_at_all():
+    """``held`` as the run writes it: {name: {"hold": "all" | "part" | "none", "why"}}."""
+    rng = np.random.default_rng(0)
+    warm = history(rng, iterations=4, phase="match")  # the warm-up's reward sees ``a``
+    rows = [*warm, *history(rng, move=("a", "b", "mix", "town"))]
+    held = {
+        "mix": {"hold": "all", "why": "fit by the moments"},
+        "b": {"hold": "part", "why": "the labels tell the truck share only"},
+        "a": {"hold": "none", "why": "residual 0.67: no mix reproduces the target"},
+    }
+    det = determine(rows, POLICY, {"held": held})
+    assert det["mix"]["by"] == "target"
+    assert det["mix"]["why"] == "held at the warm-up's fit to the target: fit by the moments"
+    assert det["b"]["by"] == "target" and det["b"]["part"] and mark(det["b"]) == "[target in part; the rest free]"
+    assert det["b"]["why"].startswith("held in part at the warm-up's fit to the target (the labels tell the truck")
+    assert det["a"]["by"] == "reward"  # the reward sees it, whatever the warm-up did
+    # a fit not held is no determination: the warm-up's match saw ``a``, the reward does not
+    rows = [*warm, *history(rng, effect=0.0)]
+    det = determine(rows, POLICY, {"held": {"a": held["a"]}})
+    assert det["a"]["p_target"] < 1e-6 and det["a"]["by"] == "free"
+    assert det["a"]["why"].startswith("not determined: the warm-up's fit was not held (residual 0.67")
+    assert determine(rows, POLICY)["a"]["by"] == "target"  # the same rows, no verdict: the fit counts
+    # a short search after a warm-up that fitted ``a``: no failure on the untestable
+    det = determine([*warm, *history(rng, iterations=2, k=3, effect=0.0)], POLICY)
+    assert det["a"]["by"] == "target" and det["a"]["why"].endswith(
+        "no effect on the reward shown (6 draws, too few to tell)"
+    )
+
+
 def test_an_element_fitted_by_the_warm_up_that_the_reward_cannot_tell_is_the_targets():
     """The warm-up's reward (its match to the target) depends on ``a``; the task's does not."""
     rng = np.random.default_rng(3)
