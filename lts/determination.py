@@ -143,7 +143,7 @@ def dependence(
         start += k
         res: dict[str, Any] = {"draws": n, "df": [df_num, df_den], "effect": effect, "p": None, "F": None}
         if df_num <= 0 or df_den < MIN_DF:
-            res["noise"] = None
+            res["noise"] = res["effect"] = None  # a fit this short explains anything
             out[name] = res
             continue
         noise = math.sqrt(rss_f / df_den) if rss_f > 0 else 0.0

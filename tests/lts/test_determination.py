@@ -137,7 +137,8 @@ def test_an_element_fitted_by_the_warm_up_that_the_reward_cannot_tell_is_the_tar
 def test_too_few_draws_to_tell_is_free():
     det = determine(history(np.random.default_rng(0), iterations=2, k=3), POLICY)
     assert all(e["by"] == "free" for e in det.values())
-    assert det["a"]["why"] == "not determined: 6 draws, too few to tell" and det["a"]["p"] is None
+    assert det["a"]["why"] == "not determined: 6 draws, too few to tell"
+    assert det["a"]["p"] is None and det["a"]["effect"] is None
 
 
 def test_failed_draws_odd_rows_and_no_rows():
