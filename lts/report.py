@@ -237,7 +237,7 @@ def plot_run(path: str | Path, out_file: str | Path) -> Path:
                 ax.axhline(float(t), color="k", ls="--", lw=1, label="target")
             ax.set_ylim(spec0["low"], spec0["high"])
             ax.legend(fontsize=7)
-        ax.set_title(f"{name} ({kind})", fontsize=10)
+        ax.set_title(f"{name} ({kind}) {mark(info['determined'].get(name))}".rstrip(), fontsize=10)
         ax.set_xlabel("iteration")
     warm = [r for r in rows if r.get("phase") == "match"]
     if warm:  # the distribution-matching warm-up: its reward is another quantity
