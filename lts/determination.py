@@ -37,29 +37,39 @@ import numpy as np
 __all__ = ["ALPHA", "dependence", "determine", "element_coords", "holm", "mark"]
 
 #: the family-wise level of a run's tests (Holm's step-down: it does not loosen with the number of
-#: elements).  Nominal: a search's draws depend on the noise of its earlier rewards, and the
-#: measured chance that an element no reward sees comes out determined is about twice it
-#: (docs/experiments.md, 2026-12-07: about 1-6 % per run at this level)
+#: elements).  Nominal only: a search's draws depend on the noise of its earlier rewards.  Measured
+#: on model rewards (docs/experiments.md, 2026-12-07), the share of runs in which an element no
+#: reward sees comes out determined: 0-7 % (median 2.5 %) at 0.02; 1-12 % (median 6 %) at 0.05
 ALPHA = 0.02
 #: residual degrees of freedom the test needs (fewer: too few draws to tell)
 MIN_DF = 4
 
 
-def element_coords(spec: Mapping[str, Any], value: Any) -> tuple[list[float], int]:
-    """``value``'s coordinates under its ``policy.json`` spec, and how many of them (the
-    first ones) also take a squared term."""
+Draw = tuple[Any, dict[str, list[float]], float]  # (iteration, {element: coordinates}, reward)
+
+
+def element_coords(spec: Mapping[str, Any], value: Any) -> list[float]:
+    """``value``'s coordinates under its ``policy.json`` spec."""
     kind = spec["kind"]
     if kind in ("continuous", "integer"):
         span = float(spec["high"]) - float(spec["low"]) or 1.0
-        return [(float(value) - float(spec["low"])) / span], 1
+        return [(float(value) - float(spec["low"])) / span]
     choices = list(spec["choices"])
     if kind == "proportions":
-        return [float(value.get(c, 0.0)) for c in choices[:-1]], len(choices) - 1
-    return [float(value == c) for c in choices[1:]], 0  # categorical
+        return [float(value.get(c, 0.0)) for c in choices[:-1]]
+    return [float(value == c) for c in choices[1:]]  # categorical: one-hot
 
 
-def _draws(rows: Iterable[Mapping[str, Any]], names: Sequence[str], specs: Mapping[str, Any]):
-    """Each finite draw of ``rows``: (iteration, {element: coordinates}, reward)."""
+def _squared(spec: Mapping[str, Any]) -> int:
+    """How many of an element's coordinates (the first ones) also take a squared term."""
+    kind = spec["kind"]
+    if kind in ("continuous", "integer"):
+        return 1
+    return len(spec["choices"]) - 1 if kind == "proportions" else 0
+
+
+def _draws(rows: Iterable[Mapping[str, Any]], names: Sequence[str], specs: Mapping[str, Any]) -> list[Draw]:
+    """Each finite draw of ``rows``."""
     out = []
     for row in rows:
         params, rewards = row.get("params") or [], row.get("rewards") or []
@@ -70,24 +80,24 @@ def _draws(rows: Iterable[Mapping[str, Any]], names: Sequence[str], specs: Mappi
                 continue
             if any(n not in psi for n in names):
                 continue
-            out.append((row.get("iteration", 0), {n: element_coords(specs[n], psi[n])[0] for n in names}, float(r)))
+            out.append((row.get("iteration", 0), {n: element_coords(specs[n], psi[n]) for n in names}, float(r)))
     return out
 
 
-def _moved(draws: Sequence[tuple[Any, dict[str, list[float]], float]], name: str) -> bool:
+def _moved(draws: Sequence[Draw], name: str) -> bool:
     if len(draws) < 2:
         return False
     x = np.array([d[1][name] for d in draws], dtype=float)
     return bool((x.max(axis=0) - x.min(axis=0)).max() > 1e-9)
 
 
-def _columns(draws, names: Sequence[str], specs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def _columns(draws: Sequence[Draw], names: Sequence[str], specs: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Each element's design columns: its coordinates and the squares of the numeric ones,
     centred on the draws' mean and scaled to unit spread."""
     cols: dict[str, np.ndarray] = {}
     for n in names:
         x = np.array([d[1][n] for d in draws], dtype=float)
-        _, nsq = element_coords(specs[n], _any_value(specs[n]))
+        nsq = _squared(specs[n])
         xc = x - x.mean(axis=0)
         c = np.concatenate([xc, xc[:, :nsq] ** 2], axis=1)
         c = c - c.mean(axis=0)
@@ -97,15 +107,6 @@ def _columns(draws, names: Sequence[str], specs: Mapping[str, Any]) -> dict[str,
     return cols
 
 
-def _any_value(spec: Mapping[str, Any]) -> Any:
-    kind = spec["kind"]
-    if kind in ("continuous", "integer"):
-        return spec["low"]
-    if kind == "proportions":
-        return {c: 1.0 / len(spec["choices"]) for c in spec["choices"]}
-    return spec["choices"][0]
-
-
 def _rss(a: np.ndarray, y: np.ndarray) -> tuple[float, int, np.ndarray]:
     coef, _, rank, _ = np.linalg.lstsq(a, y, rcond=None)
     resid = y - a @ coef
@@ -113,7 +114,7 @@ def _rss(a: np.ndarray, y: np.ndarray) -> tuple[float, int, np.ndarray]:
 
 
 def dependence(
-    draws: Sequence[tuple[Any, dict[str, list[float]], float]],
+    draws: Sequence[Draw],
     names: Sequence[str],
     specs: Mapping[str, Any],
 ) -> dict[str, dict[str, Any]]:
@@ -214,7 +215,7 @@ def determine(
     # the match rows' params also hold the moments' renders (one choice alone), whose rewards
     # are not one per draw: an element those moved is seen in the rows' params alone
     match_params = [
-        (0, {n: element_coords(specs[n], p[n])[0] for n in names}, 0.0)
+        (0, {n: element_coords(specs[n], p[n]) for n in names}, 0.0)
         for r in match_rows
         for p in (r.get("params") or [])
         if p and all(n in p for n in names)
