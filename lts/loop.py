@@ -35,6 +35,7 @@ from policies import Strategy
 from . import tasks as tasks_mod
 from .checks import count_failures
 from .config import Config, config_to_dict, legacy_config
+from .determination import determine
 from .evaluation import EvalContext, EvalResult, EvalSpec, random_params
 from .executors import Places, make_executor
 from .phases import Phase, build_phases, from_version_2, summary_counts
@@ -511,7 +512,8 @@ class Experiment:
                 test[w], test_metrics[w] = mean_metrics(mine, split="test")
             errors[w] = next((r.error for r in mine if r.error), None) if rewards[w] is None else None
         # every failed evaluation of the run: the search's (metrics.jsonl) and the final ones
-        kinds = [e.get("kind", "crashed") for row in self.run_dir.read_metrics() for e in row.get("errors", [])]
+        rows = self.run_dir.read_metrics()
+        kinds = [e.get("kind", "crashed") for row in rows for e in row.get("errors", [])]
         kinds += [r["kind"] or "crashed" for r in retries]
         kinds += [r.failure or "crashed" for r in retried if r.error]
         summary = {
@@ -541,6 +543,7 @@ class Experiment:
             "retries": retries,
             "failures": count_failures(kinds),
         }
+        summary["determined"] = determine(rows, self.describe(), summary)  # target, reward or free, per element
         self.run_dir.write_json(SUMMARY, summary)
         return summary
 

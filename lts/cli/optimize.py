@@ -397,7 +397,11 @@ def main(argv: list[str] | None = None) -> int:
         prog.close()
     print()
     print(f"what {summary['search']} hands over after {summary['iterations']} iterations:")
-    print(policy_table(run_dir.read_json("policy.json"), summary.get("target"), _initial_policy(exp)))
+    print(
+        policy_table(
+            run_dir.read_json("policy.json"), summary.get("target"), _initial_policy(exp), summary.get("determined")
+        )
+    )
     print()
     print(reward_table(summary))
     notes = run_notes(run_dir.read_json("policy.json"), summary)
