@@ -256,7 +256,7 @@ def run_comparison(
             runs.append(run)
         assert exp is not None
         with _executor(exp.context, workers, ray_address, cfg) as ex:
-            score = _rescore(runs, exp, exp.target.params, ex)
+            score = _rescore(runs, exp, exp.target.truth, ex)
         oracle = score.get("oracle")
         for run in runs:
             d = per[run.method]

@@ -142,8 +142,8 @@ def evaluate_run(
                     ft_root, real, resolve_path(test_dir if test_dir is not None else target), tgt.test
                 )
         chosen: dict[str, dict[str, Any] | None] = {"lts": _learned_params(run, sim.param_space), "random": None}
-        if tgt.params is not None:
-            chosen["oracle"] = tgt.params
+        if tgt.truth is not None:
+            chosen["oracle"] = tgt.truth
         rows: dict[str, list[dict[str, float]]] = {k: [] for k in chosen}
         val_rows: dict[str, list[dict[str, float]]] = {k: [] for k in chosen}
         if real is not None:

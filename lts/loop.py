@@ -35,6 +35,7 @@ from policies import Strategy
 from . import tasks as tasks_mod
 from .checks import count_failures
 from .config import Config, config_to_dict, legacy_config
+from .determination import determine
 from .evaluation import EvalContext, EvalResult, EvalSpec, random_params
 from .executors import Places, make_executor
 from .phases import Phase, build_phases, from_version_2, summary_counts
@@ -113,6 +114,7 @@ class Experiment:
         if config.budget is not None:
             self.fit_budget(config.budget)
         self.started = 0  # phases started: the first, and each as the one before hands over
+        self._handed: dict[str, Any] | None = None  # what the phases before hold, for the next row (`held`)
         self.iteration = 0
         self.sim_frames = 0
         self.evaluations = 0.0
@@ -156,20 +158,32 @@ class Experiment:
         (its recommendation, and the elements it determined held); ``states``: a checkpoint's."""
         while self.started <= self.phase_index:
             i = self.started
-            held: list[str] = []
-            for p in self.phases[:i]:
-                held += [n for n in p.determined(self.space) if n not in held]
+            verdicts = self.held(i)
+            held = [n for n, v in verdicts.items() if v["hold"] == "all"]
+            parts = {n: v for n, v in verdicts.items() if v["hold"] == "part"}
             if i == 0:
                 self.phases[0].start(self.space, None, ())
             else:
                 prev = self.phases[i - 1].strategy
                 assert prev is not None
-                self.phases[i].start(self.space, prev.recommend(), held, prev.spread())
+                self.phases[i].start(self.space, prev.recommend(), held, parts, steps=prev.spread())
             if i < len(states) and states[i] is not None:
                 strategy = self.phases[i].strategy
                 assert strategy is not None
                 strategy.load_state_dict(pickle.loads(states[i]))  # type: ignore[arg-type]
+            elif i and verdicts and verdicts != self.held(i - 1):  # said once, when it changes
+                self._handed = verdicts
             self.started += 1
+
+    def held(self, upto: int | None = None) -> dict[str, dict[str, Any]]:
+        """What the phases before phase ``upto`` (default: the search) hold of each mix they
+        moved: {name: {"hold": "all" | "part" | "none", "why", …}} (`Phase.held`); an earlier
+        phase's verdict stands unless a later one moved the mix again."""
+        out: dict[str, dict[str, Any]] = {}
+        for p in self.phases[: len(self.phases) - 1 if upto is None else upto]:
+            if p.strategy is not None:
+                out.update(p.held(self.space))
+        return out
 
     def step(self) -> dict[str, Any]:
         """One iteration of the current phase, ask → evaluate → tell; returns its metrics.jsonl row."""
@@ -254,7 +268,13 @@ class Experiment:
             "update": None if stats is None else {k or "task": v.__dict__ for k, v in stats.items()},
             # what a strategy reports of its own (a fit's residuals, say)
             **(getattr(searcher, "last_row", None) or {}),
+            # the first row of a phase after others: what they hold of each mix, and why
+            **({"held": self._take_handed()} if self._handed is not None else {}),
         }
+
+    def _take_handed(self) -> dict[str, Any] | None:
+        out, self._handed = self._handed, None
+        return out
 
     def charge(self, done: int = 0) -> list[tuple[Phase, int]]:
         """Each phase and the ψ it evaluates after the run's first ``done`` iterations."""
@@ -429,10 +449,10 @@ class Experiment:
         """What the final evaluations score (none after a run of no iteration)."""
         if not self.config.iterations:
             return []
-        return [w for w in BASELINES if not (w == "oracle" and self.target.params is None)]
+        return [w for w in BASELINES if not (w == "oracle" and self.target.truth is None)]
 
     def final_params(self) -> dict[str, dict[str, Any] | None]:
-        return {"lts": self.searcher.recommend(), "oracle": self.target.params, "random": None}
+        return {"lts": self.searcher.recommend(), "oracle": self.target.truth, "random": None}
 
     def final_specs(
         self, params: dict[str, Any] | None, *, per_scene: bool = False, repeats: Sequence[int] | None = None
@@ -509,7 +529,8 @@ class Experiment:
                 test[w], test_metrics[w] = mean_metrics(mine, split="test")
             errors[w] = next((r.error for r in mine if r.error), None) if rewards[w] is None else None
         # every failed evaluation of the run: the search's (metrics.jsonl) and the final ones
-        kinds = [e.get("kind", "crashed") for row in self.run_dir.read_metrics() for e in row.get("errors", [])]
+        rows = self.run_dir.read_metrics()
+        kinds = [e.get("kind", "crashed") for row in rows for e in row.get("errors", [])]
         kinds += [r["kind"] or "crashed" for r in retries]
         kinds += [r.failure or "crashed" for r in retried if r.error]
         summary = {
@@ -524,12 +545,14 @@ class Experiment:
             **summary_counts(self.phases, self.iteration),
             "stopped": self.stopped,
             "evaluations_saved": self.evaluations_saved,
+            # what the phases before the search held of each mix they moved, and why (whole, in part, or not at all)
+            "held": self.held(),
             "sim_frames": self.sim_frames,
             "evaluations": self.evaluations,
             "elapsed_s": self.elapsed(),
             "cpu_s": self.cpu_s(),
             "learned": chosen["lts"],
-            "target": self.target.params,
+            "target": self.target.truth,
             "target_source": self.target.source,
             "final_repeats": cfg.final_repeats,
             "errors": errors,
@@ -537,6 +560,7 @@ class Experiment:
             "retries": retries,
             "failures": count_failures(kinds),
         }
+        summary["determined"] = determine(rows, self.describe(), summary)  # target, reward or free, per element
         self.run_dir.write_json(SUMMARY, summary)
         return summary
 

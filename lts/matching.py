@@ -223,16 +223,25 @@ class TargetMatch:
             self.look = self.look if "look" in distances else None
             self.labels = self.labels if "labels" in distances else None
 
-    def mean_features(self, batch: Batch, signal: str) -> torch.Tensor:
-        """The mean of ``batch``'s features for ``signal`` (``"look"``: the frames' band
-        histograms, ``"labels"``: the task's label features), comparable with `target_mean`'s."""
+    def features(self, batch: Batch, signal: str) -> torch.Tensor:
+        """N × D: ``batch``'s features for ``signal`` (``"look"``: the frames' band
+        histograms, ``"labels"``: the task's label features), comparable with the target's."""
         if signal == "look":
             if batch.images is None:
                 raise UserError("the warm-up compares how frames look, but the simulator's batch has no images")
-            return appearance_features(batch.images).mean(0)
+            return appearance_features(batch.images)
         if self.label_field is None:
             raise ValueError("this match compares no labels")
-        return label_features(batch, self.label_field, self.target).double().mean(0)
+        return label_features(batch, self.label_field, self.target).double()
+
+    def mean_features(self, batch: Batch, signal: str) -> torch.Tensor:
+        """The mean of ``batch``'s `features` for ``signal``, comparable with `target_mean`'s."""
+        return self.features(batch, signal).mean(0)
+
+    def mean_and_se(self, batch: Batch, signal: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean of ``batch``'s `features` for ``signal`` and its standard error, per feature."""
+        f = self.features(batch, signal).double()
+        return f.mean(0), (f.std(0) / len(f) ** 0.5 if len(f) > 1 else torch.zeros(f.shape[1], dtype=f.dtype))
 
     def scale_free(self, signal: str) -> bool:
         """Whether ``signal``'s mean features grow with what a mix does not set (car counts

@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 import simulators
 from policies import Strategy, make_strategy, strategy_options
-from policies.moments import Moment
+from policies.moments import Moment, split_groups
+from policies.partial import HeldInPart, part_space
 
 from .config import AUTO, AUTO_SHARE, Config, phase_spec
 from .evaluation import EvalResult, EvalSpec, Evaluator, Executor
@@ -114,6 +115,7 @@ class MomentsObjective:
         self.evaluator, self.match, self.mixes = evaluator, match, mixes
         self.signals = sorted(set(mixes.values()))
         self.features: dict[int, dict[str, Moment]] = {}
+        self._target: dict[str, tuple[Any, Any]] = {}  # signal → the target's mean features and their standard errors
 
     def map(self, specs: Sequence[EvalSpec], on_result: Callable[[EvalResult], None] | None) -> list[EvalResult]:
         ev, out = self.evaluator(), []
@@ -146,15 +148,19 @@ class MomentsObjective:
                     f"seeds ({' '.join(str(res.error).split())}); fix the simulator and --resume, or start a run without the moments "
                     "phase in warmup.phases"
                 )
-            m = self.match
-            self.features[spec.index] = {
-                s: Moment(m.mean_features(frames[0], s).cpu(), m.target_mean(s).cpu(), m.scale_free(s))
-                for s in self.signals
-            }
+            self.features[spec.index] = {s: self._moment(frames[0], s) for s in self.signals}
             out.append(res)
             if on_result:
                 on_result(res)
         return out
+
+    def _moment(self, frames: simulators.Batch, signal: str) -> Moment:
+        m = self.match
+        if signal not in self._target:
+            self._target[signal] = m.mean_and_se(self.match.target, signal)
+        mean, se = m.mean_and_se(frames, signal)
+        t, tse = self._target[signal]
+        return Moment(mean.cpu(), t.cpu(), m.scale_free(signal), se.cpu(), tse.cpu())
 
     def _alone(self, psi: Mapping[str, Any] | None) -> str:
         """``name = 'choice'`` of the mix that ``psi`` renders alone."""
@@ -197,37 +203,62 @@ class Phase:
         space: simulators.ParamSpace,
         init: dict[str, Any] | None,
         fixed: Sequence[str],
+        parts: Mapping[str, Mapping[str, Any]] | None = None,
         steps: Mapping[str, float] | None = None,
     ) -> Strategy:
         """Build the strategy from ``init``, holding ``fixed`` and whatever it does not move;
+        ``parts``: mixes held in part ({name: {"groups", "totals"}}, `policies.partial`);
         ``steps``: the phase before's spread per unit coordinate (`Strategy.spread`), the first
         step of a strategy that takes one (``steps``) and is given no step of its own (``sigma0``)."""
         outside = [n for n in space if self.moves is not None and n not in self.moves]
         held = [n for n in space if n in fixed or n in outside]
+        parts = {n: v for n, v in (parts or {}).items() if n not in held}
+        searched = part_space(space, parts) if parts else space
+        if parts and init is not None:
+            init = {n: v for n, v in init.items() if n not in parts}
+            for name, spec in parts.items():
+                mix = (init or {}).get(name) or space.validate({}, fill_defaults=True)[name]
+                for k, group in enumerate(spec["groups"]):
+                    if len(group) > 1:
+                        init[f"{name}~{k}"] = split_groups(mix, [group], [1.0])
         options = self.options
         if steps and "steps" in strategy_options(self.search) and "sigma0" not in options:
             options = {**options, "steps": dict(steps)}
-        self.strategy = make_strategy(
+        strategy = make_strategy(
             self.search,
-            space,
+            searched,
             seed=self.seed,
             budget=max(self.iterations, 1) * self.samples,
             batch=self.samples,
             init=init,
-            fixed=held,
+            fixed=[n for n in held if n in searched],
             options=options,
         )
-        if hasattr(self.strategy, "renders"):  # a phase that renders a fixed set (the moments)
-            self.samples = int(self.strategy.renders)
+        self.strategy = HeldInPart(strategy, space, parts) if parts else strategy  # type: ignore[assignment]
+        if hasattr(strategy, "renders"):  # a phase that renders a fixed set (the moments)
+            self.samples = int(strategy.renders)
+        assert self.strategy is not None
         return self.strategy
 
     def determined(self, space: simulators.ParamSpace) -> tuple[str, ...]:
-        """The mixes (proportions, categorical elements) it moved, which stay where it left them."""
+        """The mixes (proportions, categorical elements) it moved and holds whole, which stay
+        where it left them (a fit's mix only where it holds all of it, `held`)."""
+        return tuple(n for n, v in self.held(space).items() if v["hold"] == "all")
+
+    def held(self, space: simulators.ParamSpace) -> dict[str, dict[str, Any]]:
+        """Each mix it moved: {"hold": "all" | "part" | "none", "why", …}; a fit's verdict
+        (`policies.moments.Moments.verdict`), else held whole (``warmup.hold``)."""
         assert self.strategy is not None
         if not self.holds:
-            return ()
+            return {}
         mixes = (simulators.Proportions, simulators.Categorical)
-        return tuple(n for n in space if n not in self.strategy.fixed and isinstance(space[n], mixes))
+        verdicts = getattr(self.strategy, "verdicts", None) or {}
+        how = "fit by the moments" if self.search == "moments" else f"matched to the target by {self.search}"
+        return {
+            n: verdicts.get(n, {"hold": "all", "why": how})
+            for n in space
+            if n not in self.strategy.fixed and isinstance(space[n], mixes)
+        }
 
     @property
     def trains(self) -> bool:

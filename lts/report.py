@@ -9,9 +9,10 @@ from typing import Any
 
 from simulators.errors import UserError
 
+from .determination import determine, mark
 from .rundir import RunDir
 
-__all__ = ["policy_table", "reward_table", "run_notes", "tv_distance", "load_run", "plot_run"]
+__all__ = ["policy_table", "reward_table", "run_notes", "held_lines", "tv_distance", "load_run", "plot_run"]
 
 
 def tv_distance(p: list[float], q: list[float]) -> float:
@@ -28,14 +29,20 @@ def _fmt(x: Any) -> str:
 
 
 def policy_table(
-    policy: dict[str, Any], target: dict[str, Any] | None = None, initial: dict[str, Any] | None = None
+    policy: dict[str, Any],
+    target: dict[str, Any] | None = None,
+    initial: dict[str, Any] | None = None,
+    determined: dict[str, Any] | None = None,
 ) -> str:
     """Each element of a ``policy.json``: proportions as choice → probability rows,
-    continuous as mean ± std; the target ψ* beside it when known."""
+    continuous as mean ± std; the target ψ* beside it when known; with ``determined``
+    (`lts.determination`), what determined it: ``[target]``, ``[reward]`` or
+    ``[free: not determined]``."""
     lines = []
     tgt = target or {}
     for name, spec in policy["params"].items():
         kind = spec["kind"]
+        tag = f"   {m}" if (m := mark((determined or {}).get(name))) else ""
         if kind in ("proportions", "categorical"):
             probs = spec["mean"] if kind == "proportions" else spec["probs"]
             t = tgt.get(name)
@@ -46,7 +53,7 @@ def policy_table(
                 if initial is not None and name in initial:
                     tv0 = tv_distance(initial[name]["mean"], [t.get(c, 0.0) for c in spec["choices"]])
                     head += f" (start {tv0:.3f})"
-            lines.append(head)
+            lines.append(head + tag)
             width = max(len(c) for c in spec["choices"])
             for i, c in enumerate(spec["choices"]):
                 bar = "█" * int(round(probs[i] * 30))
@@ -60,7 +67,7 @@ def policy_table(
             t = tgt.get(name)
             ts = f"   target {_fmt(t if not isinstance(t, int) else float(t))}" if t is not None else ""
             lines.append(
-                f"{name} ({kind} in [{spec['low']:g}, {spec['high']:g}])  {spec['mean']:.3f} ± {spec['std']:.3f}{ts}"
+                f"{name} ({kind} in [{spec['low']:g}, {spec['high']:g}])  {spec['mean']:.3f} ± {spec['std']:.3f}{ts}{tag}"
             )
     return "\n".join(lines)
 
@@ -93,10 +100,37 @@ def reward_table(summary: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def run_notes(policy: dict[str, Any], summary: dict[str, Any] | None) -> list[str]:
-    """What a user must not miss in a run: elements the search could not move, a search that
-    stopped early, evaluations that failed (each a line; none: nothing to say)."""
-    lines = [f"not moved by the search: {name} ({why})" for name, why in (policy.get("unmoved") or {}).items()]
+HOLDS = {"all": "held by the warm-up", "part": "held in part by the warm-up", "none": "not held by the warm-up"}
+
+
+def held_lines(held: dict[str, Any] | None) -> list[str]:
+    """What the warm-up held of each mix it moved, and why (``summary.json``'s ``held``, a
+    ``metrics.jsonl`` row's): one line each."""
+    return [f"{HOLDS.get(v.get('hold'), 'held')}: {name} ({v.get('why')})" for name, v in (held or {}).items()]
+
+
+def run_notes(
+    policy: dict[str, Any], summary: dict[str, Any] | None, determined: dict[str, Any] | None = None
+) -> list[str]:
+    """What a user must not miss in a run: what the warm-up held and why, elements the search
+    could not move, elements nothing determined (``determined``, default the summary's), a
+    search that stopped early, evaluations that failed (each a line; none: nothing to say)."""
+    lines = held_lines((summary or {}).get("held"))
+    lines += [f"not moved by the search: {name} ({why})" for name, why in (policy.get("unmoved") or {}).items()]
+    if determined is None:
+        determined = (summary or {}).get("determined")
+    if determined:
+        by = {k: [n for n, e in determined.items() if e.get("by") == k] for k in ("target", "reward")}
+        sure = "; ".join(f"{', '.join(v)} (the {k})" for k, v in by.items() if v)
+        if sure:
+            lines.append(f"determined by: {sure}")
+        free: dict[str, list[str]] = {}  # why → the elements, those with the same reason together
+        for n, e in determined.items():
+            if e.get("by") == "free":
+                free.setdefault(str(e.get("why", "")).removeprefix("not determined: "), []).append(n)
+        if free:
+            said = "; ".join(f"{', '.join(ns)} ({why})" for why, ns in free.items())
+            lines.append(f"not determined (free: not learned, where it started or where the noise left it): {said}")
     if summary and summary.get("stopped"):
         lines.append(
             f"search stopped early, {summary.get('evaluations_saved', 0):g} evaluations unspent: {summary['stopped']}"
@@ -149,6 +183,8 @@ def load_run(path: str | Path) -> dict[str, Any]:
         "policy": policy,
         "target": target,
         "summary": summary,
+        # what determined each element: the summary's, else read off the rows (older and unfinished runs)
+        "determined": (summary or {}).get("determined") or determine(rows, policy, summary),
     }
     if target:
         tv = {}
@@ -211,7 +247,7 @@ def plot_run(path: str | Path, out_file: str | Path) -> Path:
                 ax.axhline(float(t), color="k", ls="--", lw=1, label="target")
             ax.set_ylim(spec0["low"], spec0["high"])
             ax.legend(fontsize=7)
-        ax.set_title(f"{name} ({kind})", fontsize=10)
+        ax.set_title(f"{name} ({kind}) {mark(info['determined'].get(name))}".rstrip(), fontsize=10)
         ax.set_xlabel("iteration")
     warm = [r for r in rows if r.get("phase") == "match"]
     if warm:  # the distribution-matching warm-up: its reward is another quantity

@@ -11,6 +11,7 @@ directory.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,10 +41,34 @@ class Target:
     params: dict[str, Any] | None
     source: str
     test: Batch | None = None  # the held-out test set (None: none was made)
+    rendered_from: dict[str, Any] | None = None  # a directory's ψ*, when lts.render wrote it (params.json)
 
     @property
     def simulated(self) -> bool:
         return self.params is not None
+
+    @property
+    def truth(self) -> dict[str, Any] | None:
+        """ψ* where it is known: a parameter file's, or the ``params.json`` that ``lts.render``
+        writes beside a directory it rendered (a benchmark's directory target, seen through a
+        camera model, say): the oracle trains on it.  None for real data."""
+        return self.params if self.params is not None else self.rendered_from
+
+
+def _rendered_from(path: Path, sim: Simulator, sim_name: str | None) -> dict[str, Any] | None:
+    """The ψ* in ``path/params.json`` (``lts.render``'s record of what it rendered) when it is
+    for this simulator and fits its space; else None (a directory of real data has none)."""
+    file = path / "params.json"
+    if not file.is_file():
+        return None
+    try:
+        spec = json.loads(file.read_text())
+        if spec.get("simulator") not in (sim_name, getattr(sim, "name", None)):
+            return None
+        return sim.param_space.validate(spec["params"], fill_defaults=True)
+    except (ValueError, KeyError, TypeError, AttributeError, UserError) as e:
+        warnings.warn(f"target directory {str(path)!r}: params.json is not a ψ for this simulator ({e}); no oracle")
+        return None
 
 
 def target_params(path: str | Path, sim: Simulator, sim_name: str | None = None) -> dict[str, Any]:
@@ -125,7 +150,13 @@ def load_target(
         if test_dir is None:
             batch = _checked_dir(read_labelled_dir(path, resolution=resolution, need=need), path)
             val_idx, test_idx = split_files(batch.attributes["file"], split)
-            return Target(batch=batch.subset(val_idx), params=None, source=str(path), test=batch.subset(test_idx))
+            return Target(
+                batch=batch.subset(val_idx),
+                params=None,
+                source=str(path),
+                test=batch.subset(test_idx),
+                rendered_from=_rendered_from(path, sim, sim_name),
+            )
         test_path = resolve_path(test_dir)
         info = labelled_dir_info(path)
         try:
@@ -148,7 +179,9 @@ def load_target(
         except UserError as e:
             raise UserError(f"test directory: {e}") from None
         _checked_dir(test, test_path)
-        return Target(batch=batch, params=None, source=str(path), test=test)
+        return Target(
+            batch=batch, params=None, source=str(path), test=test, rendered_from=_rendered_from(path, sim, sim_name)
+        )
     if not path.exists():
         raise UserError(f"target {str(spec)!r} does not exist (expected a target .yaml file or an image directory)")
     if test_dir is not None:

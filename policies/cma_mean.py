@@ -104,15 +104,18 @@ class CmaMean(Strategy):
         self.es: Any = None  # the numeric CMA-ES ("cma", "split"), or the whole CatCMA ("catcma")
         self.cat: Any = None  # "split": the CatCMA of the categorical elements
         if self.engine != "catcma" and self.dim:
-            self.es = cmaes.CMA(
-                mean=mean,
-                sigma=self.sigma0,
-                bounds=np.tile([0.0, 1.0], (self.dim, 1)),
-                seed=seed,
-                population_size=self.popsize,
-                lr_adapt=self.lr_adapt,
-                cov=cov,
-            )
+            with np.errstate(
+                divide="ignore"
+            ):  # a population of 2 (--quick): cmaes divides by c_mu = 0 once, harmlessly
+                self.es = cmaes.CMA(
+                    mean=mean,
+                    sigma=self.sigma0,
+                    bounds=np.tile([0.0, 1.0], (self.dim, 1)),
+                    seed=seed,
+                    population_size=self.popsize,
+                    lr_adapt=self.lr_adapt,
+                    cov=cov,
+                )
         # CatCMA orders its coordinates continuous first, then integers
         is_int = [isinstance(self.searched[c.split(":")[0]], Integer) for c in names]
         self.x_idx = np.array([i for i, b in enumerate(is_int) if not b], dtype=int)

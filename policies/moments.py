@@ -6,6 +6,13 @@ of each choice rendered on its own, fitted to the target's mean features over th
 (`mix_fit`), recover it.  Behind ask/tell: ``ask`` hands out each choice of each mix alone
 (the k-th ψ asked is the k-th choice in turn, round and round), ``tell`` takes each ψ's
 `Moment` per signal, and ``recommend`` is ``init`` with the fitted mixes.
+
+A fit holds only what the target determines (`Moments.verdict`, from the standard errors a
+`Moment` carries): choices whose features the target cannot tell apart (car types that the
+target's labels fold into "car") are held as one total, the split within them left to the
+search (`policies.partial.HeldInPart`); a fit whose residual is far above its noise and a
+sizeable part of the choices' spread says that no mix reproduces the target (a domain gap:
+a real camera's colour and tone), and that mix is not held.
 """
 
 from __future__ import annotations
@@ -21,16 +28,60 @@ from simulators.space import Proportions
 
 from .base import Strategy
 
-__all__ = ["Moment", "Moments", "mix_fit", "simplex_lstsq"]
+__all__ = ["Moment", "Moments", "mix_fit", "simplex_lstsq", "separable_groups", "split_groups"]
 
 
 class Moment(NamedTuple):
     """What a render tells the moments for one signal: its mean features, the target's,
-    and whether the fit may scale the mix (features that grow with what a mix does not set)."""
+    whether the fit may scale the mix (features that grow with what a mix does not set),
+    and the standard errors of the two means (None: unknown), from which the fit tells
+    which choices the target can separate and whether any mix reproduces it."""
 
     mean: torch.Tensor
     target: torch.Tensor
     scale_free: bool = False
+    se: torch.Tensor | None = None
+    target_se: torch.Tensor | None = None
+
+
+# What the fit may hold (docs/experiments.md, 2026-12-07, "A warm-up that holds only what the
+# target determines"):
+#: two choices whose mean features differ by at most this many standard errors of the
+#: difference are one to the fit (car types that labels fold into "car")
+GROUP_Z = 3.0
+#: a fit whose residual is above this many standard errors of the noise it would have ...
+GAP_Z = 2.0
+#: ... and above this fraction of the choices' spread (their largest distance from their
+#: centre) is a domain gap: no mix reproduces the target (clean targets measured 0.4–1.1
+#: standard errors and 0.03–0.08 of the spread, a camera model's look 3.4–5.0 and 0.18–0.30)
+GAP_SPREAD = 0.1
+
+
+def separable_groups(columns: torch.Tensor, se: torch.Tensor | None, z: float = GROUP_Z) -> list[list[int]]:
+    """The choices (columns of D × k ``columns``) in groups the features cannot tell apart:
+    two choices whose columns differ by at most ``z`` standard errors of the difference (per
+    column ``se``, D × k; None: only equal columns) are in one group, and groups are joined
+    transitively.  Each group sorted, the groups by their first choice."""
+    k = columns.shape[1]
+    parent = list(range(k))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    scale = float(columns.abs().max()) or 1.0
+    for i in range(k):
+        for j in range(i + 1, k):
+            d = float((columns[:, i] - columns[:, j]).norm())
+            noise = 0.0 if se is None else float((se[:, i].square() + se[:, j].square()).sum().sqrt())
+            if d <= max(z * noise, 1e-9 * scale):
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(k):
+        groups.setdefault(root(i), []).append(i)
+    return sorted(groups.values())
 
 
 def _project_simplex(v: torch.Tensor) -> torch.Tensor:
@@ -61,6 +112,19 @@ def mix_fit(m: torch.Tensor, t: torch.Tensor, *, scale: bool = False, steps: int
     residual = float((m @ q - t).norm())
     total = float(q.sum())
     return (q / total if total > 0 else torch.full((k,), 1.0 / k, dtype=torch.float64)), residual
+
+
+def split_groups(
+    init: Mapping[str, float], groups: Sequence[Sequence[str]], totals: Sequence[float]
+) -> dict[str, float]:
+    """A mix with each group of choices at its total, split within the group as ``init``
+    splits it (evenly where ``init`` gives the group nothing)."""
+    out: dict[str, float] = {}
+    for group, total in zip(groups, totals):
+        mass = sum(float(init[c]) for c in group)
+        for c in group:
+            out[c] = float(total) * (float(init[c]) / mass if mass > 0 else 1.0 / len(group))
+    return out
 
 
 def simplex_lstsq(m: torch.Tensor, t: torch.Tensor, *, scale: bool = False, steps: int = 5000) -> torch.Tensor:
@@ -98,10 +162,15 @@ class Moments(Strategy):
         self.asks = 0
         self.sums: dict[str, list[torch.Tensor | None]] = {n: [None] * len(c) for n, c in self.choices.items()}
         self.counts: dict[str, list[int]] = {n: [0] * len(c) for n, c in self.choices.items()}
+        #: each choice's summed squared standard errors (None: a render told none)
+        self.sq: dict[str, list[torch.Tensor | None]] = {n: [None] * len(c) for n, c in self.choices.items()}
         self.targets: dict[str, tuple[torch.Tensor, bool]] = {}  # mix → (the target's mean features, scale_free)
+        self.target_se: dict[str, torch.Tensor | None] = {}
         self.solved: dict[str, dict[str, float]] = {}
         #: each mix's fit residual ‖m q − t‖ after the last tell
         self.residual: dict[str, float] = {}
+        #: what the fit may hold of each mix (`verdict`): {"hold": "all" | "part" | "none", "why", …}
+        self.verdicts: dict[str, dict[str, Any]] = {}
         self.last_row: dict[str, Any] | None = None
 
     def unmoved(self) -> dict[str, str]:
@@ -151,8 +220,15 @@ class Moments(Strategy):
             mean = moment.mean.detach().cpu().double()
             prev = self.sums[name][j]
             self.sums[name][j] = mean if prev is None else prev + mean
+            se, sq = moment.se, self.sq[name][j]
+            if se is not None and (sq is not None or self.counts[name][j] == 0):
+                self.sq[name][j] = se.detach().cpu().double().square() + (0.0 if sq is None else sq)
+            else:
+                self.sq[name][j] = None  # a render told no standard error: unknown from now on
             self.counts[name][j] += 1
             self.targets[name] = (torch.as_tensor(moment.target).cpu().double(), bool(moment.scale_free))
+            tse = moment.target_se
+            self.target_se[name] = None if tse is None else torch.as_tensor(tse).cpu().double()
         self._fit()
 
     def _fit(self) -> None:
@@ -168,6 +244,9 @@ class Moments(Strategy):
             except ValueError:
                 raise UserError(f"the moments: {name}'s frames gave non-finite features") from None
             self.solved[name] = {c: float(x) for c, x in zip(self.choices[name], p)}
+            sq = self.sq[name]
+            se = None if any(v is None for v in sq) else torch.stack([v.sqrt() / c for v, c in zip(sq, counts)], 1)  # type: ignore[union-attr]
+            self.verdicts[name] = self.verdict(name, columns, target, p, se, scale_free)
         if self.residual:
             self.last_row = {
                 "rewards": [-r for r in self.residual.values()],  # −the fit's distance, one per mix
@@ -175,8 +254,77 @@ class Moments(Strategy):
                 "residuals": dict(self.residual),
             }
 
+    def verdict(
+        self,
+        name: str,
+        columns: torch.Tensor,
+        target: torch.Tensor,
+        p: torch.Tensor,
+        se: torch.Tensor | None,
+        scale_free: bool,
+    ) -> dict[str, Any]:
+        """What the fit of mix ``name`` may hold: ``"all"`` (every choice told apart, a mix
+        reproduces the target), ``"part"`` (``groups`` of choices the features cannot tell
+        apart: only each group's total is determined, ``totals``), or ``"none"`` (a domain gap:
+        no mix reproduces the target; or no two choices told apart).  With ``why``, in words,
+        and the numbers: the residual in standard errors (``residual_se``) and as a fraction of
+        the choices' spread (``residual_spread``)."""
+        choices = self.choices[name]
+        signal = self.mixes[name] or "features"
+        fitted = columns @ p
+        s = float(fitted @ target / (fitted @ fitted)) if scale_free and float(fitted @ fitted) > 0 else 1.0
+        residual = float((s * fitted - target).norm())
+        tse = self.target_se.get(name)
+        noise = 0.0
+        if se is not None and tse is not None:
+            noise = float((tse.square().sum() + (se.square() @ (s * p).square()).sum()).sqrt())
+        cols = s * columns
+        spread = float((cols - cols.mean(1, keepdim=True)).norm(dim=0).max())
+        out: dict[str, Any] = {
+            "residual_se": residual / noise if noise > 0 else None,
+            "residual_spread": residual / spread if spread > 0 else None,
+        }
+        words = f"residual {residual / noise:.1f} standard errors" if noise > 0 else f"residual {residual:.3g}"
+        if spread > 0 and residual > GAP_SPREAD * spread and (noise == 0 or residual > GAP_Z * noise):
+            return {
+                **out,
+                "hold": "none",
+                "why": f"no mix reproduces the target's {signal} ({words}, {residual / spread:.0%} of the choices' "
+                "spread): a domain gap; the search moves it from where it started",
+            }
+        groups = separable_groups(columns, se)
+        if len(groups) == 1 and len(choices) > 1:
+            return {
+                **out,
+                "hold": "none",
+                "why": f"the target's {signal} cannot tell its choices apart; the search moves it",
+            }
+        if all(len(g) == 1 for g in groups):
+            return {**out, "hold": "all", "why": f"fit to the target's {signal} ({words})"}
+        named = [[choices[i] for i in g] for g in groups]
+        totals = [float(sum(p[i] for i in g)) for g in groups]
+        folded = "; ".join(f"{', '.join(g)} (together {t:.2f})" for g, t in zip(named, totals) if len(g) > 1)
+        return {
+            **out,
+            "hold": "part",
+            "groups": named,
+            "totals": totals,
+            "why": f"the target's {signal} cannot tell apart {folded}: each group's total is held, the split within "
+            f"it is left to the search ({words})",
+        }
+
     def recommend(self) -> dict[str, Any]:
-        return self.space.validate({**self.init, **self.solved})
+        """``init`` with each mix as its fit determines it: fitted (held all), the groups'
+        totals split within each group as ``init`` splits it (held in part), or ``init`` (a
+        domain gap, or nothing told apart)."""
+        out: dict[str, Any] = {}
+        for name, mix in self.solved.items():
+            v = self.verdicts.get(name, {"hold": "all"})
+            if v["hold"] == "all":
+                out[name] = mix
+            elif v["hold"] == "part":
+                out[name] = split_groups(self.init[name], v["groups"], v["totals"])
+        return self.space.validate({**self.init, **out})
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -186,6 +334,9 @@ class Moments(Strategy):
             "targets": {n: (t.tolist(), scale) for n, (t, scale) in self.targets.items()},
             "solved": self.solved,
             "residual": self.residual,
+            "sq": {n: [None if v is None else v.tolist() for v in vs] for n, vs in self.sq.items()},
+            "target_se": {n: None if t is None else t.tolist() for n, t in self.target_se.items()},
+            "verdicts": self.verdicts,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -198,3 +349,9 @@ class Moments(Strategy):
             self.targets[n] = (torch.tensor(t, dtype=torch.float64), bool(scale))
         self.solved = {k: dict(v) for k, v in state["solved"].items()}
         self.residual = dict(state.get("residual", {}))
+        for n, vs in state.get("sq", {}).items():
+            self.sq[n] = [None if v is None else torch.tensor(v, dtype=torch.float64) for v in vs]
+        for n, t in state.get("target_se", {}).items():
+            self.target_se[n] = None if t is None else torch.tensor(t, dtype=torch.float64)
+        # a checkpoint from before the verdicts: its fits were held whole
+        self.verdicts = {n: dict(v) for n, v in state.get("verdicts", {}).items()}

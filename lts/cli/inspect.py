@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     state = "finished" if info["finished"] else "not finished"
     print(f"{info['run_dir']}: {info['iterations']} iteration(s), {state}")
-    print(policy_table(info["policy"], info["target"]))
-    for line in run_notes(info["policy"], info["summary"]):
+    print(policy_table(info["policy"], info["target"], determined=info["determined"]))
+    for line in run_notes(info["policy"], info["summary"], info["determined"]):
         print(line)
     if info["summary"]:
         print()

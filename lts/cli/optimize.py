@@ -245,6 +245,7 @@ class _Progress:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled and sys.stderr.isatty()
+        self.talk = enabled  # lines beside the bar (not --quiet)
         self.bar: Any = None
         self.best: float | None = None
         self.reward: float | None = None
@@ -319,6 +320,14 @@ class _Progress:
 
     def on_iteration(self, row: dict[str, Any]) -> None:
         self.done_iters = row["iteration"] + 1
+        if row.get("held") and self.talk:  # the plan's second line: what the warm-up determined
+            from ..report import held_lines
+
+            for line in held_lines(row["held"]):
+                if self.bar is not None:
+                    self.bar.write(line, file=sys.stderr)
+                else:
+                    print(line, file=sys.stderr)
         if row.get("phase") == "task":
             self.reward = row["reward_mean"]
             ok = [r for r in row["rewards"] if r is not None]
@@ -388,7 +397,11 @@ def main(argv: list[str] | None = None) -> int:
         prog.close()
     print()
     print(f"what {summary['search']} hands over after {summary['iterations']} iterations:")
-    print(policy_table(run_dir.read_json("policy.json"), summary.get("target"), _initial_policy(exp)))
+    print(
+        policy_table(
+            run_dir.read_json("policy.json"), summary.get("target"), _initial_policy(exp), summary.get("determined")
+        )
+    )
     print()
     print(reward_table(summary))
     notes = run_notes(run_dir.read_json("policy.json"), summary)

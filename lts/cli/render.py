@@ -17,11 +17,14 @@ Renders ``--n`` scenes from one ψ and writes, under ``--out DIR``:
 
 ψ: the simulator's default, then the ``params`` of ``--target FILE``, then each
 ``--set key=value`` (the value is YAML: ``--set 'weather={clear_noon: 1.0}'``,
-``--set cars_per_scene=8``).
+``--set cars_per_scene=8``).  ``--camera`` passes the frames through a camera model
+(`lts.camera`: colour cast, tone curve, vignetting, blur, noise) and leaves the labels: with
+``--cityscapes``, a target directory that looks like a real camera's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -32,6 +35,7 @@ import numpy as np
 from simulators import labels as L
 from simulators.errors import UserError
 
+from ..camera import parse_camera
 from . import ArgumentParser, parse_resolution, parse_set, run_cli
 
 __all__ = ["main", "colour_labels", "colour_depth", "contact_sheet"]
@@ -126,6 +130,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--split", default="val", help="Cityscapes split folder (default val)")
     p.add_argument("--city", default="lts", help="Cityscapes city folder and file prefix (default lts)")
     p.add_argument("--columns", type=int, default=2, help="frames per row of the contact sheet (default 2)")
+    p.add_argument(
+        "--camera",
+        metavar="SPEC",
+        help="pass the frames through a camera model (colour cast, tone curve, vignetting, blur, noise; lts/camera.py): "
+        "'default', or key=value pairs joined by commas, e.g. 'cast=1.1/1/0.9,gamma=0.9,blur=0'; the labels are "
+        "untouched (a target that looks like real data)",
+    )
     return p
 
 
@@ -140,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.columns < 1:
         raise UserError(f"--columns {args.columns}: expected a positive number")
     out = Path(args.out)
+    camera = parse_camera(args.camera) if args.camera is not None else None
     _check_out(out, args.overwrite)  # before rendering: a refusal costs nothing
     options: dict[str, Any] = {"device": args.device}
     if args.resolution:
@@ -152,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         sim.close()
     if batch.images is None:
         raise UserError(f"simulator {args.sim!r} renders no images")
+    if camera is not None:
+        batch = dataclasses.replace(batch, images=camera(batch.images, seed=args.seed))
+    assert batch.images is not None
     _clear_earlier_render(out, args.split, args.city)  # only now: a render that fails leaves the earlier one in place
     for sub in ("rgb", "labels", "depth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -180,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                 record["counts"] = dict(zip(batch.count_names, batch.counts[i].tolist()))
             fh.write(json.dumps(record) + "\n")
     Image.fromarray(contact_sheet(tiles, columns=args.columns)).save(out / "contact_sheet.png")
-    (out / "params.json").write_text(json.dumps({"simulator": args.sim, "params": psi}, indent=2) + "\n")
+    written: dict[str, Any] = {"simulator": args.sim, "params": psi}
+    if camera is not None:
+        written["camera"] = camera.describe()
+    (out / "params.json").write_text(json.dumps(written, indent=2) + "\n")
     wrote = "rgb/, labels/, depth/, contact_sheet.png, scenes.jsonl"
     if args.cityscapes:
         from ..datasets import write_cityscapes
