@@ -152,7 +152,6 @@ def _run_method(method: str, config: Config, budget: float, out: Path, progress:
     if method != "lts":
         cfg = dataclasses.replace(cfg, warmup=dataclasses.replace(cfg.warmup, phases=[]), stop=False)
     exp = Experiment(cfg, RunDir(out / f"{method}-seed{cfg.seed}"))
-    handover = sum(p.iterations for p in exp.phases[:-1]) - 1
     done = [0]
 
     def on_eval(res: Any) -> None:
@@ -165,8 +164,9 @@ def _run_method(method: str, config: Config, budget: float, out: Path, progress:
 
     def on_iteration(row: dict[str, Any]) -> None:
         failed[0] += len(row["errors"])
-        # the warm-up's last ψ is a hand-over too: what the search starts from (and policy.json then)
-        if row["phase"] == "task" or row["iteration"] == handover:
+        # each warm-up phase's last ψ is a hand-over too: what the next phase starts from (and
+        # policy.json then); asked now, for a phase that ends at a plateau has cut its iterations by then
+        if row["phase"] == "task" or row["iteration"] + 1 in {end for _, end in exp.bounds()[:-1]}:
             points.append((float(row["evaluations"]), float(row["cpu_s"]), row["recommended"]))
 
     exp.cb = Callbacks(on_eval=on_eval, on_iteration=on_iteration)
@@ -376,7 +376,7 @@ def format_table(report: dict[str, Any]) -> str:
         "",
         "median [min–max] over seeds; never reached counts as more than the budget; lts's search stops at a "
         "plateau of its rewards (--set stop=false: the whole budget). Each iteration's handed-over "
-        "ψ (and lts's at the end of its warm-up) is re-scored with the run's "
+        "ψ (and lts's at the end of each warm-up phase) is re-scored with the run's "
         f"{report['final_repeats']} final seed(s) (not charged).",
     ]
     fails = {m: d["failed_evaluations"] for m, d in report["methods"].items() if d["failed_evaluations"]}

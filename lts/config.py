@@ -45,12 +45,16 @@ def _f(default: Any, doc: str) -> Any:
 PHASE_KEYS: dict[str, Any] = {
     "search": "reinforce",  # the phase's strategy; moments: the mixes by their moments
     "objective": None,  # what it is told: match (−MMD², the default), moments (the default for moments), task
-    "iterations": 1,
+    "iterations": "auto",  # a number, or auto: until its iteration means plateau (`PlateauStopper`), at most `auto_cap`
     "samples": 8,  # ψ per iteration (moments: one per choice of each mix, whatever this says)
     "scenes": 32,  # scenes per ψ (charged scenes / M each)
     "options": {},  # the strategy's options
 }
 OBJECTIVES = ("match", "moments", "task")
+AUTO = "auto"
+# auto's cap: the warm-up's auto phases spend at most this share of the run's budget (without a
+# budget: of the warm-up and the search's evaluations together)
+AUTO_SHARE = 0.5
 
 
 @dataclass
@@ -59,11 +63,12 @@ class Warmup:
     objective it is told, each handing its recommendation and the mixes it settled to the next."""
 
     phases: list[dict] = _f(
-        [{"search": "moments"}, {"search": "reinforce", "iterations": 0}],
+        [{"search": "moments"}, {"search": "cma-mean"}],
         "the warm-up's phases in order, each {search, objective, iterations, samples, scenes, options} (keys "
-        "left out: search reinforce, objective match (moments: moments), iterations 1, samples 8, scenes 32; "
-        "[]: no warm-up). On counting, the moments at 32 scenes a choice fit the weather and car-type mixes to "
-        "TV 0.03–0.09 for 1.1 evaluations",
+        "left out: search reinforce, objective match (moments: moments), iterations auto (until the phase's "
+        "iteration means plateau, at most half the run's evaluations), samples 8, scenes 32; []: no warm-up). "
+        "The default: the mixes by their moments, then CMA-ES on the match until it stops improving "
+        "(docs/experiments.md, 2026-12-07, One set of defaults)",
     )
     look: list | None = _f(
         None,
@@ -107,8 +112,12 @@ class Warmup:
                 raise UserError(f"{where}: the moments strategy and the moments objective go together")
             for key in ("iterations", "samples", "scenes"):
                 v, least = p[key], 0 if key == "iterations" else 1
+                if key == "iterations" and v == AUTO:
+                    continue
                 if not isinstance(v, int) or isinstance(v, bool) or v < least:
-                    raise UserError(f"{where}.{key} must be an integer >= {least}, got {v!r}")
+                    raise UserError(
+                        f"{where}.{key} must be an integer >= {least}{' or auto' if key == 'iterations' else ''}, got {v!r}"
+                    )
             if not isinstance(p["options"], dict):
                 raise UserError(f"{where}.options: expected a mapping of {p['search']}'s options, got {p['options']!r}")
         self.phases = [phase_spec(p) for p in self.phases]  # resolved, as config.yaml records it
@@ -132,6 +141,8 @@ def phase_spec(phase: dict[str, Any]) -> dict[str, Any]:
     p = {**PHASE_KEYS, **phase}
     if p["objective"] is None:
         p["objective"] = "moments" if p["search"] == "moments" else "match"
+    if p["objective"] == "moments" and p["iterations"] == AUTO:
+        p["iterations"] = 1  # the moments render once
     return p
 
 
@@ -381,14 +392,14 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
 def load_config(
     path: str | Path | None = None, *layers: dict[str, Any], overrides: dict[str, Any] | None = None
 ) -> Config:
-    """Defaults, then the YAML file, then each layer, then dotted ``overrides``."""
+    """Defaults, then the YAML file, then each layer, then dotted ``overrides``.  A layer that
+    sets ``iterations`` and no ``budget`` drops an earlier layer's budget: the later one wins."""
     cfg = Config()
-    if path is not None:
-        _apply(cfg, read_yaml(path))
-    for layer in layers:
-        _apply(cfg, layer)
-    if overrides:
-        _apply(cfg, _nest(overrides))
+    datas = ([read_yaml(path)] if path is not None else []) + list(layers) + ([_nest(overrides)] if overrides else [])
+    for data in datas:
+        if "iterations" in data and "budget" not in data:
+            cfg.budget = None
+        _apply(cfg, data)
     return cfg.validate()
 
 

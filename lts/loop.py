@@ -166,7 +166,7 @@ class Experiment:
             else:
                 prev = self.phases[i - 1].strategy
                 assert prev is not None
-                self.phases[i].start(self.space, prev.recommend(), held, parts)
+                self.phases[i].start(self.space, prev.recommend(), held, parts, steps=prev.spread())
             if i < len(states) and states[i] is not None:
                 strategy = self.phases[i].strategy
                 assert strategy is not None
@@ -213,6 +213,14 @@ class Experiment:
             if self.stopper is not None and self.iteration < self.total_iterations:
                 self.stopped = self.stopper.reason(self.task_means)
             row["stopped"] = self.stopped
+        elif phase.stopper is not None:  # a phase that ends when its own means plateau
+            phase.means.append(row["reward_mean"])
+            first, end = self.bounds()[self.phases.index(phase)]
+            if self.iteration < end and (why := phase.stopper.reason(phase.means)):
+                phase.iterations, phase.ended = self.iteration - first, why
+                if self.config.budget is not None:  # what it left goes to the search
+                    self.fit_budget(self.config.budget)
+            row["ended"] = phase.ended
         # metrics first, then the checkpoint: a kill in between re-runs this iteration.
         self.run_dir.append_metrics(row)
         self.save()  # policy.json: what the phase asked next holds (the next one's after a hand-over)
@@ -310,6 +318,9 @@ class Experiment:
                     "strategy": pickle.dumps(p.strategy.state_dict()),
                     # what an objective carries between iterations (the task's: the best model, --warm-start)
                     "objective": p.objective.state_dict() if hasattr(p.objective, "state_dict") else None,
+                    # a phase that ends at a plateau: its means, and the iterations it ran once it ended
+                    "means": list(p.means),
+                    "ended": None if p.ended is None else [p.ended, p.iterations],
                 }
                 for p in self.phases[: self.started]
                 if p.strategy is not None
@@ -338,6 +349,12 @@ class Experiment:
                 "put it back, or start a new run (resume may change only --iterations and how evaluations run)"
             )
         self.iteration = int(state["iteration"])
+        for p, saved in zip(self.phases[:-1], state["phases"]):
+            p.means = list(saved.get("means", []))
+            if saved.get("ended"):
+                p.ended, p.iterations = saved["ended"][0], int(saved["ended"][1])
+        if self.config.budget is not None and any(p.ended for p in self.phases[:-1]):
+            self.fit_budget(self.config.budget)
         self.started = 0
         self._advance([p["strategy"] for p in state["phases"]])
         for p, saved in zip(self.phases, state["phases"]):

@@ -28,13 +28,19 @@ from policies import Strategy, make_strategy, strategy_options
 from policies.moments import Moment, split_groups
 from policies.partial import HeldInPart, part_space
 
-from .config import Config, phase_spec
+from .config import AUTO, AUTO_SHARE, Config, phase_spec
 from .evaluation import EvalResult, EvalSpec, Evaluator, Executor
 from .matching import TargetMatch
 from .seeding import derive_seed
+from .stopping import PlateauStopper
 from .targets import Target
 
 MOMENT_TRIES = 3  # seeds the moments try for a choice whose render fails
+# an ``auto`` phase ends when the trend of its last half of iteration means (at least 8) is below one
+# standard error: a match keeps falling slowly under its noise, and the search's window of 4 ended
+# the toys' at 4–14 iterations where 20 and 60 were measured best (docs/experiments.md, 2026-12-07,
+# "One set of defaults")
+MATCH_STOPPER = PlateauStopper(window=8, share=0.5)
 
 __all__ = [
     "Phase", "Objective", "TaskObjective", "MatchObjective", "MomentsObjective", "build_phases", "from_version_2", "summary_counts",
@@ -186,6 +192,11 @@ class Phase:
     holds: bool = True  # whether the mixes it moved stay for the phases after it
     data_stream: str | None = None  # None: data seeds per iteration and draw; a name: one seed for every render
     strategy: Strategy | None = None
+    # with a stopper, ``iterations`` is a cap: the phase ends once its iteration means plateau
+    # (the loop then cuts ``iterations`` to those run and records why in ``ended``)
+    stopper: PlateauStopper | None = None
+    means: list[float | None] = field(default_factory=list)
+    ended: str | None = None
 
     def start(
         self,
@@ -193,9 +204,12 @@ class Phase:
         init: dict[str, Any] | None,
         fixed: Sequence[str],
         parts: Mapping[str, Mapping[str, Any]] | None = None,
+        steps: Mapping[str, float] | None = None,
     ) -> Strategy:
         """Build the strategy from ``init``, holding ``fixed`` and whatever it does not move;
-        ``parts``: mixes held in part ({name: {"groups", "totals"}}, `policies.partial`)."""
+        ``parts``: mixes held in part ({name: {"groups", "totals"}}, `policies.partial`);
+        ``steps``: the phase before's spread per unit coordinate (`Strategy.spread`), the first
+        step of a strategy that takes one (``steps``) and is given no step of its own (``sigma0``)."""
         outside = [n for n in space if self.moves is not None and n not in self.moves]
         held = [n for n in space if n in fixed or n in outside]
         parts = {n: v for n, v in (parts or {}).items() if n not in held}
@@ -207,6 +221,9 @@ class Phase:
                 for k, group in enumerate(spec["groups"]):
                     if len(group) > 1:
                         init[f"{name}~{k}"] = split_groups(mix, [group], [1.0])
+        options = self.options
+        if steps and "steps" in strategy_options(self.search) and "sigma0" not in options:
+            options = {**options, "steps": dict(steps)}
         strategy = make_strategy(
             self.search,
             searched,
@@ -215,7 +232,7 @@ class Phase:
             batch=self.samples,
             init=init,
             fixed=[n for n in held if n in searched],
-            options=self.options,
+            options=options,
         )
         self.strategy = HeldInPart(strategy, space, parts) if parts else strategy  # type: ignore[assignment]
         if hasattr(strategy, "renders"):  # a phase that renders a fixed set (the moments)
@@ -253,7 +270,8 @@ class Phase:
         if self.search == "moments":
             return f"{self.samples} renders (mixes by moments) of {self.scenes} scenes"
         unit = "evaluations" if self.trains else "renders"
-        return f"{self.search} {self.iterations} it × {self.samples} {unit} of {self.scenes} scenes"
+        upto = "up to " if self.stopper is not None and self.ended is None else ""
+        return f"{self.search} {upto}{self.iterations} it × {self.samples} {unit} of {self.scenes} scenes"
 
     @property
     def evaluations(self) -> int:
@@ -363,6 +381,9 @@ def build_phases(
                         distances=tuple(rest),
                     )
                 objective = MatchObjective(evaluator, match, signals=per_signal)
+            stopper = None
+            if p["iterations"] == AUTO:  # until the match stops improving, at most a share of the run
+                stopper, common["iterations"] = MATCH_STOPPER, auto_cap(config, p["samples"], p["scenes"])
             options = dict(p["options"])
             if "handover" in strategy_options(p["search"]):
                 # a warm-up hands over its most recent centre: its distances keep falling, and
@@ -377,6 +398,7 @@ def build_phases(
                     seed=derive_seed(config.seed, "match" if first_search else f"match-{i}"),
                     options=options,
                     moves=tuple(n for names in rest.values() for n in names),
+                    stopper=stopper,
                     **common,
                 )
             )
@@ -403,6 +425,14 @@ def build_phases(
         )
     phases[-1].start(space, None, held)
     return phases
+
+
+def auto_cap(config: Config, samples: int, scenes: int) -> int:
+    """The iterations of an ``auto`` phase at most: `AUTO_SHARE` of the run's budget (without one,
+    of the warm-up and the search together: as many evaluations as the search), at least one."""
+    search = config.iterations * config.samples
+    room = config.budget * AUTO_SHARE if config.budget is not None else search * AUTO_SHARE / (1 - AUTO_SHARE)
+    return max(int(room * config.scenes / (samples * scenes) + 1e-9), 1)
 
 
 def from_version_2(state: dict[str, Any], phases: Sequence[Phase]) -> dict[str, Any]:

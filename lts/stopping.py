@@ -36,18 +36,23 @@ class PlateauStopper:
 
     window: int = WINDOW
     min_t: float = MIN_T
+    # with a share, the window grows with the iterations run: the last ``share`` of them (at least
+    # ``window``), for a phase whose means keep falling slowly under their noise (the warm-up's match)
+    share: float | None = None
 
     def reason(self, means: Sequence[float | None]) -> str | None:
         """Why the search should stop after these iteration means (oldest first), or None.
         An iteration whose draws all failed (None) is left out of the fit."""
-        recent = [m for m in means if m is not None and math.isfinite(m)][-self.window :]
-        if len(recent) < self.window:
+        finite = [m for m in means if m is not None and math.isfinite(m)]
+        window = max(self.window, int(self.share * len(finite))) if self.share else self.window
+        recent = finite[-window:]
+        if len(recent) < window:
             return None
         t = trend_t(recent)
         if t >= self.min_t:
             return None
         return (
-            f"plateau: the reward's trend over the last {self.window} iterations is {t:+.2f} standard errors "
+            f"plateau: the reward's trend over the last {window} iterations is {t:+.2f} standard errors "
             f"(below {self.min_t:g}): more iterations are not expected to beat its noise"
         )
 

@@ -78,6 +78,12 @@ class Strategy(ABC):
         or says so."""
         return {}
 
+    def spread(self) -> dict[str, float]:
+        """The search distribution's standard deviation now, per unit coordinate it moves
+        (`policies.coords.unit_names`): how well it has pinned each, which a next phase may
+        take as its first step (``steps``). Empty where the strategy has no such spread."""
+        return {}
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly (pickleable)."""

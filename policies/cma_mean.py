@@ -23,6 +23,11 @@ the numeric CMA-ES exactly as before either way.  A categorical element is hande
 its most probable choice (probabilities averaged like the means); ``describe`` reports the
 probabilities.  With ``init`` (a warm-up's ψ), a categorical element starts tilted toward
 its ``init`` choice (`policies.coords.tilted_probs`), not at it: a wrong warm-up can be undone.
+
+The first step: ``sigma0`` for every coordinate where it is given; else ``steps``, a step per
+unit coordinate (a warm-up's spread, `spread`: how well it pinned each), capped at the default
+step (`SIGMA0`), which the coordinates it does not name take (docs/experiments.md, 2026-12-07,
+"One set of defaults").
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ from simulators.space import Categorical, Integer, ParamSpace
 from .base import Strategy, asked_index, failed
 from .coords import from_unit, tilted_probs, unit_names, unit_vector
 
-__all__ = ["CmaMean"]
+__all__ = ["CmaMean", "SIGMA0"]
+
+SIGMA0 = 0.2  # the first step in unit coordinates where neither sigma0 nor steps gives one
 
 
 class CmaMean(Strategy):
@@ -52,7 +59,8 @@ class CmaMean(Strategy):
         self,
         space: ParamSpace,
         *,
-        sigma0: float = 0.2,
+        sigma0: float | None = None,
+        steps: Mapping[str, float] | None = None,
         lr_adapt: bool = False,
         average: int = 4,
         mixed: str = "catcma",
@@ -62,8 +70,10 @@ class CmaMean(Strategy):
         super().__init__(space, **common)
         import cmaes  # a base dependency; imported here so that importing policies stays light
 
-        if not sigma0 > 0:
+        if sigma0 is not None and not sigma0 > 0:
             raise UserError(f"search cma-mean: sigma0 must be > 0, got {sigma0}")
+        if steps is not None and not all(float(v) > 0 for v in steps.values()):
+            raise UserError(f"search cma-mean: steps must be > 0, got {dict(steps)}")
         if average < 1:
             raise UserError(f"search cma-mean: average must be >= 1, got {average}")
         if handover not in ("tied", "recent"):
@@ -71,7 +81,7 @@ class CmaMean(Strategy):
         self.handover = handover
         if mixed not in ("catcma", "split"):
             raise UserError(f"search cma-mean: mixed must be 'catcma' or 'split', got {mixed!r}")
-        self.sigma0, self.lr_adapt, self.average, self.mixed = float(sigma0), bool(lr_adapt), int(average), mixed
+        self.lr_adapt, self.average, self.mixed = bool(lr_adapt), int(average), mixed
         self.cat_els = {n: el for n, el in self.free.items() if isinstance(el, Categorical)}
         self.cats = list(self.cat_els)
         has_int = any(isinstance(el, Integer) for el in self.free.values())
@@ -81,6 +91,13 @@ class CmaMean(Strategy):
         self.searched = ParamSpace({n: el for n, el in self.free.items() if not isinstance(el, Categorical)})
         names = unit_names(self.searched)
         self.dim = len(names)
+        # the first step per coordinate, as sigma0 × sqrt(diag C) (sigma0 the steps' root mean square)
+        if sigma0 is not None:
+            self.sigma0, cov = float(sigma0), np.eye(self.dim)
+        else:
+            step = np.array([min(float((steps or {}).get(c, SIGMA0)), SIGMA0) for c in names])
+            self.sigma0 = float(np.sqrt(np.mean(step**2))) if self.dim else SIGMA0
+            cov = np.diag((step / self.sigma0) ** 2)
         mean = np.clip(unit_vector(self.searched, {n: self.init[n] for n in self.searched}), 1e-3, 1 - 1e-3)
         self.popsize = max(int(self.batch or 8), 2)
         seed = self.seed & 0x7FFFFFFF
@@ -97,6 +114,7 @@ class CmaMean(Strategy):
                     seed=seed,
                     population_size=self.popsize,
                     lr_adapt=self.lr_adapt,
+                    cov=cov,
                 )
         # CatCMA orders its coordinates continuous first, then integers
         is_int = [isinstance(self.searched[c.split(":")[0]], Integer) for c in names]
@@ -114,6 +132,7 @@ class CmaMean(Strategy):
                 assert isinstance(el, Integer)  # z_idx holds the integer coordinates only
                 z_space.append([(v - el.low) / (el.high - el.low) for v in range(el.low, el.high + 1)])
             numeric = self.dim > 0
+            order = np.concatenate([self.x_idx, self.z_idx])  # CatCMA's coordinates: continuous, then integers
             self.es = cmaes.CatCMAwM(
                 x_space=[[0.0, 1.0]] * len(self.x_idx) if len(self.x_idx) else None,
                 z_space=z_space or None,
@@ -123,7 +142,7 @@ class CmaMean(Strategy):
                 # it near a bound, where a warm-up often leaves an element)
                 mean=np.concatenate([mean[self.x_idx], mean[self.z_idx]]) if numeric else None,
                 sigma=self.sigma0 if numeric else None,
-                cov=np.eye(self.dim) if numeric else None,
+                cov=cov[np.ix_(order, order)] if numeric else None,
                 cat_param=q if self.cats else None,
                 seed=seed,
             )
@@ -203,6 +222,15 @@ class CmaMean(Strategy):
         spread = float(np.sqrt(np.mean(np.diff(rewards) ** 2)))  # sd of a difference of two generations
         tied = np.flatnonzero(rewards >= rewards.max() - 2 * spread)
         return sorted(set(last) | {int(i) for i in tied})
+
+    def spread(self) -> dict[str, float]:
+        """σ × sqrt(diag C) per unit coordinate searched: the distribution's sd now."""
+        if self.es is None or not self.dim:
+            return {}
+        sd = float(self.es._sigma) * np.sqrt(np.diag(self.es._C))
+        if self.engine == "catcma":  # back from CatCMA's order (continuous, then integers)
+            sd = sd[np.argsort(np.concatenate([self.x_idx, self.z_idx]))]
+        return {c: float(v) for c, v in zip(unit_names(self.searched), sd)}
 
     def _snapshot(self) -> np.ndarray:
         """The search distribution's centre now: the numeric mean in unit coordinates (the
