@@ -224,14 +224,21 @@ class TargetMatch:
             self.labels = self.labels if "labels" in distances else None
 
     def features(self, batch: Batch, signal: str) -> torch.Tensor:
-        """N × D: ``batch``'s features for ``signal`` (``"look"``: the frames' band
-        histograms, ``"labels"``: the task's label features), comparable with the target's."""
+        """N × D: ``batch``'s features for the moments' ``signal`` (``"look"``: the frames' band
+        histograms, ``"labels"``: the task's label features; for labelled points their classes,
+        one-hot), comparable with the target's."""
         if signal == "look":
             if batch.images is None:
                 raise UserError("the warm-up compares how frames look, but the simulator's batch has no images")
             return appearance_features(batch.images)
         if self.label_field is None:
             raise ValueError("this match compares no labels")
+        if self.label_field == "labels" and batch.labels is not None and self.target.labels is not None:
+            # labelled points: the labels are the classes, and a mix (the class balance) is
+            # linear in their frequencies alone; the points' positions carry whatever else the
+            # render started from (its class centres), which no mix explains
+            classes = int(self.target.labels.max()) + 1
+            return torch.nn.functional.one_hot(batch.labels.long().clamp(0, classes - 1), classes).double()
         return label_features(batch, self.label_field, self.target).double()
 
     def mean_features(self, batch: Batch, signal: str) -> torch.Tensor:
