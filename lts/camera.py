@@ -38,6 +38,10 @@ class CameraModel:
     noise: float = 0.02  # Gaussian standard deviation, fraction of the range (0: none)
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            values = getattr(self, f.name)
+            if not all(math.isfinite(v) for v in (values if isinstance(values, tuple) else (values,))):
+                raise UserError(f"camera {f.name} must be finite, got {values!r}")
         if len(self.cast) != 3 or not all(g > 0 for g in self.cast):
             raise UserError(f"camera cast must be three positive gains (red/green/blue), got {self.cast!r}")
         for name, least in (("gamma", 0.0), ("contrast", 0.0)):
@@ -79,7 +83,7 @@ class CameraModel:
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """A separable Gaussian blur of N × C × H × W ``x`` (reflected edges)."""
-    r = max(1, math.ceil(3 * sigma))
+    r = max(1, min(math.ceil(3 * sigma), x.shape[-1] - 1, x.shape[-2] - 1))  # reflection needs r < the frame
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-t.square() / (2 * sigma**2))
     k = k / k.sum()

@@ -171,8 +171,8 @@ class Experiment:
                 strategy = self.phases[i].strategy
                 assert strategy is not None
                 strategy.load_state_dict(pickle.loads(states[i]))  # type: ignore[arg-type]
-            elif i and verdicts and verdicts != self.held(i - 1):  # said once, when it changes
-                self._handed = verdicts
+            elif i and (said := self.held(i - 1)) != verdicts:  # each verdict said once, when it is new
+                self._handed = {n: v for n, v in verdicts.items() if said.get(n) != v}
             self.started += 1
 
     def held(self, upto: int | None = None) -> dict[str, dict[str, Any]]:
@@ -180,7 +180,7 @@ class Experiment:
         moved: {name: {"hold": "all" | "part" | "none", "why", …}} (`Phase.held`); an earlier
         phase's verdict stands unless a later one moved the mix again."""
         out: dict[str, dict[str, Any]] = {}
-        for p in self.phases[: len(self.phases) - 1 if upto is None else upto]:
+        for p in self.phases[: min(len(self.phases) - 1 if upto is None else upto, self.phase_index)]:
             if p.strategy is not None:
                 out.update(p.held(self.space))
         return out

@@ -237,8 +237,15 @@ class TargetMatch:
             # labelled points: the labels are the classes, and a mix (the class balance) is
             # linear in their frequencies alone; the points' positions carry whatever else the
             # render started from (its class centres), which no mix explains
-            classes = int(self.target.labels.max()) + 1
-            return torch.nn.functional.one_hot(batch.labels.long().clamp(0, classes - 1), classes).double()
+            # (as many columns as the highest class either holds: a class the target lacks
+            # gets a column of its own, which the fit pads for the target; labels below 0 are
+            # not a class)
+            labels = batch.labels.long()
+            labels = labels[labels >= 0]
+            classes = max(int(self.target.labels.max()), int(labels.max()) if len(labels) else 0) + 1
+            if not len(labels):
+                return torch.zeros(1, classes, dtype=torch.float64)
+            return torch.nn.functional.one_hot(labels, classes).double()
         return label_features(batch, self.label_field, self.target).double()
 
     def mean_features(self, batch: Batch, signal: str) -> torch.Tensor:

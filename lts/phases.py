@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import simulators
 from policies import Strategy, make_strategy, strategy_options
 from policies.moments import Moment, split_groups
-from policies.partial import HeldInPart, part_space
+from policies.partial import HeldInPart, part_space, searched_groups
 
 from .config import AUTO, AUTO_SHARE, Config, phase_spec
 from .evaluation import EvalResult, EvalSpec, Evaluator, Executor
@@ -215,12 +215,11 @@ class Phase:
         parts = {n: v for n, v in (parts or {}).items() if n not in held}
         searched = part_space(space, parts) if parts else space
         if parts and init is not None:
-            init = {n: v for n, v in init.items() if n not in parts}
+            whole, init = init, {n: v for n, v in init.items() if n not in parts}
             for name, spec in parts.items():
-                mix = (init or {}).get(name) or space.validate({}, fill_defaults=True)[name]
-                for k, group in enumerate(spec["groups"]):
-                    if len(group) > 1:
-                        init[f"{name}~{k}"] = split_groups(mix, [group], [1.0])
+                mix = whole.get(name) or space.validate({}, fill_defaults=True)[name]
+                for k, group in searched_groups(spec):
+                    init[f"{name}~{k}"] = split_groups(mix, [group], [1.0])
         options = self.options
         if steps and "steps" in strategy_options(self.search) and "sigma0" not in options:
             options = {**options, "steps": dict(steps)}

@@ -114,6 +114,11 @@ def mix_fit(m: torch.Tensor, t: torch.Tensor, *, scale: bool = False, steps: int
     return (q / total if total > 0 else torch.full((k,), 1.0 / k, dtype=torch.float64)), residual
 
 
+def _pad(v: torch.Tensor, width: int) -> torch.Tensor:
+    """``v`` with zeros appended up to ``width``."""
+    return torch.cat([v, v.new_zeros(width - len(v))]) if len(v) < width else v
+
+
 def split_groups(
     init: Mapping[str, float], groups: Sequence[Sequence[str]], totals: Sequence[float]
 ) -> dict[str, float]:
@@ -237,15 +242,24 @@ class Moments(Strategy):
             counts = self.counts[name]
             if name not in self.targets or min(counts) == 0:
                 continue
-            columns = torch.stack([s / c for s, c in zip(self.sums[name], counts) if s is not None], 1)
             target, scale_free = self.targets[name]
+            means = [s / c for s, c in zip(self.sums[name], counts) if s is not None]
+            width = max([len(target), *(len(m) for m in means)])  # features may differ in length: pad with 0
+            columns = torch.stack([_pad(m, width) for m in means], 1)
+            target = _pad(target, width)
             try:
                 p, self.residual[name] = mix_fit(columns, target, scale=scale_free)
             except ValueError:
                 raise UserError(f"the moments: {name}'s frames gave non-finite features") from None
             self.solved[name] = {c: float(x) for c, x in zip(self.choices[name], p)}
             sq = self.sq[name]
-            se = None if any(v is None for v in sq) else torch.stack([v.sqrt() / c for v, c in zip(sq, counts)], 1)  # type: ignore[union-attr]
+            se = (
+                None
+                if any(v is None for v in sq)
+                else torch.stack([_pad(v.sqrt() / c, width) for v, c in zip(sq, counts)], 1)  # type: ignore[union-attr]
+            )
+            if name in self.target_se and self.target_se[name] is not None:
+                self.target_se[name] = _pad(self.target_se[name], width)  # type: ignore[arg-type]
             self.verdicts[name] = self.verdict(name, columns, target, p, se, scale_free)
         if self.residual:
             self.last_row = {

@@ -19,11 +19,17 @@ from simulators.space import ParamSpace, Proportions
 
 from .base import Strategy
 
-__all__ = ["HeldInPart", "part_space"]
+__all__ = ["HeldInPart", "part_space", "searched_groups"]
 
 
 def _part(name: str, k: int) -> str:
     return f"{name}~{k}"
+
+
+def searched_groups(spec: Mapping[str, Any]) -> list[tuple[int, list[str]]]:
+    """The groups of a mix held in part whose split is searched, with their index: two or
+    more choices with a total above nothing (a group held at 0 has no split to search)."""
+    return [(k, list(g)) for k, (g, t) in enumerate(zip(spec["groups"], spec["totals"])) if len(g) > 1 and t > 1e-9]
 
 
 def part_space(space: ParamSpace, parts: Mapping[str, Mapping[str, Any]]) -> ParamSpace:
@@ -34,11 +40,8 @@ def part_space(space: ParamSpace, parts: Mapping[str, Mapping[str, Any]]) -> Par
         if name not in parts:
             elements[name] = el
             continue
-        for k, group in enumerate(parts[name]["groups"]):
-            if len(group) > 1:
-                elements[_part(name, k)] = Proportions(
-                    tuple(group), doc=f"the split of {name} within {', '.join(group)}"
-                )
+        for k, group in searched_groups(parts[name]):
+            elements[_part(name, k)] = Proportions(tuple(group), doc=f"the split of {name} within {', '.join(group)}")
     return ParamSpace(elements)
 
 
@@ -64,8 +67,9 @@ class HeldInPart:
         out = {n: v for n, v in psi.items() if "~" not in n or n.split("~")[0] not in self.parts}
         for name, spec in self.parts.items():
             mix: dict[str, float] = {}
+            searched = dict(searched_groups(spec))
             for k, (group, total) in enumerate(zip(spec["groups"], spec["totals"])):
-                split = psi[_part(name, k)] if len(group) > 1 else {group[0]: 1.0}
+                split = psi[_part(name, k)] if k in searched else {c: 1.0 / len(group) for c in group}
                 mix.update({c: total * float(split[c]) for c in group})
             out[name] = mix
         return self.space.validate({n: out[n] for n in self.space})

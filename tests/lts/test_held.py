@@ -57,3 +57,21 @@ def test_a_camera_target_holds_the_truck_share_and_not_the_weather(camera_target
     run = load_run(out)
     notes = run_notes(run["policy"], run["summary"])
     assert any(n.startswith("held in part by the warm-up: car_type") for n in notes)
+
+
+def test_held_says_nothing_of_phases_not_started(camera_target, tmp_path):
+    from lts.config import load_experiment
+    from lts.loop import Experiment
+    from lts.rundir import RunDir
+
+    moments = {"phases": [{"search": "moments", "scenes": 32}, {"search": "cma-mean"}]}
+    cfg = load_experiment(
+        None, {}, {"target": str(camera_target), "warmup": moments}, quick=True, warmup_iterations=None
+    )
+    exp = Experiment(cfg, RunDir.new(str(tmp_path / "r"), name_hint="x"))
+    exp.run_dir.make()
+    exp.start_fresh()
+    assert exp.held() == {}  # a run stopped now has held nothing
+    exp.step()  # the moments
+    exp._advance()
+    assert {n: v["hold"] for n, v in exp.held().items()} == {"weather": "none", "car_type": "part"}

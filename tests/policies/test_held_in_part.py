@@ -113,3 +113,36 @@ def test_a_search_held_in_part_keeps_the_totals_and_moves_the_split():
     assert d["params"]["car_type"]["held_totals"][1] == {"choices": ["truck"], "total": 0.6}
     with pytest.raises(ValueError):
         s.tell([{**ps[0], "cars": 1.2345}], [0.0])
+
+
+def test_a_group_held_at_nothing_is_not_searched_and_asks_stay_distinct():
+    parts = {"car_type": {"groups": [["sedan", "hatchback"], ["suv", "van"], ["truck"]], "totals": [0.0, 0.4, 0.6]}}
+    inner_space = part_space(SPACE, parts)
+    assert list(inner_space) == ["car_type~1", "cars"]  # no split to search in a group at 0
+    s = HeldInPart(make_strategy("cma-mean", inner_space, seed=0, batch=8, budget=16), SPACE, parts)
+    ps = s.ask(8)
+    assert all(p["car_type"]["sedan"] == 0.0 and p["car_type"]["truck"] == pytest.approx(0.6) for p in ps)
+    s.tell(ps, [float(i) for i in range(8)])  # each ψ told back to the inner ψ it came from
+
+
+def test_a_phase_held_in_part_starts_from_the_split_it_is_handed():
+    from lts.phases import Phase
+
+    parts = {"car_type": {"groups": [["sedan", "hatchback", "suv", "van"], ["truck"]], "totals": [0.4, 0.6]}}
+    init = {**SPACE.default(), "car_type": {"sedan": 0.3, "hatchback": 0.1, "suv": 0.0, "van": 0.0, "truck": 0.6}}
+    ph = Phase(name="task", search="cma-mean", objective=None, iterations=2, samples=4, scenes=8, seed=0)
+    s = ph.start(SPACE, init, (), parts)
+    assert s.recommend()["car_type"] == pytest.approx(
+        init["car_type"], abs=0.01
+    )  # cma-mean keeps off the bounds by 1e-3
+
+
+def test_moments_pad_features_a_target_lacks():
+    """Labelled points of a class the target has none of: the render has one column more."""
+    s = Moments(ParamSpace({"mix": Proportions(("a", "b", "c"))}), seed=0)
+    ps = s.ask(s.renders)
+    target = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    told = [{"labels": Moment(torch.eye(3, dtype=torch.float64)[i][: 2 if i < 2 else 3], target)} for i in range(3)]
+    s.tell(ps, told)
+    assert s.recommend()["mix"] == pytest.approx({"a": 0.5, "b": 0.5, "c": 0.0}, abs=1e-3)
+    assert s.verdicts["mix"]["hold"] == "all"
