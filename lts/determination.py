@@ -174,8 +174,8 @@ def holm(tests: Mapping[Any, Mapping[str, Any]], alpha: float) -> set[Any]:
 
 def _held(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | None) -> dict[str, tuple[str, str]]:
     """What the run says the warm-up held of each element, and why: ``held`` in the summary or
-    the rows, ``{name: {"hold": "all" | "part" | "none", "why": …}}`` (a plain reason, or a list
-    of names: held whole); the summary's, the latest, wins."""
+    the rows, ``{name: {"hold": "all" | "part" | "none", "why": …}}`` (or a plain reason: held whole);
+    the summary's, the latest, wins."""
     held: dict[str, tuple[str, str]] = {}
     for src in [*rows, summary or {}]:
         h = src.get("held")
@@ -185,8 +185,6 @@ def _held(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any] | None) 
                     held[str(k)] = (str(v.get("hold", "all")), str(v.get("why") or ""))
                 else:
                     held[str(k)] = ("all", "" if v is None else str(v))
-        elif isinstance(h, (list, tuple)):
-            held.update({str(k): ("all", "") for k in h})
     return held
 
 

@@ -26,7 +26,7 @@ A mix (a proportions element) needs no search at all: a frame's features average
 many frames are linear in the mix (each scene, or each car, takes choice c with
 probability p_c), so rendering each choice on its own and solving the least-squares fit
 of those means to the target's over the simplex (`simplex_lstsq`) recovers it
-(the moments phase, `policies.moments.Moments`, `TargetMatch.mean_features`).
+(the moments phase, `policies.moments.Moments`, `TargetMatch.mean_and_se`).
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ class TargetMatch:
     frames', ``"labels"``: how far their labels are from the target's (with ``label_field``):
     MMD², or with ``classes`` `ClassMoments` of labelled points}.  ``metrics`` names each signal's metric;
     ``distances`` the signals ``match`` measures (default: every one it has; the others serve only
-    `mean_features`, the warm-up's moments)."""
+    `mean_and_se`, the warm-up's moments)."""
 
     def __init__(
         self,
@@ -248,10 +248,6 @@ class TargetMatch:
             return torch.nn.functional.one_hot(labels, classes).double()
         return label_features(batch, self.label_field, self.target).double()
 
-    def mean_features(self, batch: Batch, signal: str) -> torch.Tensor:
-        """The mean of ``batch``'s `features` for ``signal``, comparable with `target_mean`'s."""
-        return self.features(batch, signal).mean(0)
-
     def mean_and_se(self, batch: Batch, signal: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean of ``batch``'s `features` for ``signal`` and its standard error, per feature."""
         f = self.features(batch, signal).double()
@@ -261,10 +257,6 @@ class TargetMatch:
         """Whether ``signal``'s mean features grow with what a mix does not set (car counts
         with the cars a scene holds): its fit may scale the mix (`simplex_lstsq`)."""
         return signal == "labels" and self.label_field == "counts"
-
-    def target_mean(self, signal: str) -> torch.Tensor:
-        """The target's mean features for ``signal`` (see `mean_features`)."""
-        return self.mean_features(self.target, signal)
 
     def __call__(self, batch: Batch) -> dict[str, float]:
         out = {}

@@ -28,7 +28,7 @@ from simulators.space import Proportions
 
 from .base import Strategy
 
-__all__ = ["Moment", "Moments", "mix_fit", "simplex_lstsq", "separable_groups", "split_groups"]
+__all__ = ["Moment", "Moments", "mix_fit", "scaled_fit", "simplex_lstsq", "separable_groups", "split_groups"]
 
 
 class Moment(NamedTuple):
@@ -95,6 +95,21 @@ def _project_simplex(v: torch.Tensor) -> torch.Tensor:
 
 def mix_fit(m: torch.Tensor, t: torch.Tensor, *, scale: bool = False, steps: int = 5000) -> tuple[torch.Tensor, float]:
     """`simplex_lstsq`'s mix and the fit's residual ‖m q − t‖ (q: the mix, scaled as fitted)."""
+    q, residual = scaled_fit(m, t, scale=scale, steps=steps)
+    return _normalised(q), residual
+
+
+def _normalised(q: torch.Tensor) -> torch.Tensor:
+    """``q`` / Σ q (the uniform mix where Σ q is 0)."""
+    total = float(q.sum())
+    return q / total if total > 0 else torch.full_like(q, 1.0 / len(q))
+
+
+def scaled_fit(
+    m: torch.Tensor, t: torch.Tensor, *, scale: bool = False, steps: int = 5000
+) -> tuple[torch.Tensor, float]:
+    """`mix_fit`'s q before it is made a mix (Σ q = 1 without ``scale``; with it, the fitted
+    scale), and the residual ‖m q − t‖."""
     m, t = m.double(), t.double()
     if not (torch.isfinite(m).all() and torch.isfinite(t).all()):
         raise ValueError("simplex_lstsq: the features hold NaN or infinite values")
@@ -109,9 +124,7 @@ def mix_fit(m: torch.Tensor, t: torch.Tensor, *, scale: bool = False, steps: int
         momentum, prev = (1.0 + math.sqrt(1.0 + 4.0 * momentum**2)) / 2.0, momentum
         y = nxt + (prev - 1.0) / momentum * (nxt - q)
         q = nxt
-    residual = float((m @ q - t).norm())
-    total = float(q.sum())
-    return (q / total if total > 0 else torch.full((k,), 1.0 / k, dtype=torch.float64)), residual
+    return q, float((m @ q - t).norm())
 
 
 def _pad(v: torch.Tensor, width: int) -> torch.Tensor:
@@ -248,19 +261,16 @@ class Moments(Strategy):
             columns = torch.stack([_pad(m, width) for m in means], 1)
             target = _pad(target, width)
             try:
-                p, self.residual[name] = mix_fit(columns, target, scale=scale_free)
+                q, self.residual[name] = scaled_fit(columns, target, scale=scale_free)
             except ValueError:
                 raise UserError(f"the moments: {name}'s frames gave non-finite features") from None
-            self.solved[name] = {c: float(x) for c, x in zip(self.choices[name], p)}
-            sq = self.sq[name]
-            se = (
-                None
-                if any(v is None for v in sq)
-                else torch.stack([_pad(v.sqrt() / c, width) for v, c in zip(sq, counts)], 1)  # type: ignore[union-attr]
-            )
-            if name in self.target_se and self.target_se[name] is not None:
-                self.target_se[name] = _pad(self.target_se[name], width)  # type: ignore[arg-type]
-            self.verdicts[name] = self.verdict(name, columns, target, p, se, scale_free)
+            self.solved[name] = {c: float(x) for c, x in zip(self.choices[name], _normalised(q))}
+            sq, tse = self.sq[name], self.target_se.get(name)
+            se: tuple[torch.Tensor, torch.Tensor] | None = None  # the columns' and the target's
+            if tse is not None and all(v is not None for v in sq):
+                cols_se = torch.stack([_pad(v.sqrt() / c, width) for v, c in zip(sq, counts)], 1)  # type: ignore[union-attr]
+                se = (cols_se, _pad(tse, width))
+            self.verdicts[name] = self.verdict(name, columns, q, self.residual[name], se)
         if self.residual:
             self.last_row = {
                 "rewards": [-r for r in self.residual.values()],  # −the fit's distance, one per mix
@@ -272,27 +282,24 @@ class Moments(Strategy):
         self,
         name: str,
         columns: torch.Tensor,
-        target: torch.Tensor,
-        p: torch.Tensor,
-        se: torch.Tensor | None,
-        scale_free: bool,
+        q: torch.Tensor,
+        residual: float,
+        se: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> dict[str, Any]:
         """What the fit of mix ``name`` may hold: ``"all"`` (every choice told apart, a mix
         reproduces the target), ``"part"`` (``groups`` of choices the features cannot tell
         apart: only each group's total is determined, ``totals``), or ``"none"`` (a domain gap:
         no mix reproduces the target; or no two choices told apart).  With ``why``, in words,
         and the numbers: the residual in standard errors (``residual_se``) and as a fraction of
-        the choices' spread (``residual_spread``)."""
+        the choices' spread (``residual_spread``).  ``q``: the fit (scaled as fitted) and
+        ``residual`` its distance (`scaled_fit`); ``se``: the standard errors of ``columns``
+        and of the target's features (None: unknown)."""
         choices = self.choices[name]
         signal = self.mixes[name] or "features"
-        fitted = columns @ p
-        s = float(fitted @ target / (fitted @ fitted)) if scale_free and float(fitted @ fitted) > 0 else 1.0
-        residual = float((s * fitted - target).norm())
-        tse = self.target_se.get(name)
         noise = 0.0
-        if se is not None and tse is not None:
-            noise = float((tse.square().sum() + (se.square() @ (s * p).square()).sum()).sqrt())
-        cols = s * columns
+        if se is not None:
+            noise = float((se[1].square().sum() + (se[0].square() @ q.square()).sum()).sqrt())
+        cols = float(q.sum()) * columns  # the choices as far apart as the fit scaled them
         spread = float((cols - cols.mean(1, keepdim=True)).norm(dim=0).max())
         out: dict[str, Any] = {
             "residual_se": residual / noise if noise > 0 else None,
@@ -306,7 +313,7 @@ class Moments(Strategy):
                 "why": f"no mix reproduces the target's {signal} ({words}, {residual / spread:.0%} of the choices' "
                 "spread): a domain gap; the search moves it from where it started",
             }
-        groups = separable_groups(columns, se)
+        groups = separable_groups(columns, None if se is None else se[0])
         if len(groups) == 1 and len(choices) > 1:
             return {
                 **out,
@@ -316,6 +323,7 @@ class Moments(Strategy):
         if all(len(g) == 1 for g in groups):
             return {**out, "hold": "all", "why": f"fit to the target's {signal} ({words})"}
         named = [[choices[i] for i in g] for g in groups]
+        p = _normalised(q)
         totals = [float(sum(p[i] for i in g)) for g in groups]
         folded = "; ".join(f"{', '.join(g)} (together {t:.2f})" for g, t in zip(named, totals) if len(g) > 1)
         return {

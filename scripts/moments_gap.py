@@ -17,13 +17,16 @@ import torch
 
 import simulators
 from lts.camera import parse_camera
-from lts.matching import appearance_features
+from lts.matching import TargetMatch
 from lts.targets import load_target
 from policies.moments import mix_fit
+from simulators import Batch
 
 
-def _stats(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return f.mean(0).double(), (f.std(0) / len(f) ** 0.5).double()
+def _stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frames' mean look features and their standard errors, as the moments take them."""
+    frames = Batch(images=images)
+    return TargetMatch(frames).mean_and_se(frames, "look")
 
 
 def main(specs: list[str]) -> None:
@@ -34,7 +37,7 @@ def main(specs: list[str]) -> None:
     cols = []
     for c in choices:  # each weather alone, 32 scenes, as the default moments render it
         psi = space.validate({**init, "weather": {k: float(k == c) for k in choices}})
-        cols.append(_stats(appearance_features(sim.generate(psi, 32, seed=11).images)))
+        cols.append(_stats(sim.generate(psi, 32, seed=11).images))
     m, se = torch.stack([c[0] for c in cols], 1), torch.stack([c[1] for c in cols], 1)
     centre = m.mean(1)
     spread = max(float((m[:, i] - centre).norm()) for i in range(m.shape[1]))
@@ -42,7 +45,7 @@ def main(specs: list[str]) -> None:
         name, _, cam = spec.partition("@")
         tgt = load_target(name, sim, task_name="counting", size=256, run_seed=0, sim_name="procedural")
         images = parse_camera(cam)(tgt.batch.images, seed=1) if cam else tgt.batch.images
-        t, tse = _stats(appearance_features(images))
+        t, tse = _stats(images)
         q, r = mix_fit(m, t)
         noise = float((tse.square().sum() + (se.square() @ q.square()).sum()).sqrt())
         truth = tgt.truth["weather"]
