@@ -17,6 +17,7 @@ from policies import STRATEGIES, strategy_options
 from simulators.errors import UserError, did_you_mean
 from simulators.space import read_yaml as read_yaml_file
 
+from . import tasks
 from .stopping import parse_duration
 
 __all__ = [
@@ -153,9 +154,15 @@ class Config:
     task: str = _f("counting", "downstream task: counting, segmentation or classify")
     task_options: dict = _f({}, "keyword options for the task (training budget, lr, …)")
     target: str = _f("configs/targets/default.yaml", "target parameter file (YAML) or a labelled image directory")
-    target_size: int = _f(256, "validation samples (the reward) rendered from ψ* when the target is a parameter file")
+    target_size: int = _f(
+        256,
+        "validation samples (the reward) rendered from ψ* when the target is a parameter file (the task's own "
+        "where it has one: classify 1000)",
+    )
     test_size: int = _f(
-        256, "held-out test samples rendered from ψ* with a seed of their own (the figures to report; never a reward)"
+        256,
+        "held-out test samples rendered from ψ* with a seed of their own (the figures to report; never a reward; "
+        "classify 1000)",
     )
     target_split: float = _f(
         0.5, "a directory target: the fraction of its files (by name) that is validation; the rest is the test split"
@@ -191,8 +198,8 @@ class Config:
     warmup: Warmup = field(
         default_factory=lambda: Warmup(), metadata={"doc": "the warm-up before the search (its phases and options)"}
     )
-    samples: int = _f(4, "K: parameter vectors ψ drawn per iteration")
-    scenes: int = _f(256, "M: scenes (samples) rendered per ψ")
+    samples: int = _f(4, "K: parameter vectors ψ drawn per iteration (classify: 8)")
+    scenes: int = _f(256, "M: scenes (samples) rendered per ψ (classify: 400)")
     seed: int = _f(0, "run seed; every other seed is derived from it")
     device: str = _f("cpu", "device for rendering and training: cpu or cuda")
     threads: int = _f(
@@ -396,6 +403,9 @@ def load_config(
     sets ``iterations`` and no ``budget`` drops an earlier layer's budget: the later one wins."""
     cfg = Config()
     datas = ([read_yaml(path)] if path is not None else []) + list(layers) + ([_nest(overrides)] if overrides else [])
+    # the task's own sizes come first: what the file, the layers and --set name wins
+    task = next((d["task"] for d in reversed(datas) if isinstance(d.get("task"), str)), cfg.task)
+    datas = [tasks.run_sizes(task), *datas]
     for data in datas:
         if "iterations" in data and "budget" not in data:
             cfg.budget = None

@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m lts.compare",
         description="Compare search strategies by the evaluations each needs until the ψ it hands over trains a "
         "model as good as the true ψ* does (within 2 %), on the same simulator, task, target and seeds.",
-        epilog="Example:\n  python -m lts.compare --config configs/gmm.yaml --set task_options.metric=nll "
+        epilog="Example:\n  python -m lts.compare --config configs/gmm.yaml "
         "--budget 96 --seeds 3 --methods lts,random,tpe,cmaes\n\n"
         "Methods: lts (the config's search) and the strategies:\n"
         + "\n".join(f"  {k:<9} {v[1]}" for k, v in STRATEGIES.items()),

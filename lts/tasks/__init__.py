@@ -13,7 +13,7 @@ from simulators.errors import UnknownNameError, UserError, did_you_mean
 
 from .base import Task, reward_of
 
-__all__ = ["Task", "reward_of", "make", "available"]
+__all__ = ["Task", "reward_of", "make", "available", "run_sizes"]
 
 _BUILTIN = {
     "classify": "lts.tasks.classify:ClassifyTask",
@@ -26,13 +26,27 @@ def available() -> list[str]:
     return sorted(_BUILTIN)
 
 
-def make(name: str, **options: Any) -> Task:
-    """Build a task by name (or ``package.module:Class``) with its options."""
+def _class(name: str) -> Any:
     path = name if ":" in name else _BUILTIN.get(name)
     if path is None:
         raise UnknownNameError(f"unknown task {name!r}; known: {', '.join(available())}" + did_you_mean(name, _BUILTIN))
     module, _, attr = path.partition(":")
-    cls = getattr(importlib.import_module(module), attr)
+    return getattr(importlib.import_module(module), attr)
+
+
+def run_sizes(name: str) -> dict[str, int]:
+    """The run sizes (``samples``, ``scenes``, ``target_size``, …) a task asks for where the
+    config names none: its class's ``sizes``, or none. A task that cannot be found has none
+    here; `make` says why."""
+    try:
+        return dict(getattr(_class(name), "sizes", {}))
+    except Exception:  # noqa: BLE001 - `make` reports the task's own error, with its name
+        return {}
+
+
+def make(name: str, **options: Any) -> Task:
+    """Build a task by name (or ``package.module:Class``) with its options."""
+    cls = _class(name)
     try:
         return cls(**options)
     except TypeError as e:

@@ -19,6 +19,21 @@ def test_layers_apply_in_order(tmp_path):
     assert cfg.options_of("reinforce") == {"lr": 0.5, "lr_floor": 1.0} and cfg.options_of("tpe") == {}
 
 
+def test_a_task_s_own_sizes_fill_what_the_config_leaves_out(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("sim: rings\ntask: classify\nscenes: 300\n")
+    cfg = load_config(f, overrides={"target_size": 50})
+    # classify's points are cheap: K 8, 1000 target and test points; the file's and --set's keys win
+    assert (cfg.samples, cfg.scenes, cfg.target_size, cfg.test_size) == (8, 300, 50, 1000)
+    # the task named last decides; counting keeps the run's own defaults
+    cfg = load_config(f, {"task": "counting"})
+    assert (cfg.samples, cfg.scenes, cfg.target_size, cfg.test_size) == (4, 300, 256, 256)
+    # a task that cannot be found has none (`make` reports it, by name, when the run builds it)
+    assert load_config(None, {"task": "no.such:Task"}).samples == 4
+    # a saved run directory's config is complete: resuming it changes nothing
+    assert load_config(None, {"task": "classify", "samples": 4, "scenes": 256}).scenes == 256
+
+
 def test_errors_name_the_key():
     with pytest.raises(UserError, match=r"unknown config key 'sampels' \(did you mean 'samples'\?\)"):
         load_config(None, {"sampels": 3})
