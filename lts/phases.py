@@ -253,8 +253,18 @@ class Phase:
         mixes = (simulators.Proportions, simulators.Categorical)
         verdicts = getattr(self.strategy, "verdicts", None) or {}
         how = "fit by the moments" if self.search == "moments" else f"matched to the target by {self.search}"
+        # a categorical element a match moved starts the next phase tilted toward the match's choice
+        # and goes on being searched: a match looks, it is not the reward, and its choice can be wrong
+        # where the look of two choices is alike (docs/experiments.md, 2026-12-07, "The plain config")
+        searched = {
+            "hold": "none",
+            "why": f"{self.search}'s choice on the match starts the search, which draws the others too",
+        }
         return {
-            n: verdicts.get(n, {"hold": "all", "why": how})
+            n: verdicts.get(
+                n,
+                searched if isinstance(space[n], simulators.Categorical) else {"hold": "all", "why": how},
+            )
             for n in space
             if n not in self.strategy.fixed and isinstance(space[n], mixes)
         }

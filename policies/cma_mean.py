@@ -22,7 +22,8 @@ alone, both told the same ranking.  A space of continuous elements and mixes onl
 the numeric CMA-ES exactly as before either way.  A categorical element is handed over as
 its most probable choice (probabilities averaged like the means); ``describe`` reports the
 probabilities.  With ``init`` (a warm-up's ψ), a categorical element starts tilted toward
-its ``init`` choice (`policies.coords.tilted_probs`), not at it: a wrong warm-up can be undone.
+its ``init`` choice (`policies.coords.tilted_probs`), not at it: a wrong warm-up can be undone;
+and the first generation draws every choice in turn (`_screened`).
 
 The first step: ``sigma0`` for every coordinate where it is given; else ``steps``, a step per
 unit coordinate (a warm-up's spread, `spread`: how well it pinned each), capped at the default
@@ -172,15 +173,29 @@ class CmaMean(Strategy):
             x = self.es.ask()
             return x, self._psi(x)
         if self.engine == "catcma":
-            sol = self.es.ask()
+            sol = self._screened(self.es.ask())
             u = np.empty(self.dim)
             u[self.x_idx] = sol.x if sol.x is not None else []
             u[self.z_idx] = sol.z if sol.z is not None else []
             c = sol.c if sol.c is not None else np.zeros((0, 0))
             return sol, self._psi(u, self._choices(c.astype(float)))
         x = self.es.ask() if self.es is not None else np.empty(0)
-        sol = self.cat.ask()
+        sol = self._screened(self.cat.ask())
         return (x, sol), self._psi(x, self._choices(sol.c.astype(float)))
+
+    def _screened(self, sol: Any) -> Any:
+        """The first generation draws every choice of each categorical element in turn (in an
+        order of the seed's), whatever the start favours: the ranking then sees each choice
+        before the distribution commits (docs/experiments.md, 2026-12-07, "The plain config")."""
+        asked = len(self._told) + len(self._pending)
+        if self.means or asked >= self.popsize or sol.c is None:
+            return sol
+        c = np.zeros_like(sol.c)
+        rng = np.random.default_rng([self.seed & 0x7FFFFFFF, 0x5C4EE2])
+        for i, n in enumerate(self.cats):
+            k = len(self.cat_els[n].choices)
+            c[i, rng.permutation(k)[asked % k]] = 1
+        return type(sol)(sol.x, sol.z, c, sol._v_raw)
 
     def ask(self, n: int) -> list[dict[str, Any]]:
         out = []

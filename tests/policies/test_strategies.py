@@ -230,6 +230,22 @@ def test_a_categorical_starts_leaning_toward_init(name):
     assert probs(make_strategy(name, KINDS, seed=0, batch=8)) == pytest.approx([1 / 3] * 3)
 
 
+@pytest.mark.parametrize("mixed", ["catcma", "split"])
+def test_cma_mean_s_first_generation_draws_every_choice_whatever_the_start_favours(mixed):
+    init = {**KINDS_BEST, "town": "p"}
+    space = ParamSpace(**{**dict(KINDS.items()), "kind": Categorical(tuple("abcde"))})
+    counts = []
+    for seed in range(5):
+        s = make_strategy("cma-mean", space, seed=seed, batch=8, init={**init, "kind": "a"}, options={"mixed": mixed})
+        ps = s.ask(8)
+        counts.append([sum(p["town"] == c for p in ps) for c in "pqr"])
+        assert {p["kind"] for p in ps} == set("abcde")  # five choices in a generation of eight
+        # the draws are the engine's own otherwise, and they are told back as drawn
+        s.tell(ps, [-float(p["town"] != "q") for p in ps])
+        assert s.describe()["params"]["town"]["probs"][1] > 1 / 6  # q, the best drawn, gained
+    assert all(sorted(c) == [2, 3, 3] for c in counts)  # 8 draws over 3 choices, as evenly as can be
+
+
 def test_optuna_cma_es_says_it_samples_categoricals_at_random():
     _needs("cmaes")
     s = make_strategy("cmaes", KINDS, seed=0, batch=8)
