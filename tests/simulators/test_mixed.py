@@ -50,3 +50,19 @@ def test_the_shipped_targets_are_valid_and_name_their_layout(name, layout):
     spec = load_target_file(f"configs/targets/rings_{name}.yaml")
     assert spec.simulator == "rings"
     assert simulators.make("rings").param_space.validate(spec.params)["layout"] == layout
+
+
+@pytest.mark.parametrize("name, shape", [("heldout_blobs", "cross"), ("heldout_blobs_tee", "tee")])
+def test_the_held_out_plug_in_loads_by_its_path_and_its_shape_decides_the_classes_places(name, shape):
+    spec = load_target_file(f"configs/targets/{name}.yaml")
+    assert spec.simulator == "heldout.blobs:BlobsSimulator"
+    sim = simulators.make(spec.simulator)
+    psi = sim.param_space.validate(spec.params)
+    assert psi["shape"] == shape and {type(e).__name__ for e in sim.param_space.values()} == {
+        "Categorical", "Continuous", "Integer", "Proportions"}  # fmt: skip
+    b = sim.generate({**psi, "tails": 5, "noise": 0.1}, 4000, seed=3)
+    centre = lambda k: b.features[b.labels == k].median(0).values.numpy()  # noqa: E731
+    # classes sit at the shape's corners, scaled and shifted along x
+    corners = {"cross": [(-1, -1), (1, 1), (1, -1), (-1, 1)], "tee": [(-1, 1), (0, 1), (1, 1), (0, -1)]}[shape]
+    for k, (x, y) in enumerate(corners):
+        assert centre(k) == pytest.approx([psi["scale"] * x + psi["shift"], psi["scale"] * y], abs=0.05)
