@@ -157,7 +157,7 @@ class MomentsObjective:
     def _moment(self, frames: simulators.Batch, signal: str) -> Moment:
         m = self.match
         if signal not in self._target:
-            self._target[signal] = m.mean_and_se(self.match.target, signal)
+            self._target[signal] = m.mean_and_se(m.target, signal)
         mean, se = m.mean_and_se(frames, signal)
         t, tse = self._target[signal]
         return Moment(mean.cpu(), t.cpu(), m.scale_free(signal), se.cpu(), tse.cpu())
@@ -256,15 +256,13 @@ class Phase:
         # a categorical element a match moved starts the next phase tilted toward the match's choice
         # and goes on being searched: a match looks, it is not the reward, and its choice can be wrong
         # where the look of two choices is alike (docs/experiments.md, 2026-12-07, "The plain config")
-        searched = {
+        drawn_on = {
             "hold": "none",
             "why": f"{self.search}'s choice on the match starts the search, which draws the others too",
         }
+        whole = {"hold": "all", "why": how}
         return {
-            n: verdicts.get(
-                n,
-                searched if isinstance(space[n], simulators.Categorical) else {"hold": "all", "why": how},
-            )
+            n: verdicts.get(n) or dict(drawn_on if isinstance(space[n], simulators.Categorical) else whole)
             for n in space
             if n not in self.strategy.fixed and isinstance(space[n], mixes)
         }

@@ -16,7 +16,7 @@ from typing import Any
 from simulators.errors import UserError
 
 from ..config import Config, describe_config, legacy_config, load_config, load_experiment, run_hint
-from ..report import policy_table, reward_table, run_notes
+from ..report import held_lines, policy_table, reward_table, run_notes
 from ..rundir import RunDir
 from ..stopping import WINDOW
 from . import ArgumentParser, add_debug_flag, parse_set, run_cli, set_threads
@@ -321,8 +321,6 @@ class _Progress:
     def on_iteration(self, row: dict[str, Any]) -> None:
         self.done_iters = row["iteration"] + 1
         if row.get("held") and self.talk:  # the plan's second line: what the warm-up determined
-            from ..report import held_lines
-
             for line in held_lines(row["held"]):
                 if self.bar is not None:
                     self.bar.write(line, file=sys.stderr)
