@@ -253,9 +253,10 @@ class Phase:
         mixes = (simulators.Proportions, simulators.Categorical)
         verdicts = getattr(self.strategy, "verdicts", None) or {}
         how = "fit by the moments" if self.search == "moments" else f"matched to the target by {self.search}"
-        # a categorical element a match moved starts the next phase tilted toward the match's choice
-        # and goes on being searched: a match looks, it is not the reward, and its choice can be wrong
-        # where the look of two choices is alike (docs/experiments.md, 2026-12-07, "The plain config")
+        # a categorical element a match moved starts the next phase at the match's choice and goes
+        # on being searched (its first generation draws every choice again): a match looks, it is
+        # not the reward, and its choice can be wrong where the look of two choices is alike
+        # (docs/experiments.md, 2026-12-07, "The plain config")
         drawn_on = {
             "hold": "none",
             "why": f"{self.search}'s choice on the match starts the search, which draws the others too",

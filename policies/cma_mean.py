@@ -23,7 +23,9 @@ the numeric CMA-ES exactly as before either way.  A categorical element is hande
 its most probable choice (probabilities averaged like the means); ``describe`` reports the
 probabilities.  With ``init`` (a warm-up's ψ), a categorical element starts tilted toward
 its ``init`` choice (`policies.coords.tilted_probs`), not at it: a wrong warm-up can be undone;
-and the first generation draws every choice in turn (`_screened`).
+and the first generation draws every choice in turn (`_screened`), at the warm-up's values of
+the other elements, and is told as drawn: its ranking, not the tilt, sets the probabilities
+the search goes on with (`_drawn_uniformly`).
 
 The first step: ``sigma0`` for every coordinate where it is given; else ``steps``, a step per
 unit coordinate (a warm-up's spread, `spread`: how well it pinned each), capped at the default
@@ -197,6 +199,17 @@ class CmaMean(Strategy):
             c[i, rng.permutation(k)[asked % k]] = 1
         return type(sol)(sol.x, sol.z, c, sol._v_raw)
 
+    def _drawn_uniformly(self) -> None:
+        """Before the screened generation is told: its choices were drawn evenly, not from the
+        start's probabilities, so CatCMA's update (the ranked choices' weights less the
+        probabilities they were drawn with) starts from uniform ones. From the tilted start, a
+        choice that ranked first but held less of the weights than its tilt was pushed down
+        (docs/experiments.md, 2026-12-08, "A screened generation told as drawn")."""
+        engine = self.cat if self.engine == "split" else self.es
+        for i, n in enumerate(self.cats):
+            k = len(self.cat_els[n].choices)
+            engine._q[i, :k] = 1.0 / k
+
     def ask(self, n: int) -> list[dict[str, Any]]:
         out = []
         for _ in range(n):
@@ -215,6 +228,8 @@ class CmaMean(Strategy):
             finite = [v for _, v in gen if np.isfinite(v)]
             worst = max(finite) + 1.0 if finite else 0.0
             ranked = [(x, v if np.isfinite(v) else worst) for x, v in gen]
+            if self.cats and not self.means:
+                self._drawn_uniformly()
             if self.engine == "split":
                 if self.es is not None:
                     self.es.tell([(x, v) for (x, _), v in ranked])

@@ -1,5 +1,6 @@
 """cma-mean's first step: a fixed ``sigma0``, or a step per coordinate (``steps``: a warm-up's
-spread), capped at the default; ``spread`` reports σ × sqrt(diag C) in the same coordinates."""
+spread), capped at the default; ``spread`` reports σ × sqrt(diag C) in the same coordinates; a
+categorical element's first generation, drawn evenly, moves its probabilities as drawn."""
 
 from __future__ import annotations
 
@@ -43,3 +44,27 @@ def test_spread_shrinks_as_the_search_closes_in():
         asked = s.ask(8)
         s.tell(asked, [-((p["c0_x"] + 2.0) ** 2) for p in asked])
     assert s.spread()["c0_x"] < SIGMA0
+
+
+
+def test_a_screened_generation_moves_the_choice_it_ranks_first_up_from_a_tilted_start():
+    # the start tilts toward ring (2/3); the first generation draws every layout in turn. One ring
+    # draw ranks first, the other layouts' draws next and the other ring draws last: ring holds
+    # about half of the ranking's weights, more than the 1/3 it was drawn with, less than its tilt.
+    # Told as drawn (evenly), ring's probability becomes the highest; told against the tilt, the
+    # layout ranked first fell below another (2/3 → 0.26 on a real run)
+    space = simulators.make("rings").param_space
+    init = {"layout": "ring", "rotation": 0.0, "radius": 2.0, "spread": 1.0, "stretch": 2}
+    for seed in range(4):
+        s = make_strategy("cma-mean", space, seed=seed, budget=80, batch=8, init=init, fixed=["mix"])
+        assert s.describe()["params"]["layout"]["probs"][0] == pytest.approx(2 / 3)
+        drawn = s.ask(8)
+        rings = [i for i, p in enumerate(drawn) if p["layout"] == "ring"]
+        others = [i for i, p in enumerate(drawn) if p["layout"] != "ring"]
+        assert len(rings) >= 2 and {drawn[i]["layout"] for i in others} == {"line", "arc"}
+        rewards = [0.0] * 8
+        for rank, i in enumerate([rings[0], *others, *rings[1:]]):
+            rewards[i] = -float(rank)
+        s.tell(drawn, rewards)
+        probs = s.describe()["params"]["layout"]["probs"]
+        assert probs[0] == max(probs) and probs[0] > 0.45
