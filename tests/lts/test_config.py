@@ -76,6 +76,8 @@ def test_shipped_configs_and_targets_load_and_fit_their_simulator():
             sim = simulators.make("gmm", **({"classes": 3, "dims": 3} if path.name == "gmm12.yaml" else {}))
         elif path.name.startswith("rings"):
             sim = sims["rings"]
+        elif path.name.startswith("heldout_helix"):
+            sim = simulators.make("heldout.helix:HelixSimulator")
         elif path.name.startswith("heldout"):
             sim = simulators.make("heldout.blobs:BlobsSimulator")
         else:

@@ -66,3 +66,27 @@ def test_the_held_out_plug_in_loads_by_its_path_and_its_shape_decides_the_classe
     corners = {"cross": [(-1, -1), (1, 1), (1, -1), (-1, 1)], "tee": [(-1, 1), (0, 1), (1, 1), (0, -1)]}[shape]
     for k, (x, y) in enumerate(corners):
         assert centre(k) == pytest.approx([psi["scale"] * x + psi["shift"], psi["scale"] * y], abs=0.05)
+
+
+@pytest.mark.parametrize("name, pattern", [("heldout_helix", "corner"), ("heldout_helix_fan", "fan")])
+def test_the_second_held_out_plug_in_places_its_classes_by_its_pattern_tilt_and_lumps(name, pattern):
+    spec = load_target_file(f"configs/targets/{name}.yaml")
+    assert spec.simulator == "heldout.helix:HelixSimulator"
+    sim = simulators.make(spec.simulator)
+    psi = sim.param_space.validate(spec.params)
+    assert psi["pattern"] == pattern and {type(e).__name__ for e in sim.param_space.values()} == {
+        "Categorical", "Continuous", "Integer", "Proportions"}  # fmt: skip
+    # one lump per class, little spread: each class sits at its pattern point × gap, turned by tilt
+    b = sim.generate({**psi, "lumps": 1, "spread": 0.1}, 3000, seed=4)
+    t = np.radians(psi["tilt"])
+    points = {"corner": [(1, 0, 0), (0, 1, 0), (0, 0, 1)], "fan": [(1, 0, 0), (-0.5, 0, 0.87), (-0.5, 0, -0.87)]}
+    for k, (x, y, z) in enumerate(points[pattern]):
+        want = psi["gap"] * np.array([x, np.cos(t) * y - np.sin(t) * z, np.sin(t) * y + np.cos(t) * z])
+        assert b.features[b.labels == k].mean(0).numpy() == pytest.approx(want, abs=0.02)
+
+    # lumps strung along y (before the tilt): more lumps, a class wider along y
+    def y_spread(lumps: int) -> float:
+        b = sim.generate({**psi, "lumps": lumps, "spread": 0.1, "tilt": 0.0}, 3000, seed=4)
+        return float(b.features[b.labels == 0, 1].std())
+
+    assert y_spread(1) == pytest.approx(0.1, abs=0.02) and y_spread(4) > 0.8  # lumps 0.8 apart: sd ≈ 0.9
