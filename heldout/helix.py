@@ -4,8 +4,9 @@ The classes' centres follow a ``pattern`` (``Categorical``: stacked along z, fan
 plane, one on each axis, or two close and one far); ``gap`` (``Continuous``) sizes it and
 ``tilt`` (``Continuous``, degrees) turns it about the x axis; each class is ``lumps``
 (``Integer``) blobs strung along y, each of spread ``spread`` (``Continuous``); ``mix``
-(``Proportions``) is the class balance. Written on 2026-12-08 after the changes it was meant
-to check were measured, and run once, after them (docs/experiments.md).
+(``Proportions``) is the class balance. Written on 2026-12-07 and not used to choose any
+default: its two targets were first run with the defaults as kept (docs/experiments.md, "A
+screened generation told as drawn").
 """
 
 from __future__ import annotations

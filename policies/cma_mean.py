@@ -204,7 +204,7 @@ class CmaMean(Strategy):
         start's probabilities, so CatCMA's update (the ranked choices' weights less the
         probabilities they were drawn with) starts from uniform ones. From the tilted start, a
         choice that ranked first but held less of the weights than its tilt was pushed down
-        (docs/experiments.md, 2026-12-08, "A screened generation told as drawn")."""
+        (docs/experiments.md, 2026-12-07, "A screened generation told as drawn")."""
         engine = self.cat if self.engine == "split" else self.es
         for i, n in enumerate(self.cats):
             k = len(self.cat_els[n].choices)
