@@ -52,14 +52,20 @@ def test_the_shipped_targets_are_valid_and_name_their_layout(name, layout):
     assert simulators.make("rings").param_space.validate(spec.params)["layout"] == layout
 
 
+def _held_out(name: str, path: str):
+    """A held-out target's plug-in, loaded by its path, and its valid ψ*; the plug-in has every kind."""
+    spec = load_target_file(f"configs/targets/{name}.yaml")
+    assert spec.simulator == path
+    sim = simulators.make(spec.simulator)
+    kinds = {type(e).__name__ for e in sim.param_space.values()}
+    assert kinds == {"Categorical", "Continuous", "Integer", "Proportions"}
+    return sim, sim.param_space.validate(spec.params)
+
+
 @pytest.mark.parametrize("name, shape", [("heldout_blobs", "cross"), ("heldout_blobs_tee", "tee")])
 def test_the_held_out_plug_in_loads_by_its_path_and_its_shape_decides_the_classes_places(name, shape):
-    spec = load_target_file(f"configs/targets/{name}.yaml")
-    assert spec.simulator == "heldout.blobs:BlobsSimulator"
-    sim = simulators.make(spec.simulator)
-    psi = sim.param_space.validate(spec.params)
-    assert psi["shape"] == shape and {type(e).__name__ for e in sim.param_space.values()} == {
-        "Categorical", "Continuous", "Integer", "Proportions"}  # fmt: skip
+    sim, psi = _held_out(name, "heldout.blobs:BlobsSimulator")
+    assert psi["shape"] == shape
     b = sim.generate({**psi, "tails": 5, "noise": 0.1}, 4000, seed=3)
     centre = lambda k: b.features[b.labels == k].median(0).values.numpy()  # noqa: E731
     # classes sit at the shape's corners, scaled and shifted along x
@@ -70,12 +76,8 @@ def test_the_held_out_plug_in_loads_by_its_path_and_its_shape_decides_the_classe
 
 @pytest.mark.parametrize("name, pattern", [("heldout_helix", "corner"), ("heldout_helix_fan", "fan")])
 def test_the_second_held_out_plug_in_places_its_classes_by_its_pattern_tilt_and_lumps(name, pattern):
-    spec = load_target_file(f"configs/targets/{name}.yaml")
-    assert spec.simulator == "heldout.helix:HelixSimulator"
-    sim = simulators.make(spec.simulator)
-    psi = sim.param_space.validate(spec.params)
-    assert psi["pattern"] == pattern and {type(e).__name__ for e in sim.param_space.values()} == {
-        "Categorical", "Continuous", "Integer", "Proportions"}  # fmt: skip
+    sim, psi = _held_out(name, "heldout.helix:HelixSimulator")
+    assert psi["pattern"] == pattern
     # one lump per class, little spread: each class sits at its pattern point × gap, turned by tilt
     b = sim.generate({**psi, "lumps": 1, "spread": 0.1}, 3000, seed=4)
     t = np.radians(psi["tilt"])
