@@ -46,7 +46,6 @@ def test_spread_shrinks_as_the_search_closes_in():
     assert s.spread()["c0_x"] < SIGMA0
 
 
-
 def test_a_screened_generation_moves_the_choice_it_ranks_first_up_from_a_tilted_start():
     # the start tilts toward ring (2/3); the first generation draws every layout in turn. One ring
     # draw ranks first, the other layouts' draws next and the other ring draws last: ring holds
