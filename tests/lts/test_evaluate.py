@@ -67,7 +67,7 @@ def test_segmentation_on_an_unseen_cityscapes_directory_with_finetuning(tmp_path
     args = ["--config", str(repo / "configs/segmentation.yaml"), "--target", str(repo / "configs/targets/default.yaml"),
             "--out", str(run), "--iterations", "1", "--samples", "2", "--scenes", "8", "--quiet",
             "--set", "sim_options.resolution=[32, 64]", "--set", "target_size=8", "--set", "final_repeats=1",
-            "--set", "task_options.steps=2", "--set", "task_options.batch_size=8", "--set", "warmup.phases=[]"]  # fmt: skip
+            "--set", "task_options.steps=2", "--set", "task_options.batch_size=8", "--set", "warmup.phases=[]", "--set", "budget=null"]  # fmt: skip
     assert run_cli(optimize_main, args) == 0
     capsys.readouterr()
     assert run_cli(evaluate_main, [str(run), "--target", str(cs), "--scenes", "32", "--steps", "80",
@@ -120,7 +120,7 @@ def test_finetune_refuses_the_test_split_whatever_folder_reaches_it(tmp_path, re
     args = ["--config", str(repo / "configs/segmentation.yaml"), "--target", str(repo / "configs/targets/default.yaml"),
             "--out", str(run), "--iterations", "1", "--samples", "2", "--scenes", "4", "--quiet",
             "--set", "sim_options.resolution=[32, 64]", "--set", "target_size=4", "--set", "final_repeats=0",
-            "--set", "task_options.steps=1", "--set", "task_options.batch_size=4", "--set", "warmup.phases=[]"]  # fmt: skip
+            "--set", "task_options.steps=1", "--set", "task_options.batch_size=4", "--set", "warmup.phases=[]", "--set", "budget=null"]  # fmt: skip
     assert run_cli(optimize_main, args) == 0
     capsys.readouterr()
     for finetune in (cs, linked):
