@@ -1,5 +1,4 @@
-"""Problems kept out of lts's tuning: run once, after the defaults were fixed (docs/experiments.md).
-
-A plug-in simulator loaded as ``heldout.blobs:BlobsSimulator``, the way a user's own is
-(``--sim package.module:Class``), with its target in ``configs/targets/heldout_blobs.yaml``.
+"""Problems kept out of lts's tuning (docs/experiments.md): plug-in simulators loaded by path, the
+way a user's own is (``--sim package.module:Class``): ``heldout.blobs:BlobsSimulator`` and
+``heldout.helix:HelixSimulator``, with their targets in ``configs/targets/heldout_*.yaml``.
 """

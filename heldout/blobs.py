@@ -10,11 +10,11 @@ to choose them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from simulators.base import Batch, PointwiseSimulator
 from simulators.space import Categorical, Continuous, Integer, ParamSpace, Proportions
@@ -50,15 +50,10 @@ class BlobsSimulator(PointwiseSimulator):
     def _draw(self, ps: Sequence[dict[str, Any]], seed: int) -> Batch:
         rng = np.random.default_rng(seed)
         n = len(ps)
-        cum = np.cumsum([[p["mix"][c] for c in _CLASSES] for p in ps], axis=1)
-        labels = (rng.random(n)[:, None] >= cum[:, :-1]).sum(1).astype(np.int64)
-        col = lambda key: np.array([p[key] for p in ps], dtype=np.float64)  # noqa: E731
+        labels = self.draw_classes(ps, "mix", _CLASSES, rng)
+        col = functools.partial(self.column, ps)
         centres = np.array([_SHAPES[p["shape"]][c] for p, c in zip(ps, labels)])
         noise = rng.standard_t(col("tails")[:, None], size=(n, 2))
         points = col("scale")[:, None] * centres + col("noise")[:, None] * noise
         points[:, 0] += col("shift")
-        return Batch(
-            features=torch.from_numpy(points.astype(np.float32)),
-            labels=torch.from_numpy(labels),
-            attributes={"mix": [_CLASSES[c] for c in labels]},
-        )
+        return self.points_batch(points, labels, "mix", _CLASSES)

@@ -11,11 +11,11 @@ screened generation told as drawn").
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from simulators.base import Batch, PointwiseSimulator
 from simulators.space import Categorical, Continuous, Integer, ParamSpace, Proportions
@@ -51,9 +51,8 @@ class HelixSimulator(PointwiseSimulator):
     def _draw(self, ps: Sequence[dict[str, Any]], seed: int) -> Batch:
         rng = np.random.default_rng(seed)
         n = len(ps)
-        cum = np.cumsum([[p["mix"][c] for c in _CLASSES] for p in ps], axis=1)
-        labels = (rng.random(n)[:, None] >= cum[:, :-1]).sum(1).astype(np.int64)
-        col = lambda key: np.array([p[key] for p in ps], dtype=np.float64)  # noqa: E731
+        labels = self.draw_classes(ps, "mix", _CLASSES, rng)
+        col = functools.partial(self.column, ps)
         centres = np.array([_PATTERNS[p["pattern"]][c] for p, c in zip(ps, labels)]) * col("gap")[:, None]
         lumps = col("lumps")
         lump = np.floor(rng.random(n) * lumps)  # which of its class's lumps a point belongs to
@@ -62,8 +61,4 @@ class HelixSimulator(PointwiseSimulator):
         y, z = centres[:, 1].copy(), centres[:, 2].copy()
         centres[:, 1], centres[:, 2] = np.cos(t) * y - np.sin(t) * z, np.sin(t) * y + np.cos(t) * z
         points = centres + col("spread")[:, None] * rng.standard_normal((n, 3))
-        return Batch(
-            features=torch.from_numpy(points.astype(np.float32)),
-            labels=torch.from_numpy(labels),
-            attributes={"mix": [_CLASSES[c] for c in labels]},
-        )
+        return self.points_batch(points, labels, "mix", _CLASSES)

@@ -165,3 +165,29 @@ class PointwiseSimulator(Simulator):
 
     def _draw(self, ps: Sequence[dict[str, Any]], seed: int) -> Batch:
         raise NotImplementedError
+
+    # the pieces of a labelled-points `_draw`: one row per sample, each from its own ψ
+
+    @staticmethod
+    def column(ps: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
+        """Element ``key`` of every sample's ψ, as floats."""
+        return np.array([p[key] for p in ps], dtype=np.float64)
+
+    @staticmethod
+    def draw_classes(
+        ps: Sequence[Mapping[str, Any]], mix: str, classes: Sequence[str], rng: np.random.Generator
+    ) -> np.ndarray:
+        """Each sample's class (an index into ``classes``), drawn from its ψ's ``mix`` (one
+        uniform number per sample)."""
+        cum = np.cumsum([[p[mix][c] for c in classes] for p in ps], axis=1)
+        return (rng.random(len(ps))[:, None] >= cum[:, :-1]).sum(1).astype(np.int64)
+
+    @staticmethod
+    def points_batch(points: np.ndarray, labels: np.ndarray, mix: str, classes: Sequence[str]) -> Batch:
+        """Labelled points, each sample's class also named under ``mix`` (the proportions
+        element it was drawn from)."""
+        return Batch(
+            features=torch.from_numpy(points.astype(np.float32)),
+            labels=torch.from_numpy(labels),
+            attributes={mix: [classes[c] for c in labels]},
+        )

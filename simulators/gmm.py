@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from .base import Batch, PointwiseSimulator
 from .errors import UserError
@@ -51,17 +50,12 @@ class GaussianMixtureSimulator(PointwiseSimulator):
     def _draw(self, ps: Sequence[dict[str, Any]], seed: int) -> Batch:
         rng = np.random.default_rng(seed)
         n = len(ps)
-        u = rng.random(n)
+        names = [f"c{c}" for c in range(self.classes)]
         if self.classes == 2:  # the original draw, kept bit for bit
-            labels = (u < np.array([p["balance"]["c1"] for p in ps])).astype(np.int64)
+            labels = (rng.random(n) < np.array([p["balance"]["c1"] for p in ps])).astype(np.int64)
         else:
-            cum = np.cumsum([[p["balance"][f"c{c}"] for c in range(self.classes)] for p in ps], axis=1)
-            labels = (u[:, None] >= cum[:, :-1]).sum(1).astype(np.int64)
+            labels = self.draw_classes(ps, "balance", names, rng)
         centres = np.array([[p[k] for k in self._centre_names[c]] for p, c in zip(ps, labels)], dtype=np.float64)
         std = np.array([p["std"] for p in ps])[:, None]
         points = centres.reshape(n, self.dims) + std * rng.standard_normal((n, self.dims))
-        return Batch(
-            features=torch.from_numpy(points.astype(np.float32)),
-            labels=torch.from_numpy(labels),
-            attributes={"balance": [f"c{c}" for c in labels]},
-        )
+        return self.points_batch(points, labels, "balance", names)

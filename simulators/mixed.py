@@ -12,11 +12,11 @@ element can make up for it.  Base install only (numpy, torch); the batch has
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from .base import Batch, PointwiseSimulator
 from .space import Categorical, Continuous, Integer, ParamSpace, Proportions
@@ -58,10 +58,9 @@ class RingsSimulator(PointwiseSimulator):
     def _draw(self, ps: Sequence[dict[str, Any]], seed: int) -> Batch:
         rng = np.random.default_rng(seed)
         n = len(ps)
-        cum = np.cumsum([[p["mix"][c] for c in _CLASSES] for p in ps], axis=1)
-        labels = (rng.random(n)[:, None] >= cum[:, :-1]).sum(1).astype(np.int64)
+        labels = self.draw_classes(ps, "mix", _CLASSES, rng)
         noise = rng.standard_normal((n, 2))
-        col = lambda key: np.array([p[key] for p in ps], dtype=np.float64)  # noqa: E731
+        col = functools.partial(self.column, ps)
         centres = np.stack([_layout(p["layout"])[c] for p, c in zip(ps, labels)])
         local = col("radius")[:, None] * centres + col("spread")[:, None] * noise * np.stack(
             [col("stretch"), np.ones(n)], 1
@@ -69,8 +68,4 @@ class RingsSimulator(PointwiseSimulator):
         t = np.deg2rad(col("rotation"))
         cos, sin = np.cos(t), np.sin(t)
         points = np.stack([cos * local[:, 0] - sin * local[:, 1], sin * local[:, 0] + cos * local[:, 1]], 1)
-        return Batch(
-            features=torch.from_numpy(points.astype(np.float32)),
-            labels=torch.from_numpy(labels),
-            attributes={"mix": [_CLASSES[c] for c in labels]},
-        )
+        return self.points_batch(points, labels, "mix", _CLASSES)
